@@ -1,0 +1,5 @@
+"""``python -m ticketlab`` is the CLI."""
+
+from ticketlab.cli import main
+
+main()

@@ -1,0 +1,173 @@
+"""Command line: argument parsing and printing only; all work is done by ``ticketlab.api``.
+
+Every user error (bad flag, bad config, missing data, locked directory) ends as one line on
+stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ticketlab.api import Result, run as run_experiment
+from ticketlab.config import Config, RunOptions, load_config_file
+from ticketlab.errors import ConfigError, TicketlabError
+from ticketlab.graph import all_units
+from ticketlab.tables import rich_table
+
+# Newer typer vendors click (its errors derive from typer.TyperException); older typer uses click.
+_CLI_ERRORS: tuple[type[BaseException], ...] = tuple(
+    cls for cls in (getattr(typer, "TyperException", None),) if cls is not None
+)
+try:
+    import click as _click
+
+    _CLI_ERRORS += (_click.ClickException,)
+    _ABORTS: tuple[type[BaseException], ...] = (typer.Abort, _click.exceptions.Abort, KeyboardInterrupt)
+except ImportError:  # pragma: no cover
+    _ABORTS = (typer.Abort, KeyboardInterrupt)
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Find, verify and ship lottery tickets.")
+# Tables are wide; when output goes to a file or pipe, don't squeeze them to 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 400)
+
+
+def _csv(value: Optional[str]) -> Optional[list[str]]:
+    if value is None:
+        return None
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def _set(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    """Put ``value`` at ``dotted`` in the nested config dict unless the flag was not given."""
+    if value is None:
+        return
+    *parents, leaf = dotted.split(".")
+    for parent in parents:
+        raw = raw.setdefault(parent, {})
+    raw[leaf] = value
+
+
+@app.command("run")
+def run_command(
+    config_file: Optional[Path] = typer.Argument(None, help="TOML or JSON experiment config; flags override it."),
+    dataset: Optional[str] = typer.Option(None, help="mnist, mnist1d, digits or cifar10."),
+    data_dir: Optional[str] = typer.Option(None, help="Folder with dataset files (MNIST IDX, CIFAR-10 binary)."),
+    model: Optional[str] = typer.Option(None, help="lenet_300_100, mlp_<w1>_<w2>..., conv2, conv4, conv6."),
+    levels: Optional[int] = typer.Option(None, help="Pruning rounds after the dense run."),
+    seed: Optional[int] = typer.Option(None, help="Base seed; replicate r uses seed + r."),
+    seeds: Optional[int] = typer.Option(None, help="Independent replicates (IMP chains)."),
+    controls: Optional[str] = typer.Option(None, help="Comma-separated control arms: reinit,random,shuffle."),
+    rewind_iteration: Optional[int] = typer.Option(None, help="Rewind survivors to iteration k (0 = initialisation)."),
+    iterations: Optional[int] = typer.Option(None, help="Training length in iterations."),
+    epochs: Optional[int] = typer.Option(None, help="Training length in epochs (instead of iterations)."),
+    batch_size: Optional[int] = typer.Option(None, help="Minibatch size."),
+    lr: Optional[float] = typer.Option(None, help="Learning rate."),
+    optimizer: Optional[str] = typer.Option(None, help="adam or sgd."),
+    strategy: Optional[str] = typer.Option(None, help="layerwise or global magnitude pruning."),
+    rate: Optional[float] = typer.Option(None, help="Fraction of remaining weights pruned per round."),
+    output_rate: Optional[float] = typer.Option(None, help="Rate for the output layer (layerwise)."),
+    eval_every: Optional[int] = typer.Option(None, help="Evaluate every N iterations."),
+    out: str = typer.Option("experiments", help="Root folder for experiment directories."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    threads: int = typer.Option(1, help="Torch threads per training process."),
+    workers: int = typer.Option(1, help="Trainings run in parallel (local processes or Ray tasks)."),
+    executor: str = typer.Option("local", help="local or ray."),
+    ray_address: Optional[str] = typer.Option(None, help="Ray cluster address (default: start a local one)."),
+    progress: bool = typer.Option(True, help="Show progress bars."),
+) -> None:
+    """Run (or resume) an IMP experiment and print its per-level table."""
+    raw: dict[str, Any] = load_config_file(config_file) if config_file else {}
+    if executor not in ("local", "ray"):
+        raise ConfigError(f"--executor must be local or ray, got {executor!r}")
+    for dotted, value in [
+        ("data.dataset", dataset), ("data.data_dir", data_dir), ("model", model), ("levels", levels),
+        ("seed", seed), ("seeds", seeds), ("controls", _csv(controls)), ("rewind_iteration", rewind_iteration),
+        ("train.batch_size", batch_size), ("train.lr", lr), ("train.optimizer", optimizer),
+        ("prune.strategy", strategy), ("prune.rate", rate), ("prune.output_rate", output_rate),
+        ("train.eval_every", eval_every),
+    ]:
+        _set(raw, dotted, value)
+    if iterations is not None or epochs is not None:  # one length replaces the other
+        raw.setdefault("train", {}).update(iterations=iterations, epochs=epochs)
+    config = Config.from_dict(raw)
+    options = RunOptions(root=out, device=device, threads=threads, workers=workers,
+                         executor=executor, ray_address=ray_address, progress=progress)
+
+    started = time.perf_counter()
+    with _progress_display(config, enabled=progress) as (on_progress, on_done):
+        result = run_experiment(config, options, progress=on_progress, on_done=on_done)
+    console.print(rich_table(result.runs, title=f"{config.data.dataset} / {config.model}"))
+    console.print(f"experiment: {result.directory}  (wall time {time.perf_counter() - started:.1f} s)")
+
+
+@app.command("show")
+def show_command(experiment_dir: Path = typer.Argument(..., help="An experiment directory.")) -> None:
+    """Print the per-level table of an experiment from disk."""
+    result = Result.load(experiment_dir)
+    console.print(rich_table(result.runs, title=f"{result.config.data.dataset} / {result.config.model}"))
+    console.print(f"experiment: {result.directory}")
+
+
+class _progress_display:
+    """Rich progress: one bar per level (units done) and one for the current training's iterations."""
+
+    def __init__(self, config: Config, enabled: bool) -> None:
+        self.enabled = enabled and sys.stderr.isatty() or enabled == "force"
+        self.config = config
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), console=err_console, transient=False)
+        self.level_tasks: dict[int, Any] = {}
+        self.unit_task: Any = None
+
+    def __enter__(self):
+        if not self.enabled:
+            return None, None
+        per_level: dict[int, int] = {}
+        for unit in all_units(self.config):
+            per_level[unit.level] = per_level.get(unit.level, 0) + 1
+        for level, count in per_level.items():
+            self.level_tasks[level] = self.progress.add_task(f"level {level:2d}", total=count)
+        self.unit_task = self.progress.add_task("training", total=1, visible=False)
+        self.progress.start()
+
+        def on_progress(unit, step, end):
+            self.progress.update(self.unit_task, description=str(unit), completed=step, total=end, visible=True)
+
+        def on_done(unit, summary):
+            self.progress.advance(self.level_tasks[unit.level])
+
+        return on_progress, on_done
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
+            self.progress.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI, turning user errors into one line and exit code 2."""
+    command = typer.main.get_command(app)
+    try:
+        command.main(args=argv, prog_name="ticketlab", standalone_mode=False)
+    except TicketlabError as exc:
+        err_console.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)
+        sys.exit(2)
+    except _CLI_ERRORS as exc:
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        if message:  # empty for "no arguments: help was printed"
+            err_console.print(f"error: {message}", highlight=False, markup=False, soft_wrap=True)
+        sys.exit(2)
+    except _ABORTS:
+        err_console.print("interrupted; run the same command again to resume", markup=False)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

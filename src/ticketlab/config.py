@@ -1,0 +1,341 @@
+"""Typed, validated experiment configuration.
+
+A :class:`Config` is everything that determines an experiment's *results*. It is validated
+once, at the boundary (``Config.from_dict``), so the engine never re-checks values. Its
+canonical JSON, with fields left at their default omitted, is hashed to name the experiment
+directory: adding a new option later with a default does not rename old experiments.
+
+How an experiment is *executed* (device, threads, workers, executor) is not part of the
+config: it does not change the results, so it lives in :class:`RunOptions` and never
+enters the hash.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+from ticketlab.errors import ConfigError
+
+ARMS = ("ticket", "reinit", "random", "shuffle")
+CONTROL_ARMS = ARMS[1:]
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which dataset, where its files are, and how it is split."""
+
+    dataset: str = "mnist"
+    data_dir: str | None = None
+    split_seed: int = 0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run. Defaults are the paper's LeNet-300-100 setting (Adam 1.2e-3, batch 60).
+
+    The length is in iterations (``iterations``) or epochs (``epochs``), not both.
+    """
+
+    optimizer: Literal["adam", "sgd"] = "adam"
+    lr: float = 1.2e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    batch_size: int = 60
+    iterations: int | None = 3000
+    epochs: int | None = None
+    warmup_iterations: int = 0
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
+    eval_every: int = 100
+    checkpoint_every: int = 500
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """How each IMP level's mask is made from the previous level's trained weights.
+
+    ``layerwise`` prunes ``rate`` of each layer's remaining weights (``output_rate`` for the
+    last prunable layer, the paper's 10% for LeNet's output layer); ``layer_rates`` maps a
+    regular expression on parameter names to a rate that overrides both. ``global`` ranks all
+    prunable weights together, except those matching ``global_exclude``.
+    """
+
+    strategy: Literal["layerwise", "global"] = "layerwise"
+    rate: float = 0.2
+    output_rate: float | None = 0.1
+    layer_rates: dict[str, float] = field(default_factory=dict)
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    global_exclude: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole experiment: ``seeds`` independent IMP chains of ``levels`` pruning rounds each.
+
+    ``seed`` is the base seed; replicate ``r`` derives its initialisation, data-order and
+    control seeds from ``(seed + r)``. ``rewind_iteration`` k=0 rewinds survivors to their
+    initial values; k>0 rewinds weights *and* optimizer state to iteration k of the dense run.
+    """
+
+    model: str = "lenet_300_100"
+    levels: int = 5
+    seed: int = 0
+    seeds: int = 1
+    rewind_iteration: int = 0
+    controls: tuple[str, ...] = ()
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    prune: PruneConfig = field(default_factory=PruneConfig)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "Config":
+        """Build and validate a Config from plain data (TOML/JSON/CLI); raises ConfigError."""
+        config = _build(cls, raw, path="")
+        config.validate()
+        return config
+
+    def replace(self, **changes: Any) -> "Config":
+        """A validated copy with top-level fields (or ``data``/``train``/``prune`` dicts) changed."""
+        raw = self.to_dict()
+        for key, value in changes.items():
+            if isinstance(value, dict) and isinstance(raw.get(key), dict):
+                raw[key] = {**raw[key], **value}
+            else:
+                raw[key] = value
+        return Config.from_dict(raw)
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> None:
+        """Check value ranges and cross-field rules; raise ConfigError naming the bad value."""
+        from ticketlab.data.base import DATASETS, _import_loaders
+        from ticketlab.models import model_names, is_known_model
+
+        _import_loaders()
+        if self.data.dataset not in DATASETS:
+            raise ConfigError(
+                f"unknown dataset {self.data.dataset!r}; choose one of: {', '.join(sorted(DATASETS))}"
+            )
+        if self.data.data_dir is not None and not Path(self.data.data_dir).is_dir():
+            raise ConfigError(
+                f"data directory {self.data.data_dir!r} does not exist; pass --data-dir with the folder holding the dataset files"
+            )
+        if not is_known_model(self.model):
+            raise ConfigError(
+                f"unknown model {self.model!r}; choose one of: {', '.join(model_names())} "
+                "(or mlp_<width>_<width>..., e.g. mlp_300_100)"
+            )
+        _check(self.levels >= 0, f"levels must be >= 0, got {self.levels}")
+        _check(self.seeds >= 1, f"seeds must be >= 1, got {self.seeds}")
+        _check(self.seed >= 0, f"seed must be >= 0, got {self.seed}")
+        for arm in self.controls:
+            _check(arm in CONTROL_ARMS, f"unknown control {arm!r}; choose from: {', '.join(CONTROL_ARMS)}")
+        _check(len(set(self.controls)) == len(self.controls), f"controls repeat an arm: {list(self.controls)}")
+
+        t = self.train
+        _check(t.lr > 0, f"train.lr must be > 0, got {t.lr}")
+        _check(t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size}")
+        _check(
+            (t.iterations is None) != (t.epochs is None),
+            "set exactly one of train.iterations and train.epochs",
+        )
+        _check(t.iterations is None or t.iterations >= 1, f"train.iterations must be >= 1, got {t.iterations}")
+        _check(t.epochs is None or t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs}")
+        _check(t.eval_every >= 1, f"train.eval_every must be >= 1, got {t.eval_every}")
+        _check(t.checkpoint_every >= 1, f"train.checkpoint_every must be >= 1, got {t.checkpoint_every}")
+        _check(t.warmup_iterations >= 0, f"train.warmup_iterations must be >= 0, got {t.warmup_iterations}")
+        _check(0 <= t.momentum < 1, f"train.momentum must be in [0, 1), got {t.momentum}")
+        _check(t.weight_decay >= 0, f"train.weight_decay must be >= 0, got {t.weight_decay}")
+        _check(0 < t.gamma <= 1, f"train.gamma must be in (0, 1], got {t.gamma}")
+        _check(list(t.milestones) == sorted(set(t.milestones)), f"train.milestones must increase, got {list(t.milestones)}")
+        _check(self.rewind_iteration >= 0, f"rewind_iteration must be >= 0, got {self.rewind_iteration}")
+        if t.iterations is not None:
+            _check(
+                self.rewind_iteration < t.iterations,
+                f"rewind_iteration ({self.rewind_iteration}) must be below train.iterations ({t.iterations})",
+            )
+
+        p = self.prune
+        _rate(p.rate, "prune.rate")
+        if p.output_rate is not None:
+            _rate(p.output_rate, "prune.output_rate")
+        for pattern, rate in p.layer_rates.items():
+            _regex(pattern, "prune.layer_rates")
+            _rate(rate, f"prune.layer_rates[{pattern!r}]")
+        for name in ("include", "exclude", "global_exclude"):
+            for pattern in getattr(p, name):
+                _regex(pattern, f"prune.{name}")
+
+    # ------------------------------------------------------------------ serialisation
+    def to_dict(self) -> dict[str, Any]:
+        """All fields as plain JSON-able data."""
+        return _plain(dataclasses.asdict(self))
+
+    def canonical_dict(self) -> dict[str, Any]:
+        """Only the fields that differ from their defaults: what names the experiment."""
+        return _non_default(self, type(self)())
+
+    def canonical_json(self) -> str:
+        return json.dumps(self.canonical_dict(), sort_keys=True, separators=(",", ":"))
+
+    def digest(self) -> str:
+        """Short stable hash of the canonical JSON."""
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()[:12]
+
+    def experiment_name(self) -> str:
+        """Directory name: readable prefix plus the config hash."""
+        return f"{self.data.dataset}-{self.model}-{self.digest()}"
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to execute an experiment. None of this changes the results, so none of it is hashed."""
+
+    root: str = "experiments"
+    device: str = "auto"
+    threads: int = 1
+    workers: int = 1
+    executor: Literal["local", "ray"] = "local"
+    ray_address: str | None = None
+    progress: bool = True
+
+    def validate(self) -> None:
+        _check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
+               f"device must be auto, cpu or cuda, got {self.device!r}")
+        _check(self.threads >= 1, f"threads must be >= 1, got {self.threads}")
+        _check(self.workers >= 1, f"workers must be >= 1, got {self.workers}")
+        _check(self.executor in ("local", "ray"), f"executor must be local or ray, got {self.executor!r}")
+
+
+# ---------------------------------------------------------------------------- helpers
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def _rate(value: float, name: str) -> None:
+    _check(0 < value < 1, f"{name} must be in (0, 1), got {value}")
+
+
+def _regex(pattern: str, name: str) -> None:
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ConfigError(f"{name}: {pattern!r} is not a valid regular expression ({exc})") from None
+
+
+def _build(cls: type, raw: Any, path: str) -> Any:
+    """Recursively construct dataclass ``cls`` from ``raw``, rejecting unknown keys and wrong types."""
+    where = path or "config"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must be a table/object, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(
+            f"unknown key {path + '.' if path else ''}{unknown[0]}; known keys here: {', '.join(sorted(known))}"
+        )
+    values = {}
+    for name, value in raw.items():
+        key = f"{path}.{name}" if path else name
+        values[name] = _coerce(hints[name], value, key)
+    return cls(**values)
+
+
+def _coerce(hint: Any, value: Any, key: str) -> Any:
+    """Check ``value`` against type ``hint``; convert lists to tuples. Raises ConfigError."""
+    origin = get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, key)
+    if origin in (typing.Union, types.UnionType):
+        options = get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(option, value, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{key} may not be null")
+    if origin is Literal:
+        allowed = get_args(hint)
+        if value not in allowed:
+            raise ConfigError(f"{key} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} must be a list, got {type(value).__name__} {value!r}")
+        (item,) = get_args(hint)[:1]
+        return tuple(_coerce(item, v, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} must be a table/object, got {type(value).__name__}")
+        _, item = get_args(hint)
+        return {str(k): _coerce(item, v, f"{key}.{k}") for k, v in value.items()}
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key} must be a number, got {type(value).__name__} {value!r}")
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key} must be an integer, got {type(value).__name__} {value!r}")
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key} must be a string, got {type(value).__name__} {value!r}")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} must be true or false, got {value!r}")
+        return value
+    raise TypeError(f"config field {key} has unsupported type {hint}")  # a bug, not user input
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _non_default(obj: Any, default: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in fields(obj):
+        value, base = getattr(obj, f.name), getattr(default, f.name)
+        if dataclasses.is_dataclass(value):
+            nested = _non_default(value, base)
+            if nested:
+                out[f.name] = nested
+        elif value != base:
+            out[f.name] = _plain(value)
+    return out
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a TOML or JSON config file into plain data; ConfigError if unreadable."""
+    import tomllib
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} not found")
+    text = path.read_text()
+    try:
+        if path.suffix == ".json":
+            return json.loads(text)
+        return tomllib.loads(text)
+    except (ValueError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid {'JSON' if path.suffix == '.json' else 'TOML'}: {exc}") from None

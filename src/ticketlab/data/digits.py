@@ -1,0 +1,45 @@
+"""scikit-learn's bundled 8x8 handwritten digits: a tiny, download-free image dataset.
+
+1,797 images with values 0..16, split by a seeded stratified split into exactly
+1,257 train / 180 validation / 360 test (about 70 / 10 / 20 %). Features are
+(N, 1, 8, 8) float32, scaled to [0, 1] and standardised with one scalar mean/std from the
+training split.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ticketlab.data.base import Dataset, register
+from ticketlab.data.split import build_dataset, stratified_split, take
+from ticketlab.errors import ConfigError
+
+NUM_CLASSES = 10
+SIZES = (1257, 180, 360)
+MAX_VALUE = 16.0
+
+
+@register("digits")
+def load_digits(data_dir: Path | None, split_seed: int) -> Dataset:
+    """The sklearn digits split 1,257 / 180 / 360; ``data_dir`` must be None."""
+    if data_dir is not None:
+        raise ConfigError(
+            f"digits ships with scikit-learn and takes no --data-dir (got {data_dir}); "
+            "drop --data-dir"
+        )
+    from sklearn.datasets import load_digits as sk_load_digits
+
+    bunch = sk_load_digits()
+    x = bunch.data.reshape(-1, 1, 8, 8)
+    y = bunch.target.astype(np.int64)
+    train, val, test = stratified_split(y, SIZES, split_seed)
+    return build_dataset(
+        "digits",
+        take(x, y, train),
+        take(x, y, val),
+        take(x, y, test),
+        num_classes=NUM_CLASSES,
+        scale=MAX_VALUE,
+    )

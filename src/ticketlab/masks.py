@@ -1,0 +1,106 @@
+"""Masks: which weights of which parameters survive.
+
+A :class:`Mask` maps parameter names to boolean tensors of the parameter's shape. It is a
+value: pruning returns a new mask, and ``is_nested_in`` checks the IMP invariant that a
+pruned weight never returns. Masks are stored as safetensors (uint8), never pickled.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Mapping
+
+import torch
+from torch import nn
+
+from ticketlab.config import PruneConfig
+from ticketlab.io import load_tensors, save_tensors
+
+PRUNABLE_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def prunable_names(model: nn.Module, prune: PruneConfig) -> list[str]:
+    """Names of the parameters IMP prunes, in the model's parameter order.
+
+    Default: the ``weight`` of every Linear and Conv layer (biases and norms are not pruned,
+    as in the paper). ``include`` patterns replace that default with every parameter whose
+    name matches; ``exclude`` patterns then remove names. Works on any ``nn.Module``.
+    """
+    if prune.include:
+        names = [n for n, _ in model.named_parameters() if any(re.search(p, n) for p in prune.include)]
+    else:
+        names = [
+            f"{module_name}.weight" if module_name else "weight"
+            for module_name, module in model.named_modules()
+            if isinstance(module, PRUNABLE_TYPES)
+        ]
+    return [n for n in names if not any(re.search(p, n) for p in prune.exclude)]
+
+
+@dataclass(frozen=True)
+class Mask(Mapping[str, torch.Tensor]):
+    """Parameter name -> bool tensor (True = weight kept)."""
+
+    tensors: dict[str, torch.Tensor]
+
+    @classmethod
+    def ones_like(cls, model: nn.Module, names: Iterable[str]) -> "Mask":
+        params = dict(model.named_parameters())
+        return cls({n: torch.ones_like(params[n], dtype=torch.bool) for n in names})
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self.tensors[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.tensors)
+
+    def __len__(self) -> int:
+        return len(self.tensors)
+
+    # ------------------------------------------------------------------ counting
+    def remaining(self) -> dict[str, int]:
+        return {n: int(m.sum()) for n, m in self.tensors.items()}
+
+    def sizes(self) -> dict[str, int]:
+        return {n: m.numel() for n, m in self.tensors.items()}
+
+    def fraction_remaining(self) -> float:
+        """Fraction of prunable weights kept, over all prunable parameters."""
+        total = sum(self.sizes().values())
+        return sum(self.remaining().values()) / total if total else 1.0
+
+    def layer_fractions(self) -> dict[str, float]:
+        return {n: int(m.sum()) / m.numel() for n, m in self.tensors.items()}
+
+    def is_nested_in(self, other: "Mask") -> bool:
+        """True when every weight this mask keeps is also kept by ``other``."""
+        return self.keys() == other.keys() and all(
+            not bool((self[n] & ~other[n]).any()) for n in self.tensors
+        )
+
+    def equals(self, other: "Mask") -> bool:
+        return self.keys() == other.keys() and all(torch.equal(self[n], other[n]) for n in self.tensors)
+
+    # ------------------------------------------------------------------ applying
+    def to(self, device: torch.device | str) -> "Mask":
+        return Mask({n: m.to(device) for n, m in self.tensors.items()})
+
+    def float_tensors(self, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+        return {n: m.to(dtype) for n, m in self.tensors.items()}
+
+    @torch.no_grad()
+    def apply_(self, model: nn.Module) -> None:
+        """Zero the pruned weights of ``model`` in place."""
+        params = dict(model.named_parameters())
+        for name, keep in self.tensors.items():
+            params[name].mul_(keep.to(params[name].dtype))
+
+    # ------------------------------------------------------------------ storage
+    def save(self, path: str | Path) -> None:
+        save_tensors({n: m.to(torch.uint8).cpu() for n, m in self.tensors.items()}, path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Mask":
+        return cls({n: t.bool() for n, t in load_tensors(path).items()})

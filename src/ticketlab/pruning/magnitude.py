@@ -1,0 +1,73 @@
+"""Magnitude pruning: remove the smallest-magnitude surviving weights.
+
+Counts are exact and ties are broken deterministically: the weights are ranked by
+``(|w|, position)`` with a stable sort, so pruning 20% of 1,000 remaining weights removes
+exactly 200, and the same weights always go. Only weights the current mask keeps are
+candidates, so masks are nested across rounds.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import torch
+
+from ticketlab.config import PruneConfig
+from ticketlab.masks import Mask
+
+
+def count_to_prune(rate: float, remaining: int) -> int:
+    """How many of ``remaining`` weights a round at ``rate`` removes (round half up)."""
+    return min(remaining, math.floor(rate * remaining + 0.5))
+
+
+def layer_rates(names: list[str], prune: PruneConfig) -> dict[str, float]:
+    """The pruning rate of each prunable parameter under the layerwise strategy.
+
+    ``rate`` for every layer, ``output_rate`` for the last one (the paper's LeNet setting),
+    and the first matching ``layer_rates`` pattern overrides both.
+    """
+    rates = {name: prune.rate for name in names}
+    if prune.output_rate is not None and names:
+        rates[names[-1]] = prune.output_rate
+    for name in names:
+        for pattern, rate in prune.layer_rates.items():
+            if re.search(pattern, name):
+                rates[name] = rate
+                break
+    return rates
+
+
+def _prune_smallest(scores: torch.Tensor, keep: torch.Tensor, count: int) -> torch.Tensor:
+    """New keep-mask with the ``count`` smallest-score kept entries removed (flat tensors)."""
+    kept_positions = keep.nonzero().squeeze(1)
+    order = torch.sort(scores[kept_positions], stable=True).indices
+    new_keep = keep.clone()
+    new_keep[kept_positions[order[:count]]] = False
+    return new_keep
+
+
+@torch.no_grad()
+def magnitude_prune(weights: dict[str, torch.Tensor], mask: Mask, prune: PruneConfig) -> Mask:
+    """One IMP round: the next mask from trained ``weights`` and the current ``mask``."""
+    names = list(mask)
+    flat_keep = {n: mask[n].flatten().cpu() for n in names}
+    flat_scores = {n: weights[n].detach().flatten().abs().float().cpu() for n in names}
+
+    if prune.strategy == "layerwise":
+        rates = layer_rates(names, prune)
+        new = {
+            n: _prune_smallest(flat_scores[n], flat_keep[n], count_to_prune(rates[n], int(flat_keep[n].sum())))
+            for n in names
+        }
+    else:
+        ranked = [n for n in names if not any(re.search(p, n) for p in prune.global_exclude)]
+        new = dict(flat_keep)
+        if ranked:
+            scores = torch.cat([flat_scores[n] for n in ranked])
+            keep = torch.cat([flat_keep[n] for n in ranked])
+            keep = _prune_smallest(scores, keep, count_to_prune(prune.rate, int(keep.sum())))
+            for n, part in zip(ranked, keep.split([flat_keep[n].numel() for n in ranked])):
+                new[n] = part
+    return Mask({n: new[n].view_as(mask[n]).to(mask[n].device) for n in names})

@@ -1,0 +1,212 @@
+"""Training units: one training of one arm of one replicate at one level.
+
+``run_unit`` is an idempotent function of the files in the store: if the unit's summary
+exists it returns it; if a checkpoint exists it resumes from it; otherwise it starts from
+the arm's starting point. Executors (in-process, process pool, Ray) only decide *where*
+and *when* it runs.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ticketlab.arms import ARMS, MODEL_PREFIX, OPTIM_PREFIX, load_training_state, replicate_seed
+from ticketlab.config import Config
+from ticketlab.data import Dataset, load_dataset
+from ticketlab.errors import ConfigError
+from ticketlab.io import load_tensors, read_json, save_tensors, write_json_atomic, write_jsonl_atomic
+from ticketlab.masks import Mask, prunable_names
+from ticketlab.models import build_model
+from ticketlab.optim import load_optimizer_state, make_optimizer, mask_optimizer_state_, optimizer_state_tensors
+from ticketlab.pruning import magnitude_prune
+from ticketlab.seeding import derive_seed, torch_seed
+from ticketlab.store import Store, UnitPaths
+from ticketlab.train import TrainState, summarize_history, total_iterations, train
+
+
+@dataclass(frozen=True)
+class Unit:
+    """Identity of a training unit; everything else is derived from the config and the store."""
+
+    replicate: int
+    level: int
+    arm: str
+
+    def __str__(self) -> str:
+        return f"replicate {self.replicate} level {self.level} {self.arm}"
+
+
+ProgressFn = Callable[[Unit, int, int], None]
+
+
+@functools.lru_cache(maxsize=4)
+def cached_dataset(name: str, data_dir: str | None, split_seed: int, device: str) -> Dataset:
+    """Load each dataset once per process; units of one experiment share it."""
+    return load_dataset(name, data_dir, split_seed, device)
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` picks CUDA when present; asking for CUDA without it is a user error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("device cuda was requested but no CUDA GPU is available; use --device cpu or auto")
+    return torch.device(device)
+
+
+def experiment_dataset(config: Config, device: torch.device) -> Dataset:
+    return cached_dataset(config.data.dataset, config.data.data_dir, config.data.split_seed, str(device))
+
+
+def fresh_weights(config: Config, data: Dataset, seed: int) -> dict[str, torch.Tensor]:
+    """A newly initialised model's state dict, from ``seed``."""
+    with torch_seed(seed):
+        model = build_model(config.model, data.input_shape, data.num_classes)
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def ensure_replicate_init(config: Config, store: Store, replicate: int, data: Dataset) -> None:
+    """Write the replicate's initial weights once (deterministic, so a race writes equal bytes)."""
+    path = store.init_path(replicate)
+    if not path.is_file():
+        seed = derive_seed(replicate_seed(config, replicate), "init")
+        save_tensors(fresh_weights(config, data, seed), path)
+
+
+def ensure_level_mask(config: Config, store: Store, replicate: int, level: int) -> None:
+    """Make level ``level``'s ticket mask by pruning level-1's trained ticket (idempotent).
+
+    Needs only files: the previous mask and the previous ticket's final weights.
+    """
+    path = store.level_mask_path(replicate, level)
+    if path.is_file() or level == 0:
+        return
+    previous = Mask.load(store.level_mask_path(replicate, level - 1))
+    weights = load_tensors(store.unit(replicate, level - 1, "ticket").final)
+    magnitude_prune(weights, previous, config.prune).save(path)
+
+
+def _dense_mask(config: Config, model: nn.Module) -> Mask:
+    names = prunable_names(model, config.prune)
+    if not names:
+        raise ConfigError(
+            f"no parameter of model {config.model!r} matches the prune include/exclude patterns; nothing to prune"
+        )
+    return Mask.ones_like(model, names)
+
+
+class _StoreHooks:
+    """Training-loop callbacks that write checkpoints and the rewind point into the store."""
+
+    def __init__(self, unit: Unit, paths: UnitPaths, store: Store, model, optimizer, masks, elapsed, progress, end):
+        self.unit, self.paths, self.store = unit, paths, store
+        self.model, self.optimizer, self.masks = model, optimizer, masks
+        self.elapsed, self.started = elapsed, time.perf_counter()
+        self.progress, self.end = progress, end
+
+    def wall_time(self) -> float:
+        return self.elapsed + time.perf_counter() - self.started
+
+    def _training_tensors(self) -> dict[str, torch.Tensor]:
+        optim_state = optimizer_state_tensors(self.optimizer, self.model)
+        mask_optimizer_state_(optim_state, self.masks)
+        tensors = {MODEL_PREFIX + k: v for k, v in self.model.state_dict().items()}
+        tensors.update({OPTIM_PREFIX + k: v for k, v in optim_state.items()})
+        return tensors
+
+    def on_eval(self, state: TrainState) -> None:
+        if self.progress:
+            self.progress(self.unit, state.step, self.end)
+
+    def on_checkpoint(self, state: TrainState) -> None:
+        meta = {"step": state.step, "history": state.history, "loss_sum": state.loss_sum,
+                "loss_count": state.loss_count, "elapsed": self.wall_time()}
+        save_tensors(self._training_tensors(), self.paths.checkpoint, metadata={"state": json.dumps(meta)})
+
+    def on_capture(self, state: TrainState) -> None:
+        path = self.store.rewind_path(self.unit.replicate)
+        if not path.is_file():
+            save_tensors(self._training_tensors(), path, metadata={"state": json.dumps({"step": state.step})})
+
+
+def run_unit(
+    config: Config,
+    store_dir: str,
+    unit: Unit,
+    device: str = "cpu",
+    progress: ProgressFn | None = None,
+    autocast_dtype: torch.dtype | None = None,
+) -> dict:
+    """Run (or resume, or skip) one unit and return its summary record."""
+    store = Store(store_dir)
+    paths = store.unit(unit.replicate, unit.level, unit.arm)
+    if paths.done():
+        return read_json(paths.summary)
+    torch_device = resolve_device(device)
+    data = experiment_dataset(config, torch_device)
+    ensure_replicate_init(config, store, unit.replicate, data)
+
+    with torch_seed(0):  # weights are loaded below; this only makes construction cheap and deterministic
+        model = build_model(config.model, data.input_shape, data.num_classes).to(torch_device)
+    if unit.level == 0:
+        mask = _dense_mask(config, model)
+        if not store.level_mask_path(unit.replicate, 0).is_file():
+            mask.save(store.level_mask_path(unit.replicate, 0))
+    else:
+        ticket_mask = Mask.load(store.level_mask_path(unit.replicate, unit.level))
+        mask = ARMS[unit.arm].make_mask(config, unit.replicate, unit.level, ticket_mask)
+    if not paths.mask.is_file():
+        mask.save(paths.mask)
+
+    end = total_iterations(config.train, data)
+    if config.rewind_iteration >= end:
+        raise ConfigError(f"rewind_iteration ({config.rewind_iteration}) must be below the training length ({end} iterations)")
+    optimizer = make_optimizer(model, config.train, torch_device)
+    if paths.checkpoint.is_file():
+        weights, optim_state, meta = load_training_state(paths.checkpoint)
+        state = TrainState(meta["step"], meta["history"], meta["loss_sum"], meta["loss_count"])
+        elapsed = meta["elapsed"]
+    else:
+        start = ARMS[unit.arm].make_start(
+            config, store, unit.replicate, unit.level, mask, lambda seed: fresh_weights(config, data, seed)
+        )
+        weights, optim_state = start.weights, start.optimizer_state
+        state, elapsed = TrainState(start.step), 0.0
+        if not paths.start.is_file():
+            save_tensors(weights, paths.start)
+    model.load_state_dict(weights)
+    if optim_state:
+        load_optimizer_state(optimizer, model, optim_state)
+
+    masks = {n: m.to(torch_device, torch.float32) for n, m in mask.items()}
+    hooks = _StoreHooks(unit, paths, store, model, optimizer, masks, elapsed, progress, end)
+    capture = frozenset({config.rewind_iteration}) if unit.level == 0 and config.rewind_iteration > 0 else frozenset()
+    state = train(model, optimizer, data, config.train, state, end,
+                  data_seed=derive_seed(replicate_seed(config, unit.replicate), "data"),
+                  masks=masks if unit.level > 0 else None, hooks=hooks, capture_steps=capture,
+                  autocast_dtype=autocast_dtype)
+
+    save_tensors(model.state_dict(), paths.final)
+    write_jsonl_atomic(paths.metrics, state.history)
+    summary = {
+        "replicate": unit.replicate,
+        "level": unit.level,
+        "arm": unit.arm,
+        "seed": replicate_seed(config, unit.replicate),
+        "percent_remaining": 100.0 * mask.fraction_remaining(),
+        "layer_percent_remaining": {n: 100.0 * f for n, f in mask.layer_fractions().items()},
+        "start_step": state.history[0]["step"],
+        "wall_time_s": hooks.wall_time(),
+        "device": str(torch_device),
+        **summarize_history(state.history),
+    }
+    write_json_atomic(paths.summary, summary)  # written last: marks the unit done
+    paths.checkpoint.unlink(missing_ok=True)
+    return summary
