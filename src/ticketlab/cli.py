@@ -19,6 +19,7 @@ from ticketlab.api import Result, run as run_experiment
 from ticketlab.config import Config, RunOptions, load_config_file
 from ticketlab.errors import ConfigError, TicketlabError
 from ticketlab.graph import all_units
+from ticketlab.report import write_report
 from ticketlab.tables import rich_table
 
 # Newer typer vendors click (its errors derive from typer.TyperException); older typer uses click.
@@ -79,6 +80,7 @@ def run_command(
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     threads: int = typer.Option(1, help="Torch threads per training process."),
     workers: int = typer.Option(1, help="Trainings run in parallel (local processes or Ray tasks)."),
+    batch: int = typer.Option(1, help="Train up to K ready units as one batched computation (pays for tiny models)."),
     executor: str = typer.Option("local", help="local or ray."),
     ray_address: Optional[str] = typer.Option(None, help="Ray cluster address (default: start a local one)."),
     progress: bool = typer.Option(True, help="Show progress bars."),
@@ -99,7 +101,7 @@ def run_command(
         raw.setdefault("train", {}).update(iterations=iterations, epochs=epochs)
     config = Config.from_dict(raw)
     options = RunOptions(root=out, device=device, threads=threads, workers=workers,
-                         executor=executor, ray_address=ray_address, progress=progress)
+                         batch=batch, executor=executor, ray_address=ray_address, progress=progress)
 
     started = time.perf_counter()
     with _progress_display(config, enabled=progress) as (on_progress, on_done):
@@ -114,6 +116,15 @@ def show_command(experiment_dir: Path = typer.Argument(..., help="An experiment 
     result = Result.load(experiment_dir)
     console.print(rich_table(result.runs, title=f"{result.config.data.dataset} / {result.config.model}"))
     console.print(f"experiment: {result.directory}")
+
+
+@app.command("report")
+def report_command(experiment_dir: Path = typer.Argument(..., help="An experiment directory.")) -> None:
+    """Write the experiment's HTML report (figures, verdicts, config) and print its verdict table."""
+    path = write_report(experiment_dir)
+    result = Result.load(experiment_dir)
+    console.print(rich_table(result.runs, title=f"{result.config.data.dataset} / {result.config.model}"))
+    console.print(f"report: {path}")
 
 
 class _progress_display:

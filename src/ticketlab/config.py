@@ -204,6 +204,7 @@ class RunOptions:
     device: str = "auto"
     threads: int = 1
     workers: int = 1
+    batch: int = 1
     executor: Literal["local", "ray"] = "local"
     ray_address: str | None = None
     progress: bool = True
@@ -213,6 +214,9 @@ class RunOptions:
                f"device must be auto, cpu or cuda, got {self.device!r}")
         _check(self.threads >= 1, f"threads must be >= 1, got {self.threads}")
         _check(self.workers >= 1, f"workers must be >= 1, got {self.workers}")
+        _check(self.batch >= 1, f"batch must be >= 1, got {self.batch}")
+        _check(self.batch == 1 or (self.workers == 1 and self.executor == "local"),
+               "batch > 1 trains replicates together in this process; use it with --workers 1 and --executor local")
         _check(self.executor in ("local", "ray"), f"executor must be local or ray, got {self.executor!r}")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import inspect
+from typing import Iterable
 
 import torch
 from torch import nn
@@ -17,9 +18,9 @@ from torch import nn
 from ticketlab.config import TrainConfig
 
 
-def make_optimizer(model: nn.Module, train: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+def make_optimizer(params: Iterable[torch.Tensor], train: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
     """Adam (fused where this torch supports it on ``device``) or SGD with momentum and weight decay."""
-    params = list(model.parameters())
+    params = list(params)
     if train.optimizer == "adam":
         kwargs: dict = {"lr": train.lr, "weight_decay": train.weight_decay}
         if _supports_fused(torch.optim.Adam, device):

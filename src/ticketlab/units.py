@@ -136,15 +136,28 @@ class _StoreHooks:
             save_tensors(self._training_tensors(), path, metadata={"state": json.dumps({"step": state.step})})
 
 
-def run_unit(
-    config: Config,
-    store_dir: str,
-    unit: Unit,
-    device: str = "cpu",
-    progress: ProgressFn | None = None,
-    autocast_dtype: torch.dtype | None = None,
-) -> dict:
-    """Run (or resume, or skip) one unit and return its summary record."""
+@dataclass
+class PreparedUnit:
+    """A unit ready to train: model and optimizer at its start (or checkpoint), plus its hooks."""
+
+    unit: Unit
+    paths: UnitPaths
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    mask: Mask
+    masks: dict[str, torch.Tensor] | None  # float {0,1} per pruned parameter; None for the dense run
+    state: TrainState
+    hooks: "_StoreHooks"
+    end: int
+    data_seed: int
+    capture_steps: frozenset[int]
+    device: torch.device
+
+
+def prepare_unit(
+    config: Config, store_dir: str, unit: Unit, device: str = "cpu", progress: ProgressFn | None = None
+) -> PreparedUnit | dict:
+    """Load everything a unit needs; return its stored summary instead if it is already done."""
     store = Store(store_dir)
     paths = store.unit(unit.replicate, unit.level, unit.arm)
     if paths.done():
@@ -153,7 +166,7 @@ def run_unit(
     data = experiment_dataset(config, torch_device)
     ensure_replicate_init(config, store, unit.replicate, data)
 
-    with torch_seed(0):  # weights are loaded below; this only makes construction cheap and deterministic
+    with torch_seed(0):  # weights are loaded below; this only makes construction deterministic
         model = build_model(config.model, data.input_shape, data.num_classes).to(torch_device)
     if unit.level == 0:
         mask = _dense_mask(config, model)
@@ -168,7 +181,7 @@ def run_unit(
     end = total_iterations(config.train, data)
     if config.rewind_iteration >= end:
         raise ConfigError(f"rewind_iteration ({config.rewind_iteration}) must be below the training length ({end} iterations)")
-    optimizer = make_optimizer(model, config.train, torch_device)
+    optimizer = make_optimizer(model.parameters(), config.train, torch_device)
     if paths.checkpoint.is_file():
         weights, optim_state, meta = load_training_state(paths.checkpoint)
         state = TrainState(meta["step"], meta["history"], meta["loss_sum"], meta["loss_count"])
@@ -188,25 +201,50 @@ def run_unit(
     masks = {n: m.to(torch_device, torch.float32) for n, m in mask.items()}
     hooks = _StoreHooks(unit, paths, store, model, optimizer, masks, elapsed, progress, end)
     capture = frozenset({config.rewind_iteration}) if unit.level == 0 and config.rewind_iteration > 0 else frozenset()
-    state = train(model, optimizer, data, config.train, state, end,
-                  data_seed=derive_seed(replicate_seed(config, unit.replicate), "data"),
-                  masks=masks if unit.level > 0 else None, hooks=hooks, capture_steps=capture,
-                  autocast_dtype=autocast_dtype)
+    return PreparedUnit(
+        unit, paths, model, optimizer, mask, masks if unit.level > 0 else None, state, hooks, end,
+        derive_seed(replicate_seed(config, unit.replicate), "data"), capture, torch_device,
+    )
 
-    save_tensors(model.state_dict(), paths.final)
+
+def finish_unit(config: Config, prepared: PreparedUnit) -> dict:
+    """Write a trained unit's final weights, metrics and (last, as the done marker) its summary."""
+    paths, state, unit = prepared.paths, prepared.state, prepared.unit
+    save_tensors(prepared.model.state_dict(), paths.final)
     write_jsonl_atomic(paths.metrics, state.history)
     summary = {
         "replicate": unit.replicate,
         "level": unit.level,
         "arm": unit.arm,
         "seed": replicate_seed(config, unit.replicate),
-        "percent_remaining": 100.0 * mask.fraction_remaining(),
-        "layer_percent_remaining": {n: 100.0 * f for n, f in mask.layer_fractions().items()},
+        "percent_remaining": 100.0 * prepared.mask.fraction_remaining(),
+        "layer_percent_remaining": {n: 100.0 * f for n, f in prepared.mask.layer_fractions().items()},
         "start_step": state.history[0]["step"],
-        "wall_time_s": hooks.wall_time(),
-        "device": str(torch_device),
+        "wall_time_s": prepared.hooks.wall_time(),
+        "device": str(prepared.device),
         **summarize_history(state.history),
     }
-    write_json_atomic(paths.summary, summary)  # written last: marks the unit done
+    write_json_atomic(paths.summary, summary)
     paths.checkpoint.unlink(missing_ok=True)
     return summary
+
+
+def run_unit(
+    config: Config,
+    store_dir: str,
+    unit: Unit,
+    device: str = "cpu",
+    progress: ProgressFn | None = None,
+    autocast_dtype: torch.dtype | None = None,
+) -> dict:
+    """Run (or resume, or skip) one unit and return its summary record."""
+    prepared = prepare_unit(config, store_dir, unit, device, progress)
+    if isinstance(prepared, dict):
+        return prepared
+    data = experiment_dataset(config, prepared.device)
+    prepared.state = train(
+        prepared.model, prepared.optimizer, data, config.train, prepared.state, prepared.end,
+        data_seed=prepared.data_seed, masks=prepared.masks, hooks=prepared.hooks,
+        capture_steps=prepared.capture_steps, autocast_dtype=autocast_dtype,
+    )
+    return finish_unit(config, prepared)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ticketlab.config import Config, RunOptions
-from ticketlab.executors.local import InlineExecutor, ProcessPoolUnitExecutor
+from ticketlab.executors.local import BatchedExecutor, InlineExecutor, ProcessPoolUnitExecutor
 from ticketlab.graph import Executor
 from ticketlab.units import ProgressFn
 
@@ -14,9 +14,11 @@ def make_executor(config: Config, store_dir: str, options: RunOptions, progress:
         from ticketlab.executors.ray import RayExecutor
 
         return RayExecutor(config, store_dir, options)
+    if options.batch > 1:
+        return BatchedExecutor(config, store_dir, options)
     if options.workers == 1:
         return InlineExecutor(config, store_dir, options, progress)
     return ProcessPoolUnitExecutor(config, store_dir, options)
 
 
-__all__ = ["make_executor", "InlineExecutor", "ProcessPoolUnitExecutor"]
+__all__ = ["make_executor", "BatchedExecutor", "InlineExecutor", "ProcessPoolUnitExecutor"]

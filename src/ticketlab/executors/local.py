@@ -47,6 +47,33 @@ class InlineExecutor:
         self.queue.clear()
 
 
+class BatchedExecutor:
+    """Runs up to ``batch`` units per call as one batched computation (see ``ticketlab.batched``).
+
+    It pays where per-step overhead dominates: tiny models on CPU (an MLP on MNIST-1D), or many
+    small models on one GPU. The scheduler fills a batch with whatever units are ready, so the
+    K replicates of a level (and its controls) train together.
+    """
+
+    def __init__(self, config: Config, store_dir: str, options: RunOptions) -> None:
+        self.config, self.store_dir, self.options = config, store_dir, options
+        self.capacity = options.batch
+        self.queue: list[Unit] = []
+        set_threads(options.threads)
+
+    def submit(self, unit: Unit) -> None:
+        self.queue.append(unit)
+
+    def wait(self) -> list[tuple[Unit, dict]]:
+        from ticketlab.batched import run_units_batched
+
+        units, self.queue = self.queue, []
+        return run_units_batched(self.config, self.store_dir, units, self.options.device)
+
+    def close(self) -> None:
+        self.queue.clear()
+
+
 def _worker_init(threads: int) -> None:
     set_threads(threads)
 
