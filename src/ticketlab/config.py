@@ -198,13 +198,19 @@ class Config:
 
 @dataclass(frozen=True)
 class RunOptions:
-    """How to execute an experiment. None of this changes the results, so none of it is hashed."""
+    """How to execute an experiment; none of it is hashed into the experiment's name.
+
+    ``precision="bf16"`` runs forward passes under bf16 autocast (weights, gradients and
+    optimizer state stay fp32). It is the one option that changes numbers slightly, so it is
+    recorded in every unit's summary.
+    """
 
     root: str = "experiments"
     device: str = "auto"
     threads: int = 1
     workers: int = 1
     batch: int = 1
+    precision: Literal["fp32", "bf16"] = "fp32"
     executor: Literal["local", "ray"] = "local"
     ray_address: str | None = None
     progress: bool = True
@@ -218,6 +224,8 @@ class RunOptions:
         _check(self.batch == 1 or (self.workers == 1 and self.executor == "local"),
                "batch > 1 trains replicates together in this process; use it with --workers 1 and --executor local")
         _check(self.executor in ("local", "ray"), f"executor must be local or ray, got {self.executor!r}")
+        _check(self.precision in ("fp32", "bf16"), f"precision must be fp32 or bf16, got {self.precision!r}")
+        _check(self.batch == 1 or self.precision == "fp32", "batch > 1 supports precision fp32 only")
 
 
 # ---------------------------------------------------------------------------- helpers

@@ -207,7 +207,7 @@ def prepare_unit(
     )
 
 
-def finish_unit(config: Config, prepared: PreparedUnit) -> dict:
+def finish_unit(config: Config, prepared: PreparedUnit, precision: str = "fp32") -> dict:
     """Write a trained unit's final weights, metrics and (last, as the done marker) its summary."""
     paths, state, unit = prepared.paths, prepared.state, prepared.unit
     save_tensors(prepared.model.state_dict(), paths.final)
@@ -222,6 +222,7 @@ def finish_unit(config: Config, prepared: PreparedUnit) -> dict:
         "start_step": state.history[0]["step"],
         "wall_time_s": prepared.hooks.wall_time(),
         "device": str(prepared.device),
+        "precision": precision,
         **summarize_history(state.history),
     }
     write_json_atomic(paths.summary, summary)
@@ -235,7 +236,7 @@ def run_unit(
     unit: Unit,
     device: str = "cpu",
     progress: ProgressFn | None = None,
-    autocast_dtype: torch.dtype | None = None,
+    precision: str = "fp32",
 ) -> dict:
     """Run (or resume, or skip) one unit and return its summary record."""
     prepared = prepare_unit(config, store_dir, unit, device, progress)
@@ -245,6 +246,6 @@ def run_unit(
     prepared.state = train(
         prepared.model, prepared.optimizer, data, config.train, prepared.state, prepared.end,
         data_seed=prepared.data_seed, masks=prepared.masks, hooks=prepared.hooks,
-        capture_steps=prepared.capture_steps, autocast_dtype=autocast_dtype,
+        capture_steps=prepared.capture_steps, autocast_dtype=torch.bfloat16 if precision == "bf16" else None,
     )
-    return finish_unit(config, prepared)
+    return finish_unit(config, prepared, precision)

@@ -41,7 +41,8 @@ class InlineExecutor:
 
     def wait(self) -> list[tuple[Unit, dict]]:
         unit = self.queue.popleft()
-        return [(unit, run_unit(self.config, self.store_dir, unit, self.options.device, self.progress))]
+        options = self.options
+        return [(unit, run_unit(self.config, self.store_dir, unit, options.device, self.progress, options.precision))]
 
     def close(self) -> None:
         self.queue.clear()
@@ -93,7 +94,8 @@ class ProcessPoolUnitExecutor:
         self.futures: dict[Future, Unit] = {}
 
     def submit(self, unit: Unit) -> None:
-        future = self.pool.submit(run_unit, self.config, self.store_dir, unit, self.options.device)
+        options = self.options
+        future = self.pool.submit(run_unit, self.config, self.store_dir, unit, options.device, None, options.precision)
         self.futures[future] = unit
 
     def wait(self) -> list[tuple[Unit, dict]]:

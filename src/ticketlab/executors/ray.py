@@ -18,12 +18,12 @@ from ticketlab.units import Unit
 MAX_RETRIES = 3
 
 
-def _run_unit_task(config: Config, store_dir: str, unit: Unit, device: str, threads: int) -> dict:
+def _run_unit_task(config: Config, store_dir: str, unit: Unit, options: RunOptions) -> dict:
     from ticketlab.executors.local import set_threads
     from ticketlab.units import run_unit
 
-    set_threads(threads)
-    return run_unit(config, store_dir, unit, device)
+    set_threads(options.threads)
+    return run_unit(config, store_dir, unit, options.device, None, options.precision)
 
 
 class RayExecutor:
@@ -49,7 +49,7 @@ class RayExecutor:
         self.refs: dict = {}
 
     def submit(self, unit: Unit) -> None:
-        ref = self.task.remote(self.config, self.store_dir, unit, self.options.device, self.options.threads)
+        ref = self.task.remote(self.config, self.store_dir, unit, self.options)
         self.refs[ref] = unit
 
     def wait(self) -> list[tuple[Unit, dict]]:

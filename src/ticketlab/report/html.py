@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy
+import torch
 
 from ticketlab.api import Result
 from ticketlab.graph import all_units
@@ -119,9 +121,6 @@ def environment(result: Result) -> dict[str, str]:
     from the run summaries, because a report may be written on a different machine than
     the one that trained.
     """
-    import torch  # already imported by ticketlab.api; local to keep the dependency explicit
-    import scipy
-
     def version(dist: str) -> str:
         try:
             return metadata.version(dist)
