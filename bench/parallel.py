@@ -99,6 +99,9 @@ def compare_dirs(a: Path, b: Path) -> tuple[dict[str, list[int]], list[str]]:
             ja, jb = json.loads(pa.read_text()), json.loads(pb.read_text())
             ja.pop("wall_time_s", None), jb.pop("wall_time_s", None)
             same = ja == jb
+            if not same:
+                keys = sorted(k for k in ja.keys() | jb.keys() if ja.get(k, "<missing>") != jb.get(k, "<missing>"))
+                rel = f"{rel} (keys: {', '.join(keys)})"
         else:
             kind = "other files"
             same = pa.read_bytes() == pb.read_bytes()
