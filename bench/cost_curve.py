@@ -7,9 +7,10 @@ control reinit, 500 iterations, bundled MNIST-5k, workers=2, threads=1):
   seeds   1, 2, 4         (levels and model at the base)
   model   mlp_100, lenet_300_100, mlp_1000_300   (levels and seeds at the base)
 
-Each experiment runs through ``ticketlab.run`` into a fresh temporary root (identical
-configs are run once). Wall time includes everything: worker start-up, data loading,
-pruning, evaluation, checkpoints. A training unit is one arm of one replicate at one level:
+Each experiment runs through ``ticketlab.run`` in a fresh Python process (as the CLI runs
+it) into a fresh temporary root (identical configs are run once). Wall time is the whole
+process: interpreter and torch start-up, data loading, worker start-up, pruning,
+evaluation, checkpoints, shutdown. A training unit is one arm of one replicate at one level:
 
     units = seeds * (1 + levels * (1 + n_controls))
 
@@ -25,18 +26,16 @@ docs/figures/cost_curve.png).
 from __future__ import annotations
 
 import argparse
-import json
-import math
+import os
 import shutil
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import _common  # noqa: F401  (sys.path for the src layout)
 import torch
 
-from _common import median, print_machine
+from _common import available_cores, print_availability, run_experiment_subprocess, median, print_machine
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -58,6 +57,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--dataset", default="mnist")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--min-free", type=float, default=0.85,
+                   help="an experiment counts as quiet when at least this fraction of the cores was free (default 0.85)")
     p.add_argument("--repeats", type=int, default=1, help="rounds over all experiments, order rotated; median kept")
     p.add_argument("--plot", default=None, help="figure path (default docs/figures/cost_curve.png; /tmp in --quick)")
     p.add_argument("--quick", action="store_true", help="smoke mode: levels 1,2; seeds 1,2; mlp_100+lenet; 100 iterations")
@@ -84,11 +85,7 @@ class Point:
 
 
 def run_experiment(point: Point, args, root: Path) -> tuple[float, list[float]]:
-    import ticketlab
-    from ticketlab.config import RunOptions
-    from ticketlab.units import cached_dataset
-
-    cached_dataset.cache_clear()  # each experiment loads its data, like a fresh CLI invocation
+    """Wall time of one whole experiment in a fresh process (as the CLI runs it) and its units' own times."""
     config = {
         "model": point.model,
         "levels": point.levels,
@@ -97,11 +94,10 @@ def run_experiment(point: Point, args, root: Path) -> tuple[float, list[float]]:
         "data": {"dataset": args.dataset},
         "train": {"iterations": args.iterations},
     }
-    options = RunOptions(root=str(root), device="cpu", threads=args.threads, workers=args.workers, progress=False)
-    start = time.perf_counter()
-    result = ticketlab.run(config, options)
-    wall = time.perf_counter() - start
-    return wall, [r["wall_time_s"] for r in result.runs]
+    options = {"root": str(root), "device": "cpu", "threads": args.threads, "workers": args.workers,
+               "progress": False}
+    info = run_experiment_subprocess(config, options)
+    return info["wall_s"], info["unit_s"]
 
 
 def n_params(model: str, dataset: str) -> int:
@@ -123,7 +119,7 @@ def fit_line(xs: list[float], ys: list[float]) -> tuple[float, float]:
     return my - slope * mx, slope
 
 
-def plot(path: Path, args, sweeps, walls, params) -> None:
+def plot(path: Path, args, sweeps, walls, params, quiet, fit) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -155,13 +151,22 @@ def plot(path: Path, args, sweeps, walls, params) -> None:
         by_model.setdefault(p.model, []).append(p)
     for model, pts in by_model.items():
         ax.plot([p.units(nc) for p in pts], [walls[p] for p in pts], "o", label=model)
-    base = by_model.get(args.base_model, [])
-    if len({p.units(nc) for p in base}) >= 2:
-        a, b = fit_line([p.units(nc) for p in base], [walls[p] for p in base])
-        xmax = max(p.units(nc) for p in all_points)
-        ax.plot([0, xmax], [a, a + b * xmax], "--", color="gray", label=f"fit: {a:.1f} s + {b:.2f} s/unit")
+    a, b = fit
+    xmax = max(p.units(nc) for p in all_points)
+    ax.plot([0, xmax], [a, a + b * xmax], "--", color="gray", label=f"{args.base_model} fit: {a:.1f} s + {b:.2f} s/unit")
     ax.set(xlabel="training units", ylabel="wall time (s)", title="all experiments vs units")
-    ax.legend(fontsize=8)
+    # Experiments that ran under background load: marked in every panel, left out of the fit.
+    panel_x = [(axes[0][0], sweeps["levels"], lambda p: p.levels), (axes[0][1], sweeps["seeds"], lambda p: p.seeds),
+               (axes[1][0], sweeps["models"], lambda p: params[p.model]), (ax, all_points, lambda p: p.units(nc))]
+    for panel, pts, x in panel_x:
+        busy = [p for p in pts if not quiet[p]]
+        if busy:
+            panel.plot([x(p) for p in busy], [walls[p] for p in busy], "x", color="red", markersize=10,
+                       label="background load (BUSY)")
+    for panel in (axes[0][0], axes[0][1], axes[1][0], ax):
+        panel.set_ylim(bottom=0)
+        if panel.get_legend_handles_labels()[0]:
+            panel.legend(fontsize=8)
     fig.suptitle(f"ticketlab IMP cost on {args.dataset}, {args.iterations} iterations/unit, "
                  f"controls={','.join(args.controls) or 'none'}, workers={args.workers}, threads={args.threads}")
     fig.tight_layout()
@@ -189,51 +194,70 @@ def main() -> None:
 
     walls_all: dict[Point, list[float]] = {p: [] for p in points}
     unit_times: dict[Point, list[float]] = {p: [] for p in points}
+    cores_free: dict[Point, list[float]] = {p: [] for p in points}
     base_dir = Path(tempfile.mkdtemp(prefix="ticketlab-bench-cost-"))
     try:
         for r in range(args.repeats):
             order = points[r % len(points):] + points[:r % len(points)]
             for i, point in enumerate(order):
+                before = available_cores(seconds=0.5)
                 wall, units = run_experiment(point, args, base_dir / f"r{r}-{i}")
+                after = available_cores(seconds=0.5)
                 walls_all[point].append(wall)
                 unit_times[point].extend(units)
+                cores_free[point].append(min(before, after))
                 print(f"  {point.model:>14} levels={point.levels} seeds={point.seeds}: "
-                      f"{point.units(nc):3d} units, {wall:6.2f} s", flush=True)
+                      f"{point.units(nc):3d} units, {wall:6.2f} s  (cores free before/after: {before:.2f}/{after:.2f})",
+                      flush=True)
                 shutil.rmtree(base_dir / f"r{r}-{i}", ignore_errors=True)
     finally:
         shutil.rmtree(base_dir, ignore_errors=True)
     walls = {p: median(ws) for p, ws in walls_all.items()}
     print()
 
-    print("| sweep | model | params | levels | seeds | units | wall s | wall s / unit | mean unit training s |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    quiet_level = args.min_free * (os.cpu_count() or 1)
+    quiet = {p: min(cores_free[p]) >= quiet_level for p in points}
+    print("| sweep | model | params | levels | seeds | units | wall s | wall s / unit | mean unit training s | cores free |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for sweep, pts in sweeps.items():
         for p in pts:
             u = p.units(nc)
             mean_unit = sum(unit_times[p]) / len(unit_times[p])
             print(f"| {sweep} | {p.model} | {params[p.model]:,} | {p.levels} | {p.seeds} | {u} | "
-                  f"{walls[p]:.1f} | {walls[p] / u:.2f} | {mean_unit:.2f} |")
-    print()
+                  f"{walls[p]:.1f} | {walls[p] / u:.2f} | {mean_unit:.2f} | {min(cores_free[p]):.2f}"
+                  f"{'' if quiet[p] else ' BUSY'} |")
+    print(f"\ncores free = busy-loop probe of the {os.cpu_count()} cores before and after the experiment (the lower);"
+          f" BUSY (< {quiet_level:.1f}) means background load inflated that row (load that came and went in between"
+          " is not caught: compare its mean unit training time with its neighbours').\n")
 
     base_points = [p for p in points if p.model == args.base_model]
-    overhead, slope = fit_line([p.units(nc) for p in base_points], [walls[p] for p in base_points])
-    print(f"fit over the {len(base_points)} {args.base_model} experiments: "
+    quiet_base = [p for p in base_points if quiet[p]]
+    if len({p.units(nc) for p in quiet_base}) >= 2:
+        fit_points, which = quiet_base, "quiet"
+    else:
+        fit_points, which = base_points, "all (too few quiet ones)"
+    overhead, slope = fit_line([p.units(nc) for p in fit_points], [walls[p] for p in fit_points])
+    print(f"fit over {len(fit_points)} {args.base_model} experiments ({which}): "
           f"wall ~= {overhead:.1f} s + {slope:.3f} s x units  (workers={args.workers})")
     print("\nper-unit cost by model (one unit = one training of "
           f"{args.iterations} iterations + its evaluations and files):\n")
-    print(f"| model | params | mean unit training s (1 worker's view) | effective s/unit at workers={args.workers}* |")
-    print("|---|---:|---:|---:|")
+    print(f"| model | params | mean unit training s (1 worker's view) | effective s/unit at workers={args.workers}* | "
+          "from |")
+    print("|---|---:|---:|---:|---|")
     for model in args.models:
-        pts = [p for p in points if p.model == model]
+        pts = [p for p in points if p.model == model and quiet[p]] or [p for p in points if p.model == model]
         times = [t for p in pts for t in unit_times[p]]
         eff = [(walls[p] - overhead) / p.units(nc) for p in pts]
-        print(f"| {model} | {params[model]:,} | {sum(times) / len(times):.2f} | {median(eff):.2f} |")
+        source = "quiet runs" if all(quiet[p] for p in pts) else "BUSY runs only"
+        print(f"| {model} | {params[model]:,} | {sum(times) / len(times):.2f} | {median(eff):.2f} | {source} |")
     print(f"\n*effective = (wall - {overhead:.1f} s fixed overhead from the fit) / units, median over that model's "
           "experiments.\nExtrapolate: wall ~= overhead + units x effective s/unit x (iterations / "
           f"{args.iterations}), units = seeds x (1 + levels x (1 + n_controls)).")
 
-    plot(Path(args.plot), args, sweeps, walls, params)
+    plot(Path(args.plot), args, sweeps, walls, params, quiet, (overhead, slope))
     print(f"\nplot saved to {args.plot}")
+    print("\nafter the run:", end=" ")
+    print_availability()
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ Sides, all on the same LeNet-300-100 initial weights, the same MNIST-5k training
 Repeats are interleaved (the order rotates every round) and ratios are the median of the
 per-round paired ratios, so background load hits every side alike.
 
-    .venv/bin/python bench/hot_loop.py            # full (~1.5 min)
+    .venv/bin/python bench/hot_loop.py            # full (~1 min)
     .venv/bin/python bench/hot_loop.py --quick    # smoke check (< 1 min)
 """
 
@@ -28,13 +28,12 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from _common import median, print_machine, spread
-from ticketlab.config import TrainConfig
+from _common import print_availability, median, print_machine, spread
+from ticketlab.config import PruneConfig, TrainConfig
 from ticketlab.data import load_dataset
 from ticketlab.masks import prunable_names
 from ticketlab.models import build_model
 from ticketlab.optim import make_optimizer
-from ticketlab.config import PruneConfig
 from ticketlab.train import TrainState, evaluate, train
 
 BATCH = 60
@@ -232,6 +231,8 @@ def main() -> None:
         print(f"| {label} | {median(values):.3f}x | {spread(values)} | {target} |")
     verdict = median(paired("ours", "bare")) >= 0.92
     print(f"\nours/bare target (>= 0.92x): {'MET' if verdict else 'NOT MET'}")
+    print("\nafter the run:", end=" ")
+    print_availability()
 
 
 if __name__ == "__main__":

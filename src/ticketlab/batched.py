@@ -32,7 +32,7 @@ from ticketlab.config import Config, TrainConfig
 from ticketlab.data import Dataset
 from ticketlab.models.mlp import MLP
 from ticketlab.optim import learning_rate, lr_change_points, make_optimizer
-from ticketlab.train import EVAL_CHUNK, TrainState, epoch_permutation, steps_per_epoch
+from ticketlab.train import EVAL_CHUNK, epoch_permutation, steps_per_epoch
 from ticketlab.units import PreparedUnit, Unit, experiment_dataset, finish_unit, prepare_unit
 
 
