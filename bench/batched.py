@@ -4,8 +4,9 @@ K independent dense trainings (K seeds of one experiment's level 0) are run twic
 process: one after another (``RunOptions(batch=1)``, the plain per-model PyTorch loop) and as
 one batched computation (``RunOptions(batch=K)``). Both go through ``ticketlab.run``, so store
 I/O and evaluation are included on both sides. Repeats alternate A B A B and the median is
-reported. It also checks that the two give the same results (test accuracy at every
-evaluation within 1e-4 and the same early-stopping iteration for every replicate).
+reported. It also checks that the two give the same results: over 200 iterations every
+replicate's test accuracy at every evaluation within 1e-6 and the same early-stopping
+iteration; over the long run it reports the largest accuracy drift.
 
     python bench/batched.py                       # the K / model sweep written in docs/performance.md
     python bench/batched.py --quick               # a smoke check in well under a minute
@@ -50,16 +51,15 @@ def timed_run(config: Config, batch: int) -> tuple[float, ticketlab.Result]:
     return time.perf_counter() - start, result
 
 
-def same_results(a: ticketlab.Result, b: ticketlab.Result) -> bool:
+def max_accuracy_gap(a: ticketlab.Result, b: ticketlab.Result) -> tuple[float, bool]:
+    """(largest |test accuracy difference| at any evaluation of any replicate, same early-stop steps)."""
+    gap, same_stop = 0.0, True
     for run in a.runs:
         twin = b.select(run["arm"], run["level"])[run["replicate"]]
-        if twin["early_stop_step"] != run["early_stop_step"]:
-            return False
-        curve_a = a.metrics(run["level"], run["replicate"])
-        curve_b = b.metrics(run["level"], run["replicate"])
-        if any(abs(x["test_acc"] - y["test_acc"]) > 1e-4 for x, y in zip(curve_a, curve_b)):
-            return False
-    return True
+        same_stop = same_stop and twin["early_stop_step"] == run["early_stop_step"]
+        for x, y in zip(a.metrics(run["level"], run["replicate"]), b.metrics(run["level"], run["replicate"])):
+            gap = max(gap, abs(x["test_acc"] - y["test_acc"]))
+    return gap, same_stop
 
 
 def main() -> None:
@@ -75,20 +75,27 @@ def main() -> None:
         cases, args.repeats, args.iterations = [("mnist1d", "mlp_100_100", 8)], 1, 300
 
     print(f"torch {torch.__version__}, 1 thread, {cpu_model()}, {args.iterations} iterations per replicate")
-    print("| dataset | model | K | sequential (s) | batched (s) | speedup | same results |")
-    print("|---|---|---:|---:|---:|---:|---|")
+    print("| dataset | model | K | sequential (s) | batched (s) | speedup | equal at 200 it. | max |Δ acc| at end (pp) |")
+    print("|---|---|---:|---:|---:|---:|---|---:|")
     for dataset, model, k in cases:
         config = experiment(dataset, model, k, args.iterations)
         timed_run(experiment(dataset, model, 1, 50), 1)  # warm-up: data cache, allocator
-        sequential, batched, equal = [], [], True
+        # Exactness: over a short run batched and sequential agree to float rounding (1e-6 here).
+        # Over long runs training is chaotic (ReLU on/off flips, Adam's near-zero second moments), so
+        # rounding differences grow in some replicates; the last column reports by how much.
+        short_gap, short_stop = max_accuracy_gap(timed_run(experiment(dataset, model, k, 200), 1)[1],
+                                                 timed_run(experiment(dataset, model, k, 200), k)[1])
+        sequential, batched, long_gap = [], [], 0.0
         for _ in range(args.repeats):
             t_seq, r_seq = timed_run(config, 1)
             t_bat, r_bat = timed_run(config, k)
             sequential.append(t_seq)
             batched.append(t_bat)
-            equal = equal and same_results(r_seq, r_bat)
+            long_gap = max(long_gap, max_accuracy_gap(r_seq, r_bat)[0])
         s, b = statistics.median(sequential), statistics.median(batched)
-        print(f"| {dataset} | {model} | {k} | {s:.2f} | {b:.2f} | {s / b:.2f}x | {'yes' if equal else 'NO'} |")
+        exact = "yes" if short_gap <= 1e-6 and short_stop else f"NO ({short_gap:.1e})"
+        print(f"| {dataset} | {model} | {k} | {s:.2f} | {b:.2f} | {s / b:.2f}x | {exact} | {100 * long_gap:.2f} |",
+              flush=True)
 
 
 if __name__ == "__main__":

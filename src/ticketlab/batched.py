@@ -44,8 +44,12 @@ class StackedUnits:
         self.template = units[0].model
         models = [u.model for u in units]
         self.names = [n for n, _ in self.template.named_parameters()]
+        # In the MLP fast path Linear weights are kept as [K, in, out], so that the forward is
+        # baddbmm(b, h, W) and the weight gradient arrives in the parameter's own layout; with
+        # [K, out, in] autograd copies a transposed gradient back every step (~10% of a step).
+        self.transposed = self._mlp_weight_names()
         self.params = {
-            n: torch.stack([dict(m.named_parameters())[n].detach() for m in models]).requires_grad_()
+            n: self._internal(n, torch.stack([dict(m.named_parameters())[n].detach() for m in models])).requires_grad_()
             for n in self.names
         }
         self.buffers = {
@@ -53,11 +57,19 @@ class StackedUnits:
         }
         masked = units[0].masks or {}
         self.mask_names = list(masked)
-        self.masks = [torch.stack([u.masks[n] for u in units]) for n in self.mask_names]
+        self.masks = [self._internal(n, torch.stack([u.masks[n] for u in units])) for n in self.mask_names]
         self.masked_params = [self.params[n] for n in self.mask_names]
         self.optimizer = make_optimizer(self.params.values(), train_config, units[0].device)
         self._stack_optimizer_state()
         self.linear_layers = self._find_linear_layers()
+
+    def _internal(self, name: str, stacked: torch.Tensor) -> torch.Tensor:
+        """A stacked [K, ...] tensor in the layout used here (see ``transposed``)."""
+        return stacked.transpose(1, 2).contiguous() if name in self.transposed else stacked
+
+    def _external(self, name: str, piece: torch.Tensor) -> torch.Tensor:
+        """One replicate's slice back in the module's own layout."""
+        return piece.T.contiguous() if name in self.transposed else piece.clone()
 
     def _stack_optimizer_state(self) -> None:
         """Carry each unit's optimizer state (late rewinding, resume) into the stacked optimizer."""
@@ -70,7 +82,7 @@ class StackedUnits:
             stacked = self.optimizer.state[self.params[name]]
             for key, value in state.items():
                 per_unit = [u.optimizer.state[dict(u.model.named_parameters())[name]][key] for u in self.units]
-                stacked[key] = value.clone() if key == "step" else torch.stack(per_unit)
+                stacked[key] = value.clone() if key == "step" else self._internal(name, torch.stack(per_unit))
 
     def apply_masks_(self) -> None:
         if self.masked_params:
@@ -94,18 +106,24 @@ class StackedUnits:
         if shared_input:
             h = h.expand(k, -1, -1)
         last = len(self.linear_layers) - 1
-        for i, (weight, bias) in enumerate(self.linear_layers):
-            h = torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))
+        for i, (weight_in_out, bias) in enumerate(self.linear_layers):
+            h = torch.baddbmm(bias.unsqueeze(1), h, weight_in_out)
             if i < last:
                 h = h.relu()
         return h
 
-    def _find_linear_layers(self) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
-        """The stacked (weight, bias) of each Linear if the template is a ticketlab MLP, else None."""
+    def _mlp_weight_names(self) -> list[str]:
+        """Names of the Linear weights if the template is a ticketlab MLP (fast path), else []."""
         if type(self.template) is not MLP:
+            return []
+        return [f"layers.{name}.weight" for name, module in self.template.layers.named_children()
+                if isinstance(module, nn.Linear)]
+
+    def _find_linear_layers(self) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+        """The stacked ([K, in, out] weight, bias) of each Linear on the fast path, else None."""
+        if not self.transposed:
             return None
-        linears = [name for name, module in self.template.layers.named_children() if isinstance(module, nn.Linear)]
-        return [(self.params[f"layers.{n}.weight"], self.params[f"layers.{n}.bias"]) for n in linears]
+        return [(self.params[n], self.params[n.removesuffix("weight") + "bias"]) for n in self.transposed]
 
     def sync_unit(self, k: int) -> None:
         """Copy replicate k's slice back into its own model and optimizer (for checkpoint/final files)."""
@@ -113,14 +131,14 @@ class StackedUnits:
         own = dict(unit.model.named_parameters())
         with torch.no_grad():
             for name in self.names:
-                own[name].copy_(self.params[name][k])
+                own[name].copy_(self._external(name, self.params[name][k]))
             for name, buffer in unit.model.named_buffers():
                 buffer.copy_(self.buffers[name][k])
         for name in self.names:
             stacked = self.optimizer.state.get(self.params[name])
             if stacked:
                 unit.optimizer.state[own[name]] = {
-                    key: (v.clone() if key == "step" else v[k].clone()) for key, v in stacked.items()
+                    key: (v.clone() if key == "step" else self._external(name, v[k])) for key, v in stacked.items()
                 }
 
 
@@ -184,9 +202,9 @@ def train_batched(units: Sequence[PreparedUnit], data: Dataset, train_config: Tr
             epoch = step_epoch
             order = torch.stack([epoch_permutation(u.data_seed, epoch, n, device) for u in units])
         index = order[:, offset * batch : (offset + 1) * batch]  # [K, B]: each replicate's own batch
-        logits = stack.forward(data.x_train[index], shared_input=False)
-        per_example = F.cross_entropy(logits.transpose(1, 2), data.y_train[index], reduction="none")
-        losses = per_example.mean(1)
+        logits = stack.forward(data.x_train[index], shared_input=False)  # [K, B, C]
+        per_example = F.cross_entropy(logits.flatten(0, 1), data.y_train[index].flatten(), reduction="none")
+        losses = per_example.view(len(units), -1).mean(1)
         stack.optimizer.zero_grad(set_to_none=True)
         losses.sum().backward()
         stack.optimizer.step()
