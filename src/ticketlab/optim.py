@@ -9,6 +9,7 @@ and restored into a fresh optimizer.
 from __future__ import annotations
 
 import bisect
+import functools
 import inspect
 from typing import Iterable
 
@@ -32,7 +33,9 @@ def make_optimizer(params: Iterable[torch.Tensor], train: TrainConfig, device: t
     return torch.optim.SGD(params, **kwargs)
 
 
+@functools.lru_cache(maxsize=None)
 def _supports_fused(cls: type, device: torch.device) -> bool:
+    """Whether ``cls(fused=True)`` works on ``device`` in this torch (probed once per process)."""
     if "fused" not in inspect.signature(cls).parameters:
         return False
     try:
