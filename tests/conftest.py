@@ -29,4 +29,4 @@ def tiny_config(**changes) -> Config:
 
 @pytest.fixture
 def options(tmp_path) -> RunOptions:
-    return RunOptions(root=str(tmp_path / "experiments"), device="cpu", threads=1, progress=False)
+    return RunOptions(root=str(tmp_path / "experiments"), device="cpu", threads=1, workers=1, progress=False)

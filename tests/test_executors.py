@@ -20,7 +20,22 @@ def stable(runs):
 
 
 def run_with(tmp_path, name, config, **options):
+    options = {"workers": 1, **options}
     return ticketlab.run(config, RunOptions(root=str(tmp_path / name), device="cpu", progress=False, **options))
+
+
+def test_default_is_the_local_parallel_executor():
+    from ticketlab.executors import ProcessPoolUnitExecutor, make_executor
+
+    options = RunOptions(threads=1).resolved()
+    assert options.workers == max(1, os.cpu_count() or 1)
+    assert RunOptions(threads=1, batch=8).resolved().workers == 1
+    if options.workers > 1:
+        executor = make_executor(tiny_config(), "unused", options, None)
+        try:
+            assert isinstance(executor, ProcessPoolUnitExecutor)
+        finally:
+            executor.close()
 
 
 CONFIG = dict(levels=2, seeds=2, controls=["reinit", "random"])

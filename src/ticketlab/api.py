@@ -78,6 +78,7 @@ def run(
         config = Config.from_dict(config)
     options = options or RunOptions()
     options.validate()
+    options = options.resolved()
     device = resolve_device(options.device)
     experiment_dataset(config, device)  # missing or malformed data fails here, before any write
 

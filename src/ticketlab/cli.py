@@ -79,7 +79,7 @@ def run_command(
     out: str = typer.Option("experiments", help="Root folder for experiment directories."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     threads: int = typer.Option(1, help="Torch threads per training process."),
-    workers: int = typer.Option(1, help="Trainings run in parallel (local processes or Ray tasks)."),
+    workers: int = typer.Option(0, help="Trainings run in parallel (local processes or Ray tasks); 0 = one per CPU core."),
     batch: int = typer.Option(1, help="Train up to K ready units as one batched computation (pays for tiny models)."),
     precision: str = typer.Option("fp32", help="fp32, or bf16 autocast for forward passes (for GPUs)."),
     executor: str = typer.Option("local", help="local or ray."),

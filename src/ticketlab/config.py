@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import re
 import types
 import typing
@@ -208,20 +209,28 @@ class RunOptions:
     root: str = "experiments"
     device: str = "auto"
     threads: int = 1
-    workers: int = 1
+    workers: int = 0  # 0: one local worker process per CPU core (divided by threads)
     batch: int = 1
     precision: Literal["fp32", "bf16"] = "fp32"
     executor: Literal["local", "ray"] = "local"
     ray_address: str | None = None
     progress: bool = True
 
+    def resolved(self) -> "RunOptions":
+        """A copy with ``workers=0`` (auto) replaced by a number: parallel by default, one
+        single-thread worker per core; a batched run trains in this one process."""
+        if self.workers:
+            return self
+        auto = 1 if self.batch > 1 else max(1, (os.cpu_count() or 1) // self.threads)
+        return dataclasses.replace(self, workers=auto)
+
     def validate(self) -> None:
         _check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
                f"device must be auto, cpu or cuda, got {self.device!r}")
         _check(self.threads >= 1, f"threads must be >= 1, got {self.threads}")
-        _check(self.workers >= 1, f"workers must be >= 1, got {self.workers}")
+        _check(self.workers >= 0, f"workers must be >= 0 (0 = one per CPU core), got {self.workers}")
         _check(self.batch >= 1, f"batch must be >= 1, got {self.batch}")
-        _check(self.batch == 1 or (self.workers == 1 and self.executor == "local"),
+        _check(self.batch == 1 or (self.workers in (0, 1) and self.executor == "local"),
                "batch > 1 trains replicates together in this process; use it with --workers 1 and --executor local")
         _check(self.executor in ("local", "ray"), f"executor must be local or ray, got {self.executor!r}")
         _check(self.precision in ("fp32", "bf16"), f"precision must be fp32 or bf16, got {self.precision!r}")

@@ -7,7 +7,11 @@ training is dominated by per-step overhead that threads cannot split.
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
+import os
+import signal
+import sys
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 
@@ -75,7 +79,27 @@ class BatchedExecutor:
         self.queue.clear()
 
 
-def _worker_init(threads: int) -> None:
+def _die_with_parent(parent_pid: int) -> None:
+    """On Linux, ask the kernel to SIGKILL this worker when its parent dies.
+
+    Without it, killing a run (SIGKILL, OOM killer) would leave workers training on and writing
+    into the experiment directory while the resumed run works on the same units. If the parent
+    died while this worker was starting (before prctl), exit now.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def _worker_init(threads: int, parent_pid: int) -> None:
+    _die_with_parent(parent_pid)
     set_threads(threads)
 
 
@@ -89,7 +113,7 @@ class ProcessPoolUnitExecutor:
             max_workers=options.workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_worker_init,
-            initargs=(options.threads,),
+            initargs=(options.threads, os.getpid()),
         )
         self.futures: dict[Future, Unit] = {}
 
