@@ -68,9 +68,7 @@ def rewound_start(config: Config, store: Store, replicate: int, mask: Mask) -> S
         weights, optimizer_state, meta = load_training_state(store.rewind_path(replicate))
         step = int(meta["step"])
         mask_optimizer_state_(optimizer_state, mask.tensors)
-    for name, keep in mask.items():
-        weights[name] = weights[name] * keep.to(weights[name].dtype)
-    return StartPoint(weights, optimizer_state, step)
+    return StartPoint(mask.applied_to(weights), optimizer_state, step)
 
 
 MaskFn = Callable[[Config, int, int, Mask], Mask]
@@ -97,9 +95,7 @@ def _rewound(config, store, replicate, level, mask, fresh_init) -> StartPoint:
 
 def _reinit(config, store, replicate, level, mask, fresh_init) -> StartPoint:
     weights = fresh_init(derive_seed(replicate_seed(config, replicate), "reinit", level))
-    for name, keep in mask.items():
-        weights[name] = weights[name] * keep.to(weights[name].dtype)
-    return StartPoint(weights)
+    return StartPoint(mask.applied_to(weights))
 
 
 @dataclass(frozen=True)

@@ -90,6 +90,10 @@ class Mask(Mapping[str, torch.Tensor]):
     def float_tensors(self, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
         return {n: m.to(dtype) for n, m in self.tensors.items()}
 
+    def applied_to(self, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A copy of the state dict ``weights`` with the pruned entries zeroed."""
+        return {n: w * self[n].to(w.dtype) if n in self.tensors else w for n, w in weights.items()}
+
     @torch.no_grad()
     def apply_(self, model: nn.Module) -> None:
         """Zero the pruned weights of ``model`` in place."""

@@ -11,7 +11,7 @@ import torch
 from ticketlab.masks import Mask
 
 
-def _permuted(mask: Mask, generator: torch.Generator) -> Mask:
+def _permuted(mask: Mask, generator: torch.Generator) -> dict[str, torch.Tensor]:
     out = {}
     for name, keep in mask.items():
         flat = keep.flatten().cpu()
@@ -20,9 +20,12 @@ def _permuted(mask: Mask, generator: torch.Generator) -> Mask:
 
 
 def shuffled_mask(mask: Mask, seed: int) -> Mask:
-    """The ticket's mask with its entries permuted within each layer (same counts, new positions)."""
-    generator = torch.Generator().manual_seed(seed)
-    return Mask(_permuted(mask, generator))
+    """The ticket's mask with its entries permuted within each layer (same counts, new positions).
+
+    The same draw as :func:`random_mask_like`; the two arms differ in their seed stream and in
+    what they claim in the report (structure destroyed vs random pruning at equal sparsity).
+    """
+    return random_mask_like(mask, seed)
 
 
 def random_mask_like(mask: Mask, seed: int) -> Mask:
