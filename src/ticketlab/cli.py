@@ -46,6 +46,17 @@ def _csv(value: Optional[str]) -> Optional[list[str]]:
     return [part.strip() for part in value.split(",") if part.strip()]
 
 
+def _int_csv(value: Optional[str], flag: str) -> Optional[list[int]]:
+    """``"3,7,12"`` as [3, 7, 12]; a part that is not an integer is a one-line ConfigError."""
+    parts = _csv(value)
+    if parts is None:
+        return None
+    try:
+        return [int(part) for part in parts]
+    except ValueError:
+        raise ConfigError(f"{flag} takes comma-separated integers like 3,7,12, got {value!r}") from None
+
+
 def _set(raw: dict[str, Any], dotted: str, value: Any) -> None:
     """Put ``value`` at ``dotted`` in the nested config dict unless the flag was not given."""
     if value is None:
@@ -59,13 +70,14 @@ def _set(raw: dict[str, Any], dotted: str, value: Any) -> None:
 @app.command("run")
 def run_command(
     config_file: Optional[Path] = typer.Argument(None, help="TOML or JSON experiment config; flags override it."),
-    dataset: Optional[str] = typer.Option(None, help="mnist, mnist1d, digits or cifar10."),
+    dataset: Optional[str] = typer.Option(None, help="mnist (full), mnist5k, mnist1d, digits or cifar10."),
     data_dir: Optional[str] = typer.Option(None, help="Folder with dataset files (MNIST IDX, CIFAR-10 binary)."),
     model: Optional[str] = typer.Option(None, help="lenet_300_100, mlp_<w1>_<w2>..., conv2, conv4, conv6."),
     levels: Optional[int] = typer.Option(None, help="Pruning rounds after the dense run."),
     seed: Optional[int] = typer.Option(None, help="Base seed; replicate r uses seed + r."),
     seeds: Optional[int] = typer.Option(None, help="Independent replicates (IMP chains)."),
     controls: Optional[str] = typer.Option(None, help="Comma-separated control arms: reinit,random,shuffle."),
+    control_levels: Optional[str] = typer.Option(None, help="Comma-separated levels where controls train (default: all)."),
     rewind_iteration: Optional[int] = typer.Option(None, help="Rewind survivors to iteration k (0 = initialisation)."),
     iterations: Optional[int] = typer.Option(None, help="Training length in iterations."),
     epochs: Optional[int] = typer.Option(None, help="Training length in epochs (instead of iterations)."),
@@ -93,7 +105,8 @@ def run_command(
         raise ConfigError(f"--executor must be local or ray, got {executor!r}")
     for dotted, value in [
         ("data.dataset", dataset), ("data.data_dir", data_dir), ("model", model), ("levels", levels),
-        ("seed", seed), ("seeds", seeds), ("controls", _csv(controls)), ("rewind_iteration", rewind_iteration),
+        ("seed", seed), ("seeds", seeds), ("controls", _csv(controls)),
+        ("control_levels", _int_csv(control_levels, "--control-levels")), ("rewind_iteration", rewind_iteration),
         ("train.batch_size", batch_size), ("train.lr", lr), ("train.optimizer", optimizer),
         ("prune.strategy", strategy), ("prune.rate", rate), ("prune.output_rate", output_rate),
         ("train.eval_every", eval_every),

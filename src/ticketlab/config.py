@@ -85,6 +85,8 @@ class Config:
     ``seed`` is the base seed; replicate ``r`` derives its initialisation, data-order and
     control seeds from ``(seed + r)``. ``rewind_iteration`` k=0 rewinds survivors to their
     initial values; k>0 rewinds weights *and* optimizer state to iteration k of the dense run.
+    ``control_levels`` trains the controls at those levels only (empty: every level), for long
+    studies where a control at every level costs more than the comparison needs.
     """
 
     model: str = "lenet_300_100"
@@ -93,6 +95,7 @@ class Config:
     seeds: int = 1
     rewind_iteration: int = 0
     controls: tuple[str, ...] = ()
+    control_levels: tuple[int, ...] = ()
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
@@ -141,6 +144,11 @@ class Config:
         for arm in self.controls:
             _check(arm in CONTROL_ARMS, f"unknown control {arm!r}; choose from: {', '.join(CONTROL_ARMS)}")
         _check(len(set(self.controls)) == len(self.controls), f"controls repeat an arm: {list(self.controls)}")
+        _check(
+            list(self.control_levels) == sorted(set(self.control_levels))
+            and all(1 <= level <= self.levels for level in self.control_levels),
+            f"control_levels must increase and lie in 1..levels ({self.levels}), got {list(self.control_levels)}",
+        )
 
         t = self.train
         _check(t.lr > 0, f"train.lr must be > 0, got {t.lr}")
@@ -191,6 +199,10 @@ class Config:
     def digest(self) -> str:
         """Short stable hash of the canonical JSON."""
         return hashlib.sha256(self.canonical_json().encode()).hexdigest()[:12]
+
+    def has_controls(self, level: int) -> bool:
+        """Whether the control arms train at ``level`` (never at the dense level 0)."""
+        return level >= 1 and (not self.control_levels or level in self.control_levels)
 
     def experiment_name(self) -> str:
         """Directory name: readable prefix plus the config hash."""

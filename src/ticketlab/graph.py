@@ -38,7 +38,8 @@ def all_units(config: Config) -> list[Unit]:
         units.append(Unit(replicate, 0, "ticket"))
         for level in range(1, config.levels + 1):
             units.append(Unit(replicate, level, "ticket"))
-            units.extend(Unit(replicate, level, arm) for arm in config.controls)
+            if config.has_controls(level):
+                units.extend(Unit(replicate, level, arm) for arm in config.controls)
     return units
 
 
