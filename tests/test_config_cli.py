@@ -69,6 +69,11 @@ def run_cli(args, capsys):
         (["run", "--dataset", "nope"], "unknown dataset 'nope'"),
         (["run", "--model", "nope"], "unknown model 'nope'"),
         (["run", "--dataset", "mnist", "--data-dir", "/no/such"], "does not exist"),
+        (["run", "--control-levels", "3,x"], "comma-separated integers"),
+        (["run", "--levels", "2", "--control-levels", "3"], "control_levels must increase"),
+        (["show", "/nonexistent", "--margin", "nan"], "margin"),
+        (["show", "/nonexistent", "--matching-rule", "loose"], "rule must be"),
+        (["show", "/nonexistent", "--min-seeds", "1"], "min_seeds"),
         (["run", "--controls", "reinit,bogus"], "unknown control 'bogus'"),
         (["run", "--executor", "spark"], "executor must be local or ray"),
         (["run", "--threads", "0"], "threads must be >= 1"),
@@ -103,7 +108,7 @@ def test_cli_reads_toml_and_flags_override(tmp_path, capsys):
 
     main(["run", str(config_file), "--seeds", "2", "--out", str(tmp_path / "o"), "--no-progress"])
     captured = capsys.readouterr()
-    assert "sparsest matching level" in captured.out
+    assert "No verdict: fewer than 3 seeds" in captured.out  # 2 seeds: numbers, no claim
     (experiment,) = (tmp_path / "o").iterdir()
     stored = json.loads((experiment / "config.json").read_text())
     assert stored["canonical"]["model"] == "mlp_16" and stored["canonical"]["seeds"] == 2

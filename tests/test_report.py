@@ -26,14 +26,13 @@ from ticketlab.cli import main
 from ticketlab.config import Config, RunOptions
 from ticketlab.report import write_figures, write_report
 from ticketlab.report.figures import FIGURES
-from ticketlab.stats import verdict_table
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TINY = {
     "model": "mlp_64_32",
     "levels": 2,
-    "seeds": 2,
+    "seeds": 3,
     "controls": ["reinit", "random"],
     "data": {"dataset": "digits"},
     "train": {"iterations": 200, "eval_every": 50, "batch_size": 32},
@@ -121,27 +120,37 @@ def test_report_is_one_self_contained_page(report, experiment):
         assert png == (report.parent / f"{name}.png").read_bytes()  # the PNGs beside it are the same figures
     assert 'id="verdict-table"' in page
     assert len(level_rows(page)) == 3  # dense + 2 pruned levels
-    for text in ("How verdicts are decided", "dense (reference)", "Per-layer sparsity", "Wall time",
+    for text in ("How verdicts are decided", "lower confidence bound", "Holm", "fixed sequence", "dense (reference)", "Per-layer sparsity", "Wall time",
                  "canonical", "layers.1.weight", "torch", "scipy", "devices used", "cpu"):
         assert text in page, text
     assert re.search(r'class="label-(winning|matching|not-matching)"', page)
     assert "no confidence interval can be computed" not in page
 
 
-def test_verdicts_json_matches_stats(report, experiment):
+def test_verdicts_json_matches_the_verdicts_and_states_the_criteria(report, experiment):
     stored = json.loads((report.parent / "verdicts.json").read_text())
-    assert stored == json.loads(json.dumps(verdict_table(experiment.runs).to_dict()))
+    assert stored == json.loads(json.dumps(experiment.verdicts().to_dict(), allow_nan=False))
     assert [row["level"] for row in stored["rows"]] == [1, 2]
+    assert stored["criteria"]["rule"] == "margin" and stored["eval_every"] == 50
+    assert set(stored["rows"][0]["controls"]) == {"reinit", "random"}
+
+
+def test_report_states_other_criteria_when_asked(experiment, tmp_path):
+    from ticketlab.verdicts import Criteria
+
+    page = write_report(experiment.directory, Criteria(rule="std")).read_text()
+    assert "within one standard deviation" in page or "one standard deviation" in page
+    write_report(experiment.directory)  # leave the default report for the other tests
 
 
 def test_one_seed_report_says_no_interval_and_escapes_text(one_seed_report):
     page = one_seed_report.read_text()
     assert "no confidence interval can be computed" in page
     assert "no interval with 1 seed" in page  # in the accuracy cells
-    assert "single seed, no statistical test possible" in page  # the criterion sentence
+    assert "a verdict needs at least 3" in page  # the criterion sentence
     assert "a&lt;b&gt;&amp;c" in page and "a<b>&c" not in page
     stored = json.loads((one_seed_report.parent / "verdicts.json").read_text())
-    assert stored["rows"][0]["verdict"]["p_value"] is None
+    assert stored["rows"][0]["label"] == "no verdict" and stored["rows"][0]["accuracy"] is None
     for name in FIGURES:
         assert_valid_png(one_seed_report.parent / f"{name}.png")
 
@@ -149,7 +158,8 @@ def test_one_seed_report_says_no_interval_and_escapes_text(one_seed_report):
 def test_cli_report_prints_table_and_path(experiment, report, capsys):
     main(["report", str(experiment.directory)])
     out = capsys.readouterr().out
-    assert "sparsest matching level" in out and "dense" in out
+    assert ("Sparsest matching level" in out or "No pruned level is matching" in out) and "dense" in out
+    assert "lower bound of ticket - dense >= -0.5 points" in out
     assert f"report: {report}" in out.replace("\n", "")
 
 

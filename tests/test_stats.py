@@ -1,4 +1,4 @@
-"""Tests for ticketlab.stats: intervals, paired tests, verdicts and tables."""
+"""Tests for ticketlab.stats: intervals, one-sided paired bounds, Holm, summaries."""
 
 from __future__ import annotations
 
@@ -12,15 +12,12 @@ from scipy import stats as sps
 
 from ticketlab.stats import (
     Interval,
-    PairedTest,
-    Verdict,
-    control_comparison,
-    level_verdict,
+    PairedBound,
+    holm_adjust,
     mean_ci,
-    paired_test,
-    sparsest_matching_level,
+    paired_bound,
+    quantization_sd,
     summarize,
-    verdict_table,
 )
 
 T_975_DF2 = 4.302652729911275  # scipy.stats.t.ppf(0.975, 2), also in any t table
@@ -85,183 +82,93 @@ def test_mean_ci_rejects_nan() -> None:
         mean_ci([0.9, float("nan")])
 
 
-# ---------------------------------------------------------------- paired_test
+# ---------------------------------------------------------------- paired_bound
 
 
-def test_paired_test_matches_hand_computed_t() -> None:
+def test_paired_bound_matches_scipy_one_sided_ttest_rel() -> None:
     a = [0.90, 0.85, 0.88, 0.92]
     b = [0.87, 0.84, 0.86, 0.88]
     d = [x - y for x, y in zip(a, b)]  # 0.03, 0.01, 0.02, 0.04
     n = len(d)
     mean_d = sum(d) / n
     sd = math.sqrt(sum((x - mean_d) ** 2 for x in d) / (n - 1))
-    t_hand = mean_d / (sd / math.sqrt(n))
-    assert t_hand == pytest.approx(math.sqrt(15), rel=1e-9)  # 0.025 / (0.012910/2)
 
-    res = paired_test(a, b)
-    assert isinstance(res, PairedTest)
-    assert res.test == "paired t-test"
-    assert res.n == 4
-    assert res.mean_difference == pytest.approx(0.025)
-    assert res.statistic == pytest.approx(t_hand)
-    assert res.p_value == pytest.approx(2 * sps.t.sf(t_hand, n - 1))
-    half = sps.t.ppf(0.975, n - 1) * sd / math.sqrt(n)
-    assert res.ci.low == pytest.approx(mean_d - half)
-    assert res.ci.high == pytest.approx(mean_d + half)
-    assert res.wilcoxon_p_value is None  # n < 6
+    lower = paired_bound(a, b, side="lower")
+    assert isinstance(lower, PairedBound)
+    assert lower.n == 4 and lower.mean == pytest.approx(0.025) and lower.sd == pytest.approx(sd)
+    assert lower.p_value == pytest.approx(sps.ttest_rel(a, b, alternative="greater").pvalue)
+    assert lower.bound == pytest.approx(mean_d - sps.t.ppf(0.95, n - 1) * sd / math.sqrt(n))
+    assert lower.accepted and not lower.floored
 
-    less = paired_test(a, b, alternative="less")
-    greater = paired_test(a, b, alternative="greater")
-    assert greater.p_value == pytest.approx(sps.t.sf(t_hand, n - 1))
-    assert less.p_value == pytest.approx(1 - sps.t.sf(t_hand, n - 1))
+    upper = paired_bound(a, b, side="upper", null=0.01)
+    assert upper.p_value == pytest.approx(
+        sps.ttest_rel([x - 0.01 for x in a], b, alternative="less").pvalue)
+    assert upper.bound == pytest.approx(mean_d + sps.t.ppf(0.95, n - 1) * sd / math.sqrt(n))
 
 
-def test_paired_test_is_paired_not_unpaired() -> None:
-    # Large seed-to-seed spread, tiny consistent difference: only a paired
-    # test sees it.
+def test_paired_bound_is_paired_not_unpaired() -> None:
+    # Large seed-to-seed spread, tiny consistent difference: only a paired analysis sees it.
     b = [0.50, 0.70, 0.90, 0.60, 0.80]
     a = [x + 0.01 + 0.001 * i for i, x in enumerate(b)]
-    assert paired_test(a, b).p_value < 1e-4
+    assert paired_bound(a, b, side="lower").p_value < 1e-4
     assert sps.ttest_ind(a, b).pvalue > 0.5
 
 
-def test_paired_test_all_zero_differences_gives_p_one() -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        res = paired_test([0.9, 0.8, 0.7], [0.9, 0.8, 0.7])
-    assert res.p_value == 1.0
-    assert res.statistic == 0.0
-    assert res.mean_difference == 0.0
-    assert res.note is not None and "zero" in res.note
+def test_paired_bound_bound_and_p_value_agree() -> None:
+    # bound > null exactly when p < alpha, for a sweep of nulls around the data
+    a, b = [0.91, 0.93, 0.90], [0.92, 0.92, 0.92]
+    for null in [x / 1000 for x in range(-40, 20)]:
+        res = paired_bound(a, b, side="lower", null=null)
+        assert (res.bound > null) == res.accepted
+
+
+def test_constant_difference_is_not_certainty_once_floored() -> None:
+    # one example (of 1,000) worse on every seed: zero spread, but not zero uncertainty
+    ticket, dense = [0.899, 0.919, 0.909], [0.900, 0.920, 0.910]
+    floor = quantization_sd(1 / 1000)
+    assert floor == pytest.approx(0.001 / math.sqrt(6))
+    res = paired_bound(ticket, dense, side="upper", null=0.0, sd_floor=floor)
+    assert res.floored and res.sd == pytest.approx(floor)
+    assert 0.0 < res.p_value < 1.0
+    # without the floor the same data would be "certain"
+    assert paired_bound(ticket, dense, side="upper", null=0.0).p_value == 0.0
     _json_roundtrip(res.to_dict())
 
 
-def test_paired_test_constant_nonzero_difference_is_json_safe() -> None:
-    res = paired_test([2.0, 3.0, 4.0], [1.0, 2.0, 3.0])
-    assert res.p_value == 0.0
-    assert res.statistic == math.inf
-    assert _json_roundtrip(res.to_dict())["statistic"] is None
+def test_paired_bound_single_pair_has_no_bound() -> None:
+    res = paired_bound([0.9], [0.8], side="lower")
+    assert res.n == 1 and res.bound is None and res.p_value is None and not res.accepted
+    assert res.mean == pytest.approx(0.1)
+    assert _json_roundtrip(res.to_dict())["ci"] == [None, None]
 
 
-def test_paired_test_single_pair_has_no_p_value() -> None:
-    res = paired_test([0.9], [0.8])
-    assert res.n == 1
-    assert res.p_value is None and res.statistic is None
-    assert res.note is not None and "1 seed" in res.note
-    assert res.mean_difference == pytest.approx(0.1)
-    _json_roundtrip(res.to_dict())
-
-
-def test_paired_test_length_mismatch() -> None:
+def test_paired_bound_rejects_bad_input() -> None:
     with pytest.raises(ValueError):
-        paired_test([0.9, 0.8], [0.9])
-
-
-def test_paired_test_wilcoxon_from_six_pairs() -> None:
-    a = [0.91, 0.92, 0.90, 0.95, 0.93, 0.94]
-    b = [0.90, 0.90, 0.91, 0.91, 0.90, 0.90]
-    res = paired_test(a, b)
-    expected = sps.wilcoxon(a, b).pvalue
-    assert res.wilcoxon_p_value == pytest.approx(expected)
-
-
-def test_control_comparison_is_two_sided_ticket_minus_control() -> None:
-    t = [0.9, 0.91, 0.93]
-    c = [0.8, 0.83, 0.82]
-    res = control_comparison(t, c)
-    assert res.alternative == "two-sided"
-    assert res.mean_difference == pytest.approx(0.0966666666)
-    assert res.p_value == pytest.approx(sps.ttest_rel(t, c).pvalue)
-
-
-# ---------------------------------------------------------------- verdicts
-
-
-def test_verdict_clearly_better_and_earlier_is_winning() -> None:
-    v = level_verdict(
-        ticket=[0.95, 0.96, 0.955],
-        dense=[0.90, 0.91, 0.905],
-        ticket_es=[1000, 1100, 1050],
-        dense_es=[3000, 3100, 2900],
-    )
-    assert isinstance(v, Verdict)
-    assert v.matching and v.winning and v.label == "winning"
-    assert v.p_value is not None and v.p_value > 0.9
-    assert v.mean_difference == pytest.approx(0.05)
-    assert "winning" in v.criterion
-
-
-def test_verdict_equal_accuracy_but_later_is_matching_not_winning() -> None:
-    acc = [0.90, 0.91, 0.92]
-    v = level_verdict(acc, list(acc), ticket_es=[5000, 5200, 5100], dense_es=[3000, 3100, 2900])
-    assert v.matching and not v.winning
-    assert v.label == "matching"
-    assert v.p_value == 1.0
-    assert "not winning" in v.criterion
-
-
-def test_verdict_consistently_much_worse_is_not_matching() -> None:
-    v = level_verdict(
-        ticket=[0.70, 0.72, 0.71, 0.69],
-        dense=[0.90, 0.91, 0.92, 0.90],
-        ticket_es=[100, 100, 100, 100],  # earlier, but that cannot rescue it
-        dense_es=[3000, 3000, 3000, 3000],
-    )
-    assert not v.matching and not v.winning
-    assert v.label == "not matching"
-    assert v.p_value is not None and v.p_value < 0.05
-    assert v.criterion.startswith("not matching")
-    assert "significant" in v.criterion
-
-
-def test_verdict_noisy_worse_ticket_fails_on_ci_rule() -> None:
-    # diffs -0.30, +0.04, -0.22: t-test not significant with 3 seeds,
-    # but the ticket mean 0.75 is far below dense's CI.
-    v = level_verdict([0.60, 0.95, 0.70], [0.90, 0.91, 0.92], [1, 1, 1], [2, 2, 2])
-    assert v.p_value is not None and v.p_value >= 0.05
-    assert not v.matching
-    assert "lower end" in v.criterion and "t-test" not in v.criterion
-
-
-def test_verdict_margin_tolerates_small_drop() -> None:
-    dense = [0.900, 0.910, 0.920, 0.905]
-    ticket = [x - 0.005 + 0.0005 * i for i, x in enumerate(dense)]
-    es = [1, 1, 1, 1]
-    assert not level_verdict(ticket, dense, es, es, margin=0.0).matching
-    assert level_verdict(ticket, dense, es, es, margin=0.01).matching
-
-
-def test_verdict_single_seed_compares_directly() -> None:
-    v = level_verdict([0.91], [0.90], [100], [200])
-    assert v.matching and v.winning and v.p_value is None
-    assert "single seed" in v.criterion
-    v2 = level_verdict([0.89], [0.90], [100], [200])
-    assert not v2.matching and not v2.winning
-    assert "single seed" in v2.criterion
-    assert level_verdict([0.89], [0.90], [100], [200], margin=0.02).matching
-    _json_roundtrip(v.to_dict())
-
-
-def test_verdict_rejects_misaligned_inputs() -> None:
+        paired_bound([0.9, 0.8], [0.9], side="lower")
     with pytest.raises(ValueError):
-        level_verdict([0.9, 0.9], [0.9, 0.9], [1], [1, 1])
+        paired_bound([0.9, 0.8], [0.9, 0.7], side="both")  # type: ignore[arg-type]
     with pytest.raises(ValueError):
-        level_verdict([], [], [], [])
+        paired_bound([0.9, float("nan")], [0.9, 0.7], side="lower")
 
 
-def _verdict(matching: bool) -> Verdict:
-    return Verdict(matching=matching, winning=False, criterion="x", p_value=None, mean_difference=0.0)
+# ---------------------------------------------------------------- Holm
 
 
-def test_sparsest_matching_level_skips_non_matching_denser_level() -> None:
-    levels = [1, 2, 3, 4]
-    pct = [80.0, 64.0, 51.2, 41.0]
-    verdicts = [_verdict(True), _verdict(False), _verdict(True), _verdict(False)]
-    assert sparsest_matching_level(levels, pct, verdicts) == 3
-    # order of the inputs does not matter
-    assert sparsest_matching_level(levels[::-1], pct[::-1], verdicts[::-1]) == 3
-    assert sparsest_matching_level(levels, pct, [_verdict(False)] * 4) is None
-    assert sparsest_matching_level([], [], []) is None
+def test_holm_matches_a_hand_computed_example() -> None:
+    # sorted: 0.005*4 = 0.02, 0.01*3 = 0.03, 0.03*2 = 0.06, 0.04*1 = 0.04 -> monotone 0.06
+    assert holm_adjust([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    # capped at 1, and the empty family is empty
+    assert holm_adjust([0.5, 0.6]) == pytest.approx([1.0, 1.0])
+    assert holm_adjust([]) == []
+    with pytest.raises(ValueError):
+        holm_adjust([1.5])
+
+
+def test_accuracy_intervals_never_leave_zero_to_one() -> None:
+    runs = [_run(0, "ticket", s, a, 100, 100.0, final=a) for s, a in ((0, 0.9951), (1, 0.9999))]
+    row = summarize(runs)[0]
+    assert row.test_acc_at_early_stop.high <= 1.0
+    assert mean_ci([0.9951, 0.9999]).high > 1.0  # what an unclipped 2-seed interval says
 
 
 # ---------------------------------------------------------------- tables
@@ -303,68 +210,6 @@ def test_summarize_never_mixes_arms_or_levels() -> None:
 def test_summarize_rejects_duplicate_seed() -> None:
     with pytest.raises(ValueError):
         summarize([_run(1, "ticket", 0, 0.9, 1, 80.0), _run(1, "ticket", 0, 0.8, 1, 80.0)])
-
-
-def _experiment() -> list[dict]:
-    # Dense accuracy differs a lot between seeds; the level-1 ticket equals
-    # dense seed by seed, so only seed pairing gives zero differences.
-    dense = {0: 0.80, 1: 0.90, 2: 0.95}
-    runs = [_run(0, "ticket", s, a, 3000 + s, 100.0) for s, a in dense.items()]
-    runs += [_run(1, "ticket", s, a, 2000, 80.0) for s, a in dense.items()]
-    runs += [_run(1, "ticket", 3, 0.10, 2000, 80.0)]  # no dense partner: excluded
-    runs += [_run(1, "reinit", s, a - 0.10 - 0.01 * s, 2500, 80.0) for s, a in dense.items()]
-    runs += [_run(1, "random", s, a - 0.02, 2500, 80.0) for s, a in dense.items() if s != 2]
-    # level 2 much worse at every seed, level 3 matching again
-    runs += [_run(2, "ticket", s, a - 0.20 - 0.01 * s, 2000, 64.0) for s, a in dense.items()]
-    runs += [_run(3, "ticket", s, a + 0.001 * s, 4000, 51.2) for s, a in dense.items()]
-    return runs
-
-
-def test_verdict_table_pairs_by_seed_number_not_order() -> None:
-    runs = _experiment()
-    table = verdict_table(runs)
-    shuffled = list(runs)
-    random.Random(1234).shuffle(shuffled)
-    assert verdict_table(shuffled).to_dict() == table.to_dict()
-
-    assert [r.level for r in table] == [1, 2, 3]
-    row1 = table.row(1)
-    assert row1.seeds == (0, 1, 2)
-    assert row1.unpaired_seeds == (3,)
-    assert row1.verdict is not None
-    assert row1.verdict.p_value == 1.0  # all paired differences are zero
-    assert row1.verdict.mean_difference == 0.0
-    assert row1.label == "winning"  # 2000 <= mean(3000, 3001, 3002)
-    assert table.row(2).label == "not matching"
-    assert table.row(3).label == "matching"  # later early stop than dense
-
-    # controls: ticket − control by seed, over seeds both arms have
-    assert set(row1.controls) == {"reinit", "random"}
-    assert row1.controls["reinit"].mean_difference == pytest.approx(0.11)
-    assert row1.controls["reinit"].n == 3
-    assert row1.control_seeds["random"] == (0, 1)
-    assert row1.controls["random"].mean_difference == pytest.approx(0.02)
-
-    assert table.sparsest_matching_level == 3
-    assert [r.is_sparsest_matching for r in table] == [False, False, True]
-    _json_roundtrip(table.to_dict())
-
-
-def test_verdict_table_requires_dense_runs() -> None:
-    with pytest.raises(ValueError):
-        verdict_table([_run(1, "ticket", 0, 0.9, 1, 80.0)])
-
-
-def test_verdict_table_single_seed_rows_are_json_safe() -> None:
-    runs = [_run(0, "ticket", 7, 0.90, 300, 100.0), _run(1, "ticket", 7, 0.91, 200, 80.0),
-            _run(1, "reinit", 7, 0.85, 250, 80.0)]
-    table = verdict_table(runs)
-    row = table.row(1)
-    assert row.verdict is not None and "single seed" in row.verdict.criterion
-    assert row.controls["reinit"].p_value is None
-    d = _json_roundtrip(table.to_dict())
-    assert d["sparsest_matching_level"] == 1
-    assert d["rows"][0]["controls"]["reinit"]["ci"]["low"] is None
 
 
 def test_interval_is_frozen() -> None:

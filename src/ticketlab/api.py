@@ -14,6 +14,7 @@ from ticketlab.io import read_json, read_jsonl
 from ticketlab.masks import Mask
 from ticketlab.store import Store
 from ticketlab.units import ProgressFn, Unit, experiment_dataset, resolve_device
+from ticketlab.verdicts import Criteria, VerdictTable, verdict_table
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,16 @@ class Result:
     @property
     def store(self) -> Store:
         return Store(self.directory)
+
+    def verdicts(self, criteria: Criteria | None = None) -> VerdictTable | None:
+        """Every pruned level judged by ``criteria`` (default rules), or None without a dense run.
+
+        The evaluation interval, the resolution of early-stopping iterations, comes from the
+        config, so ties on the evaluation grid are judged as ties.
+        """
+        if not any(r["level"] == 0 and r["arm"] == "ticket" for r in self.runs):
+            return None  # no dense run yet: nothing to judge against
+        return verdict_table(self.runs, criteria, eval_every=self.config.train.eval_every)
 
     def levels(self) -> list[int]:
         return sorted({r["level"] for r in self.runs})

@@ -21,6 +21,7 @@ from ticketlab.errors import ConfigError, TicketlabError
 from ticketlab.graph import all_units
 from ticketlab.report import write_report
 from ticketlab.tables import rich_table
+from ticketlab.verdicts import Criteria
 
 # Newer typer vendors click (its errors derive from typer.TyperException); older typer uses click.
 _CLI_ERRORS: tuple[type[BaseException], ...] = tuple(
@@ -44,6 +45,28 @@ def _csv(value: Optional[str]) -> Optional[list[str]]:
     if value is None:
         return None
     return [part.strip() for part in value.split(",") if part.strip()]
+
+
+# The verdict rules, shared by run, show and report: they judge stored results and never change
+# what is trained, so they are options of the reading commands, not part of the config.
+MARGIN = typer.Option(0.5, "--margin", help="Matching margin delta in accuracy points (rule 'margin').")
+MATCHING_RULE = typer.Option("margin", "--matching-rule", help="margin (lower bound >= -delta) or std (Frankle 2020: within 1 sd of dense).")
+ALPHA = typer.Option(0.05, "--alpha", help="One-sided error level of every bound and test.")
+MIN_SEEDS = typer.Option(3, "--min-seeds", help="Fewest paired seeds for a verdict (at least 2).")
+
+
+def _criteria(margin: float, rule: str, alpha: float, min_seeds: int) -> Criteria:
+    """The verdict criteria from CLI flags; a bad value is a one-line ConfigError."""
+    try:
+        return Criteria(rule=rule, margin=margin / 100.0, alpha=alpha, min_seeds=min_seeds)  # type: ignore[arg-type]
+    except ValueError as err:
+        hint = " (--margin is in accuracy points, e.g. 0.5)" if "margin" in str(err) else ""
+        raise ConfigError(f"verdict criteria: {err}{hint}") from None
+
+
+def _print_table(result: Result, criteria: Criteria) -> None:
+    title = f"{result.config.data.dataset} / {result.config.model}"
+    console.print(rich_table(result.runs, title=title, verdicts=result.verdicts(criteria)))
 
 
 def _int_csv(value: Optional[str], flag: str) -> Optional[list[int]]:
@@ -98,8 +121,13 @@ def run_command(
     ray_address: Optional[str] = typer.Option(None, help="Ray cluster address (default: start a local one)."),
     progress: bool = typer.Option(True, help="Show progress bars."),
     report: bool = typer.Option(True, help="Write the HTML report (figures, verdicts) when the run ends."),
+    margin: float = MARGIN,
+    matching_rule: str = MATCHING_RULE,
+    alpha: float = ALPHA,
+    min_seeds: int = MIN_SEEDS,
 ) -> None:
     """Run (or resume) an IMP experiment and print its per-level table."""
+    criteria = _criteria(margin, matching_rule, alpha, min_seeds)
     raw: dict[str, Any] = load_config_file(config_file) if config_file else {}
     if executor not in ("local", "ray"):
         raise ConfigError(f"--executor must be local or ray, got {executor!r}")
@@ -121,26 +149,39 @@ def run_command(
     started = time.perf_counter()
     with _progress_display(config, enabled=progress) as (on_progress, on_done):
         result = run_experiment(config, options, progress=on_progress, on_done=on_done)
-    console.print(rich_table(result.runs, title=f"{config.data.dataset} / {config.model}"))
+    _print_table(result, criteria)
     console.print(f"experiment: {result.directory}  (wall time {time.perf_counter() - started:.1f} s)")
     if report:
-        console.print(f"report: {write_report(result.directory)}")
+        console.print(f"report: {write_report(result.directory, criteria)}")
 
 
 @app.command("show")
-def show_command(experiment_dir: Path = typer.Argument(..., help="An experiment directory.")) -> None:
-    """Print the per-level table of an experiment from disk."""
+def show_command(
+    experiment_dir: Path = typer.Argument(..., help="An experiment directory."),
+    margin: float = MARGIN,
+    matching_rule: str = MATCHING_RULE,
+    alpha: float = ALPHA,
+    min_seeds: int = MIN_SEEDS,
+) -> None:
+    """Print the per-level table of an experiment from disk, judged by the stated criteria."""
+    criteria = _criteria(margin, matching_rule, alpha, min_seeds)
     result = Result.load(experiment_dir)
-    console.print(rich_table(result.runs, title=f"{result.config.data.dataset} / {result.config.model}"))
+    _print_table(result, criteria)
     console.print(f"experiment: {result.directory}")
 
 
 @app.command("report")
-def report_command(experiment_dir: Path = typer.Argument(..., help="An experiment directory.")) -> None:
-    """Write the experiment's HTML report (figures, verdicts, config) and print its verdict table."""
-    path = write_report(experiment_dir)
-    result = Result.load(experiment_dir)
-    console.print(rich_table(result.runs, title=f"{result.config.data.dataset} / {result.config.model}"))
+def report_command(
+    experiment_dir: Path = typer.Argument(..., help="An experiment directory."),
+    margin: float = MARGIN,
+    matching_rule: str = MATCHING_RULE,
+    alpha: float = ALPHA,
+    min_seeds: int = MIN_SEEDS,
+) -> None:
+    """Write the experiment's HTML report (figures, verdicts, criteria, config) and print its table."""
+    criteria = _criteria(margin, matching_rule, alpha, min_seeds)
+    path = write_report(experiment_dir, criteria)
+    _print_table(Result.load(experiment_dir), criteria)
     console.print(f"report: {path}")
 
 

@@ -1,8 +1,9 @@
 """The per-level summary table shown by ``run``, ``show`` and the report.
 
 One row per level: % of weights remaining, the early-stopping iteration and test accuracy
-(at early stop and at the end) of the ticket as mean ± 95% CI half-width over seeds, the
-controls' accuracy at early stop, and the verdict against the dense network.
+(at early stop and at the end) of the ticket as mean ± 95% CI half-width over seeds, each
+control's accuracy at early stop and whether the ticket beats it (Holm-adjusted), and the
+verdict against the dense network under the stated :class:`ticketlab.verdicts.Criteria`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,10 @@ from typing import Any
 
 from rich.table import Table
 
-from ticketlab.stats import Interval, summarize, verdict_table
+from ticketlab.stats import Interval, summarize
+from ticketlab.verdicts import VerdictTable
+
+_BEATS = {True: "yes", False: "no", None: "-"}
 
 
 def _fmt(interval: Interval | None, scale: float = 1.0, digits: int = 1) -> str:
@@ -23,16 +27,17 @@ def _fmt(interval: Interval | None, scale: float = 1.0, digits: int = 1) -> str:
     return text
 
 
-def level_rows(runs: list[dict[str, Any]]) -> tuple[list[dict[str, str]], Any]:
-    """Display rows (strings) per level plus the verdict table they came from."""
+def level_rows(runs: list[dict[str, Any]], verdicts: VerdictTable | None) -> list[dict[str, str]]:
+    """Display rows (strings) per level, from the run records and their verdicts."""
     summary = {(row.level, row.arm): row for row in summarize(runs)}
-    verdicts = verdict_table(runs) if any(r["level"] > 0 for r in runs) else None
     controls = sorted({arm for _, arm in summary if arm != "ticket"})
+    by_level = {row.level: row for row in verdicts} if verdicts is not None else {}
     rows = []
     for level in sorted({level for level, _ in summary}):
         ticket = summary.get((level, "ticket"))
         if ticket is None:
             continue
+        verdict = by_level.get(level)
         row = {
             "level": str(level),
             "% remaining": f"{ticket.percent_remaining:.1f}",
@@ -44,18 +49,20 @@ def level_rows(runs: list[dict[str, Any]]) -> tuple[list[dict[str, str]], Any]:
         for arm in controls:
             control = summary.get((level, arm))
             row[f"{arm} @ES (%)"] = _fmt(control.test_acc_at_early_stop, 100) if control else "-"
+            test = verdict.controls.get(arm) if verdict is not None else None
+            row[f"beats {arm}"] = _BEATS[test.beats] if test is not None else "-"
         if level == 0:
             row["verdict"] = "dense"
-        elif verdicts is not None:
-            verdict_row = verdicts.row(level)
-            row["verdict"] = verdict_row.label or "-"
+        else:
+            label = verdict.label if verdict is not None else "-"
+            row["verdict"] = label + ("*" if verdict is not None and verdict.matching and not verdict.in_sequence else "")
         rows.append(row)
-    return rows, verdicts
+    return rows
 
 
-def rich_table(runs: list[dict[str, Any]], title: str) -> Table:
-    rows, verdicts = level_rows(runs)
-    table = Table(title=title, caption=_caption(runs, verdicts))
+def rich_table(runs: list[dict[str, Any]], title: str, verdicts: VerdictTable | None) -> Table:
+    rows = level_rows(runs, verdicts)
+    table = Table(title=title, caption=caption(runs, verdicts))
     for column in rows[0]:
         table.add_column(column, justify="right" if column != "verdict" else "left")
     for row in rows:
@@ -63,10 +70,16 @@ def rich_table(runs: list[dict[str, Any]], title: str) -> Table:
     return table
 
 
-def _caption(runs: list[dict[str, Any]], verdicts: Any) -> str:
+def caption(runs: list[dict[str, Any]], verdicts: VerdictTable | None) -> str:
+    """What the numbers are, the rule the verdicts follow, and the headline."""
     n_seeds = len({r["seed"] for r in runs})
     parts = ["mean ± 95% CI half-width over seeds" if n_seeds > 1 else "1 seed: no confidence interval can be computed"]
     if verdicts is not None:
-        level = verdicts.sparsest_matching_level
-        parts.append(f"sparsest matching level: {level if level is not None else 'none'}")
-    return "; ".join(parts)
+        c = verdicts.criteria
+        rule = (f"matching: {100 * (1 - c.alpha):g}% lower bound of ticket - dense >= -{100 * c.margin:g} points"
+                if c.rule == "margin" else "matching: ticket mean >= dense mean - 1 sd (Frankle et al. 2020)")
+        parts.append(f"{rule}; beats <control>: Holm-adjusted p < {c.alpha:g}")
+        if any(r.matching and not r.in_sequence for r in verdicts):
+            parts.append("* past the first non-matching level, outside the headline's claim")
+        parts.append(verdicts.headline())
+    return "\n".join(parts)

@@ -223,6 +223,8 @@ def finish_unit(config: Config, prepared: PreparedUnit, precision: str = "fp32")
         "wall_time_s": prepared.hooks.wall_time(),
         "device": str(prepared.device),
         "precision": precision,
+        # the accuracy resolution (one example) that the verdicts' zero-variance floor uses
+        "test_examples": int(experiment_dataset(config, prepared.device).y_test.numel()),
         **summarize_history(state.history),
     }
     write_json_atomic(paths.summary, summary)

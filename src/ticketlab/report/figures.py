@@ -29,6 +29,7 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullForma
 from ticketlab.api import Result
 from ticketlab.io import write_bytes_atomic
 from ticketlab.stats import Interval, SummaryRow, summarize
+from ticketlab.verdicts import VerdictTable
 
 __all__ = ["FIGURES", "write_figures"]
 
@@ -36,7 +37,9 @@ __all__ = ["FIGURES", "write_figures"]
 FIGURES: dict[str, str] = {
     "accuracy": "Test accuracy at the early-stopping iteration (minimum validation loss) against the "
     "percentage of weights remaining, per arm; mean over seeds with its 95% confidence band. "
-    "The dashed line is the dense network (its band: dense's 95% interval).",
+    "The dashed line is the dense network (its band: dense's 95% interval). Each ticket level is marked "
+    "by its verdict (stated criteria in the verdict section): star winning, filled circle matching, "
+    "cross not matching, hollow circle no verdict (too few seeds).",
     "early_stop": "Early-stopping iteration (minimum validation loss) against the percentage of weights "
     "remaining, per arm; mean over seeds with its 95% confidence band. Lower means the network learns faster.",
     "curves": "Validation accuracy during training for a few levels of the ticket arm (dense, a middle "
@@ -48,7 +51,7 @@ FIGURES: dict[str, str] = {
 #: One colour per arm, the same in every figure.
 ARM_COLORS: dict[str, str] = {"ticket": "#1f77b4", "reinit": "#ff7f0e", "random": "#2ca02c", "shuffle": "#d62728"}
 ARM_LABELS: dict[str, str] = {
-    "ticket": "ticket (winning-ticket init)",
+    "ticket": "ticket (IMP mask, rewound weights)",
     "reinit": "reinit (same mask, fresh init)",
     "random": "random (random mask)",
     "shuffle": "shuffle (mask shuffled per layer)",
@@ -178,10 +181,36 @@ def _per_arm_figure(summary: list[SummaryRow], metric: str, scale: float, ylabel
 # --------------------------------------------------------------------------- figures
 
 
-def accuracy_figure(summary: list[SummaryRow]) -> Figure:
-    """Test accuracy at early stop vs % remaining, per arm, with the dense reference."""
-    return _per_arm_figure(summary, "test_acc_at_early_stop", 100.0, "test accuracy at early stop (%)",
-                           "Test accuracy at early stop", clip=(0.0, 100.0))
+def accuracy_figure(summary: list[SummaryRow], verdicts: VerdictTable | None = None) -> Figure:
+    """Test accuracy at early stop vs % remaining, per arm, with the dense reference.
+
+    Ticket levels carry their verdict as a marker, so the curve is never read as "winning"
+    where the evidence says only "matching" or less.
+    """
+    figure = _per_arm_figure(summary, "test_acc_at_early_stop", 100.0, "test accuracy at early stop (%)",
+                             "Test accuracy at early stop", clip=(0.0, 100.0))
+    if verdicts is not None and len(verdicts):
+        axes = figure.axes[0]
+        tickets = {r.level: r for r in summary if r.arm == "ticket"}
+        for label, style in VERDICT_MARKERS.items():
+            points = [(tickets[v.level].percent_remaining, tickets[v.level].test_acc_at_early_stop.mean * 100)
+                      for v in verdicts if v.label == label and v.level in tickets
+                      and tickets[v.level].test_acc_at_early_stop.mean is not None]
+            if points:
+                xs, ys = zip(*points)
+                axes.scatter(xs, ys, s=70, zorder=5, label=f"ticket verdict: {label}", **style)
+        axes.legend(fontsize=8, loc="best", framealpha=0.85)
+    return figure
+
+
+#: How each verdict label is drawn on the ticket's accuracy curve.
+VERDICT_MARKERS: dict[str, dict[str, Any]] = {
+    "winning": dict(marker="*", color="#1f77b4", edgecolors="black", linewidths=0.6),
+    "matching": dict(marker="o", color="#1f77b4", edgecolors="black", linewidths=0.6),
+    "not matching": dict(marker="X", color="#b22222", edgecolors="white", linewidths=0.6),
+    "no verdict": dict(marker="o", facecolors="none", edgecolors="#1f77b4", linewidths=1.2),
+    "diverged": dict(marker="X", color="black"),
+}
 
 
 def early_stop_figure(summary: list[SummaryRow]) -> Figure:
@@ -288,7 +317,7 @@ def layer_sparsity_figure(runs: Sequence[dict[str, Any]]) -> Figure:
     return figure
 
 
-def write_figures(result: Result, out_dir: str | Path) -> dict[str, Path]:
+def write_figures(result: Result, out_dir: str | Path, verdicts: VerdictTable | None = None) -> dict[str, Path]:
     """Draw every figure of :data:`FIGURES` into ``out_dir`` as ``<name>.png``.
 
     Each file is written atomically, so a report directory never holds a half-written
@@ -297,7 +326,7 @@ def write_figures(result: Result, out_dir: str | Path) -> dict[str, Path]:
     out = Path(out_dir)
     summary = summarize(result.runs)
     builders = {
-        "accuracy": lambda: accuracy_figure(summary),
+        "accuracy": lambda: accuracy_figure(summary, verdicts),
         "early_stop": lambda: early_stop_figure(summary),
         "curves": lambda: curves_figure(result),
         "layer_sparsity": lambda: layer_sparsity_figure(result.runs),

@@ -7,7 +7,7 @@
   and the styles are inline, so the single file can be mailed, archived or opened offline
   and still shows everything; it loads nothing from anywhere.
 * ``<figure>.png`` — the same figures as separate files, for papers and slides.
-* ``verdicts.json`` — :meth:`ticketlab.stats.VerdictTable.to_dict`, for machines.
+* ``verdicts.json`` — :meth:`ticketlab.verdicts.VerdictTable.to_dict` (criteria included), for machines.
 
 Every file is written atomically (PNGs and JSON first, the HTML last), so a reader never
 sees a half-written report. All text that comes from data is passed through
@@ -36,7 +36,8 @@ import torch
 from ticketlab.api import Result
 from ticketlab.graph import all_units
 from ticketlab.io import write_json_atomic, write_text_atomic
-from ticketlab.stats import Interval, SummaryRow, VerdictTable, summarize, verdict_table
+from ticketlab.stats import Interval, SummaryRow, summarize
+from ticketlab.verdicts import Criteria, LevelVerdict, VerdictTable
 
 __all__ = ["REPORT_DIRNAME", "environment", "render_html", "write_report"]
 
@@ -143,22 +144,14 @@ def environment(result: Result) -> dict[str, str]:
 
 
 def _verdict_rules(verdicts: VerdictTable | None) -> str:
-    alpha = verdicts.alpha if verdicts is not None else 0.05
-    margin = verdicts.margin if verdicts is not None else 0.0
-    margin_txt = f" minus the tolerated margin ({margin * 100:g} percentage points)" if margin else ""
+    """The criteria every verdict on the page was judged by, with their numbers."""
+    criteria = verdicts.criteria if verdicts is not None else Criteria()
+    items = "".join(f"<li>{_e(statement)}</li>" for statement in criteria.statements())
     return (
         "<p><b>How verdicts are decided.</b> Each pruned level's ticket is compared with the dense network "
-        "(level 0) on test accuracy at the early-stopping iteration, <i>paired by seed</i> (a seed's ticket and "
-        "dense run share initialisation and data order). With at least 2 seeds a level is <b>matching</b> when "
-        f"a one-sided paired t-test of &ldquo;ticket &lt; dense{_e(margin_txt)}&rdquo; is not significant "
-        f"(p &ge; {alpha:g}) <i>and</i> the ticket's mean accuracy is at least the lower end of dense's 95% "
-        f"Student-t interval{_e(margin_txt)}; the second rule stops a much worse ticket from passing just "
-        "because few or noisy seeds leave the test without power. With 1 seed no test is possible and a level "
-        "is matching when its accuracy is at least dense's. A matching level is <b>winning</b> when its mean "
-        "early-stopping iteration is no later than dense's (it learns at least as fast, as in Frankle &amp; "
-        "Carbin 2019). Controls are compared with a two-sided paired t-test of ticket &minus; control "
-        "(&Delta; in percentage points). The <b>sparsest matching level</b> is the matching level with the "
-        "fewest weights remaining (highlighted).</p>"
+        "(level 0) on test accuracy at the early-stopping iteration (minimum validation loss), <i>paired by "
+        "seed</i>: a seed's ticket, controls and dense run share initialisation and data order.</p>"
+        f'<ul id="criteria">{items}</ul>'
     )
 
 
@@ -179,10 +172,12 @@ def _verdict_section(summary: Mapping[tuple[int, str], SummaryRow], verdicts: Ve
     The sentence gets a full-width row of its own because it is long; squeezed into a
     column it would make every row a narrow tower of words.
     """
+    alpha = verdicts.criteria.alpha if verdicts is not None else 0.05
+    bound = f"{100 * (1 - alpha):g}% lower bound"
     headers = ["level", "% remaining", "seeds", "ticket acc @ES (%)<br>mean [95% CI]",
-               "dense acc @ES (%)<br>mean [95% CI]", "&Delta; ticket &minus; dense (pp)",
-               "p (one-sided, ticket &lt; dense)", "verdict"]
-    headers += [f"{_e(arm)} acc @ES (%)<br>ticket &minus; {_e(arm)}: &Delta; (pp), p" for arm in controls]
+               "dense acc @ES (%)<br>mean [95% CI]", f"&Delta; ticket &minus; dense (pp)<br>mean, {bound}",
+               "early-stop iter<br>ticket / dense", "verdict"]
+    headers += [f"{_e(arm)} acc @ES (%)<br>&Delta; ticket &minus; {_e(arm)} (pp), {bound}; Holm p" for arm in controls]
     verdict_column = 7  # the only left-aligned (text) cell of a level row
     dense = summary.get((0, "ticket"))
     dense_txt = _acc_cell(dense.test_acc_at_early_stop) if dense else "-"
@@ -190,41 +185,42 @@ def _verdict_section(summary: Mapping[tuple[int, str], SummaryRow], verdicts: Ve
     body = []
     for level in sorted({level for level, arm in summary if arm == "ticket"}):
         ticket = summary[(level, "ticket")]
+        es = f"{ticket.early_stop_step.mean:.0f}" if ticket.early_stop_step.mean is not None else "-"
         cells = [str(level), f"{ticket.percent_remaining:.2f}", str(ticket.n_seeds),
                  _acc_cell(ticket.test_acc_at_early_stop), dense_txt]
         classes = ["level-row"]
-        verdict_row = None
-        if verdicts is not None and level != verdicts.dense_level:
-            try:
-                verdict_row = verdicts.row(level)
-            except KeyError:
-                verdict_row = None
+        row = _row_or_none(verdicts, level)
+        criterion = None
         if level == 0:
-            cells += ["-", "-", '<span class="label-dense">dense (reference)</span>']
-            criterion = None
-        elif verdict_row is None or verdict_row.verdict is None:
-            cells += ["-", "n/a", "no verdict"]
-            criterion = verdict_row.note if verdict_row is not None and verdict_row.note else "no verdict"
+            cells += ["-", es, '<span class="label-dense">dense (reference)</span>']
+        elif row is None:
+            cells += ["-", es, "no verdict"]
+            criterion = "no dense run shares a seed with this level"
         else:
-            v = verdict_row.verdict
-            label = f'<span class="label-{v.label.replace(" ", "-")}">{_e(v.label)}</span>'
-            if verdict_row.is_sparsest_matching:
+            label = f'<span class="label-{row.label.replace(" ", "-")}">{_e(row.label)}</span>'
+            if row.is_sparsest_matching:
                 label += '<br><span class="star">&#9733; sparsest matching</span>'
                 classes.append("sparsest")
-            criterion = v.criterion
-            if verdict_row.unpaired_seeds:
-                criterion += f" (seeds without a dense pair, left out: {list(verdict_row.unpaired_seeds)})"
-            cells += [_signed(v.mean_difference), _p(v.p_value), label]
+            criterion = row.reason
+            if not row.in_sequence and row.matching:
+                criterion += " (past the first non-matching level: outside the headline's claim)"
+            if row.unpaired_seeds:
+                criterion += f" (seeds without a dense pair, left out: {list(row.unpaired_seeds)})"
+            dense_es = summary[(0, "ticket")].early_stop_step.mean if dense else None
+            es += f" / {dense_es:.0f}" if dense_es is not None else ""
+            cells += [_bound_cell(row.accuracy), es, label]
         for arm in controls:
             control = summary.get((level, arm))
-            test = verdict_row.controls.get(arm) if verdict_row is not None else None
+            test = row.controls.get(arm) if row is not None else None
             if control is None:
                 cells.append("-")
                 continue
             text = _acc_cell(control.test_acc_at_early_stop)
             if test is not None:
-                p_txt = _p(test.p_value) if test.p_value is not None else "n/a (1 seed)"
-                text += f'<br><span class="ci">&Delta; {_signed(test.mean_difference)}, p = {_e(p_txt)}</span>'
+                verdict = {True: "beats", False: "does not beat", None: "no claim"}[test.beats]
+                p_holm = _p(test.p_holm) if test.p_holm is not None else "n/a"
+                text += (f'<br><span class="ci">&Delta; {_bound_cell(test.test)}; p = {_e(p_holm)}</span>'
+                         f'<br><b>{_e(verdict)}</b>')
             cells.append(text)
         tds = "".join(f"<td>{c}</td>" if i == verdict_column else f'<td class="num">{c}</td>'
                       for i, c in enumerate(cells))
@@ -237,24 +233,38 @@ def _verdict_section(summary: Mapping[tuple[int, str], SummaryRow], verdicts: Ve
             f'<tbody>{"".join(body)}</tbody></table></div>')
 
 
+def _row_or_none(verdicts: VerdictTable | None, level: int) -> LevelVerdict | None:
+    if verdicts is None or level == verdicts.dense_level:
+        return None
+    try:
+        return verdicts.row(level)
+    except KeyError:
+        return None
+
+
+def _bound_cell(test: Any) -> str:
+    """``+0.12 (&ge; -0.05)``: a paired mean difference in points and its one-sided bound."""
+    if test is None or test.mean is None:
+        return "-"
+    text = _signed(test.mean)
+    return text + (f" (&ge; {_signed(test.bound)})" if test.bound is not None else " (1 seed)")
+
+
 def _headline(result: Result, summary: Mapping[tuple[int, str], SummaryRow], verdicts: VerdictTable | None) -> str:
     n_seeds = len({r["seed"] for r in result.runs})
     n_units = len(all_units(result.config))
     parts = []
-    if verdicts is not None and verdicts.sparsest_matching_level is not None:
-        level = verdicts.sparsest_matching_level
-        row = verdicts.row(level)
-        parts.append(f"Sparsest matching level: <b>{level}</b> ({row.percent_remaining:.2f}% of weights "
-                     f"remaining), <b>{_e(row.label)}</b>.")
-    elif verdicts is not None and len(verdicts):
-        parts.append("<b>No pruned level matches the dense network.</b>")
+    if verdicts is not None and len(verdicts):
+        parts.append(f"<b>{_e(verdicts.headline())}</b>")
     else:
         parts.append("No pruned level has finished yet, so there is no verdict.")
     parts.append(f"{n_seeds} seed{'s' if n_seeds != 1 else ''}, levels {min(result.levels())}&ndash;"
                  f"{max(result.levels())}, {len(result.runs)} of {n_units} training units finished.")
+    min_seeds = verdicts.criteria.min_seeds if verdicts is not None else Criteria().min_seeds
     if n_seeds == 1:
-        parts.append("With 1 seed no confidence interval can be computed and no statistical test is possible: "
-                     "verdicts compare single values. Run more seeds for evidence.")
+        parts.append("With 1 seed no confidence interval can be computed and no verdict is given.")
+    if n_seeds < min_seeds:
+        parts.append(f"Verdicts need at least {min_seeds} seeds: the numbers are shown without a claim.")
     if len(result.runs) < n_units:
         parts.append("The experiment is incomplete; run it again to finish it, then rewrite this report.")
     return f'<p class="headline">{" ".join(parts)}</p>'
@@ -320,13 +330,6 @@ def _figures_section(figures: Mapping[str, bytes]) -> str:
 # --------------------------------------------------------------------------- assembly
 
 
-def _verdicts(runs: Sequence[dict[str, Any]]) -> VerdictTable | None:
-    try:
-        return verdict_table(runs)
-    except ValueError:  # no dense run: nothing to compare with
-        return None
-
-
 def render_html(result: Result, figures: Mapping[str, bytes], verdicts: VerdictTable | None) -> str:
     """The report page as one string: everything inline, nothing fetched."""
     summary = {(row.level, row.arm): row for row in summarize(result.runs)}
@@ -368,10 +371,12 @@ def render_html(result: Result, figures: Mapping[str, bytes], verdicts: VerdictT
     )
 
 
-def write_report(experiment_dir: str | Path) -> Path:
+def write_report(experiment_dir: str | Path, criteria: Criteria | None = None) -> Path:
     """Write ``<experiment_dir>/report/`` (figures, ``verdicts.json``, ``report.html``); return the HTML path.
 
     Works on a finished or a partly finished experiment (it reports what has finished).
+    ``criteria`` are the verdict rules (default :class:`ticketlab.verdicts.Criteria`); the
+    page and ``verdicts.json`` state them.
     Raises :class:`ticketlab.errors.StoreError` when ``experiment_dir`` is not an
     experiment or nothing has finished yet.
     """
@@ -379,8 +384,8 @@ def write_report(experiment_dir: str | Path) -> Path:
 
     result = Result.load(experiment_dir)
     out = Path(experiment_dir) / REPORT_DIRNAME
-    paths = write_figures(result, out)
-    verdicts = _verdicts(result.runs)
+    verdicts = result.verdicts(criteria)
+    paths = write_figures(result, out, verdicts)
     write_json_atomic(out / "verdicts.json", verdicts.to_dict() if verdicts is not None else
                       {"rows": [], "sparsest_matching_level": None, "note": "no dense run: no verdict"})
     page = render_html(result, {name: path.read_bytes() for name, path in paths.items()}, verdicts)
