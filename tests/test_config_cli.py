@@ -117,6 +117,12 @@ def test_cli_reads_toml_and_flags_override(tmp_path, capsys):
     shown = capsys.readouterr().out
     assert "81.3" in shown and "dense" in shown  # 64x16 at 20%, 16x10 at 10%
 
+    main(["show", str(experiment), "--markdown"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("| level | % remaining |") and lines[1].startswith("|---:|")
+    assert lines[2].startswith("| 0 | 100.0 | 2 |") and lines[3].startswith("| 1 | 81.3 | 2 |")
+    assert lines[3].rstrip().endswith("| no verdict |")
+
 
 def test_console_script_entry_point_runs():
     completed = subprocess.run([sys.executable, "-m", "ticketlab", "--help"], capture_output=True, text=True)

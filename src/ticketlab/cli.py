@@ -20,7 +20,7 @@ from ticketlab.config import Config, RunOptions, load_config_file
 from ticketlab.errors import ConfigError, TicketlabError
 from ticketlab.graph import all_units
 from ticketlab.report import write_report
-from ticketlab.tables import rich_table
+from ticketlab.tables import markdown_table, rich_table
 from ticketlab.verdicts import Criteria
 
 # Newer typer vendors click (its errors derive from typer.TyperException); older typer uses click.
@@ -162,10 +162,14 @@ def show_command(
     matching_rule: str = MATCHING_RULE,
     alpha: float = ALPHA,
     min_seeds: int = MIN_SEEDS,
+    markdown: bool = typer.Option(False, "--markdown", help="Print a GitHub markdown table (with control early stops)."),
 ) -> None:
     """Print the per-level table of an experiment from disk, judged by the stated criteria."""
     criteria = _criteria(margin, matching_rule, alpha, min_seeds)
     result = Result.load(experiment_dir)
+    if markdown:
+        print(markdown_table(result.runs, result.verdicts(criteria)))
+        return
     _print_table(result, criteria)
     console.print(f"experiment: {result.directory}")
 

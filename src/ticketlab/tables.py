@@ -27,8 +27,14 @@ def _fmt(interval: Interval | None, scale: float = 1.0, digits: int = 1) -> str:
     return text
 
 
-def level_rows(runs: list[dict[str, Any]], verdicts: VerdictTable | None) -> list[dict[str, str]]:
-    """Display rows (strings) per level, from the run records and their verdicts."""
+def level_rows(
+    runs: list[dict[str, Any]], verdicts: VerdictTable | None, control_early_stop: bool = False
+) -> list[dict[str, str]]:
+    """Display rows (strings) per level, from the run records and their verdicts.
+
+    ``control_early_stop`` adds each control's early-stopping iteration (the wide form used for
+    documents, where the paper's Figure 4 comparison needs it).
+    """
     summary = {(row.level, row.arm): row for row in summarize(runs)}
     controls = sorted({arm for _, arm in summary if arm != "ticket"})
     by_level = {row.level: row for row in verdicts} if verdicts is not None else {}
@@ -49,6 +55,8 @@ def level_rows(runs: list[dict[str, Any]], verdicts: VerdictTable | None) -> lis
         for arm in controls:
             control = summary.get((level, arm))
             row[f"{arm} @ES (%)"] = _fmt(control.test_acc_at_early_stop, 100) if control else "-"
+            if control_early_stop:
+                row[f"{arm} ES iter"] = _fmt(control.early_stop_step, digits=0) if control else "-"
             test = verdict.controls.get(arm) if verdict is not None else None
             row[f"beats {arm}"] = _BEATS[test.beats] if test is not None else "-"
         if level == 0:
@@ -68,6 +76,15 @@ def rich_table(runs: list[dict[str, Any]], title: str, verdicts: VerdictTable | 
     for row in rows:
         table.add_row(*row.values())
     return table
+
+
+def markdown_table(runs: list[dict[str, Any]], verdicts: VerdictTable | None) -> str:
+    """The wide table as GitHub markdown, with its caption lines below, for results pages."""
+    rows = level_rows(runs, verdicts, control_early_stop=True)
+    columns = list(rows[0])
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---:" if c != "verdict" else "---" for c in columns) + "|"]
+    lines += ["| " + " | ".join(row[c] for c in columns) + " |" for row in rows]
+    return "\n".join(lines) + "\n\n" + "\n".join(f"*{line}*  " for line in caption(runs, verdicts).splitlines())
 
 
 def caption(runs: list[dict[str, Any]], verdicts: VerdictTable | None) -> str:

@@ -223,7 +223,9 @@ class VerdictTable:
         """One sentence: the sparsest matching level and what the controls say there."""
         level = self.sparsest_matching_level
         if level is None:
-            if not self.rows or all(r.label == "no verdict" for r in self.rows):
+            if not self.rows:
+                return "No pruned level has finished yet."
+            if all(r.label == "no verdict" for r in self.rows):
                 return f"No verdict: fewer than {self.criteria.min_seeds} seeds at every level."
             return "No pruned level is matching (the first level tested already fails)."
         row = self.row(level)
