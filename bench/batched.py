@@ -73,7 +73,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     cases = [("mnist1d", "mlp_100_100", k) for k in (4, 8, 16, 32)] + [
-        ("mnist1d", "mlp_32_32", 16), ("mnist", "lenet_300_100", 16)]
+        ("mnist1d", "mlp_32_32", 16), ("mnist5k", "lenet_300_100", 16)]
     if args.quick:
         cases, args.repeats, args.iterations = [("mnist1d", "mlp_100_100", 8)], 1, 300
 

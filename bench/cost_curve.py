@@ -54,7 +54,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--base-seeds", type=int, default=2)
     p.add_argument("--controls", default="reinit", help="comma-separated control arms ('' for none)")
     p.add_argument("--iterations", type=int, default=500)
-    p.add_argument("--dataset", default="mnist")
+    p.add_argument("--dataset", default="mnist5k")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--min-free", type=float, default=0.85,

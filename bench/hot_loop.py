@@ -162,7 +162,7 @@ def main() -> None:
     torch.set_num_interop_threads(1)
     print_machine("hot loop: ticketlab masked IMP step vs plain PyTorch")
 
-    data = load_dataset("mnist")
+    data = load_dataset("mnist5k")
     torch.manual_seed(0)
     template = build_model(args.model, data.input_shape, data.num_classes)
     init = {k: v.clone() for k, v in template.state_dict().items()}

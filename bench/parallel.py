@@ -37,7 +37,7 @@ from _common import print_availability, run_experiment_subprocess, median, print
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="lenet_300_100")
-    p.add_argument("--dataset", default="mnist")
+    p.add_argument("--dataset", default="mnist5k")
     p.add_argument("--levels", type=int, default=3)
     p.add_argument("--seeds", type=int, default=2)
     p.add_argument("--controls", default="reinit,random", help="comma-separated control arms ('' for none)")
