@@ -63,7 +63,7 @@ def level_rows(
             row["verdict"] = "dense"
         else:
             label = verdict.label if verdict is not None else "-"
-            row["verdict"] = label + ("*" if verdict is not None and verdict.matching and not verdict.in_sequence else "")
+            row["verdict"] = label + ("†" if verdict is not None and verdict.matching and not verdict.in_sequence else "")
         rows.append(row)
     return rows
 
@@ -84,7 +84,37 @@ def markdown_table(runs: list[dict[str, Any]], verdicts: VerdictTable | None) ->
     columns = list(rows[0])
     lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---:" if c != "verdict" else "---" for c in columns) + "|"]
     lines += ["| " + " | ".join(row[c] for c in columns) + " |" for row in rows]
-    return "\n".join(lines) + "\n\n" + "\n".join(f"*{line}*  " for line in caption(runs, verdicts).splitlines())
+    text = "\n".join(lines) + "\n\n" + "\n".join(f"*{line}*  " for line in caption(runs, verdicts).splitlines())
+    controls = controls_markdown(verdicts) if verdicts is not None else ""
+    return text + ("\n\n" + controls if controls else "")
+
+
+def controls_markdown(verdicts: VerdictTable) -> str:
+    """Per level and control: ticket - control in points, its one-sided bound, raw and Holm p, verdict."""
+    arms = verdicts.control_arms
+    if not arms:
+        return ""
+    conf = f"{100 * (1 - verdicts.criteria.alpha):g}%"
+    columns = ["level", "% remaining"] + [f"ticket - {arm} (pp), {conf} lower bound; p raw / Holm" for arm in arms]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---:" for _ in columns) + "|"]
+    for row in verdicts:
+        if not row.controls:
+            continue
+        cells = [str(row.level), f"{row.percent_remaining:.1f}"]
+        for arm in arms:
+            test = row.controls.get(arm)
+            if test is None or test.test.mean is None:
+                cells.append("-")
+                continue
+            t = test.test
+            bound = f" (≥ {100 * t.bound:+.2f})" if t.bound is not None else ""
+            p = f"; p {t.p_value:.2g} / {test.p_holm:.2g}" if test.p_holm is not None else ""
+            cells.append(f"{100 * t.mean:+.2f}{bound}{p}: {_BEATS_WORDS[test.beats]}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+_BEATS_WORDS = {True: "**beats**", False: "does not beat", None: "no claim"}
 
 
 def caption(runs: list[dict[str, Any]], verdicts: VerdictTable | None) -> str:
@@ -97,6 +127,6 @@ def caption(runs: list[dict[str, Any]], verdicts: VerdictTable | None) -> str:
                 if c.rule == "margin" else "matching: ticket mean >= dense mean - 1 sd (Frankle et al. 2020)")
         parts.append(f"{rule}; beats <control>: Holm-adjusted p < {c.alpha:g}")
         if any(r.matching and not r.in_sequence for r in verdicts):
-            parts.append("* past the first non-matching level, outside the headline's claim")
+            parts.append("† past the first non-matching level, outside the headline's claim")
         parts.append(verdicts.headline())
     return "\n".join(parts)
