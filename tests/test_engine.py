@@ -75,7 +75,7 @@ def test_late_rewinding_restores_weights_optimizer_state_and_schedule(options):
     k = 100
     result = ticketlab.run(tiny_config(levels=1, rewind_iteration=k), options)
     store = result.store
-    weights, optim_state, meta = load_training_state(store.rewind_path(0))
+    weights, optim_state, meta = load_training_state(store, store.rewind_path(0))
     assert meta["step"] == k
     assert all(float(v) == k for key, v in optim_state.items() if key.startswith("step/"))
     # the dense run's weights at k differ from init: it really is a later point
@@ -110,7 +110,7 @@ def test_checkpoints_hold_masked_weights_and_optimizer_state(options, tmp_path):
         run_unit(config, str(store.directory), Unit(0, 1, "ticket"), "cpu", progress=crash_after_checkpoint)
     paths = store.unit(0, 1, "ticket")
     assert paths.checkpoint.is_file() and not paths.done()
-    weights, optim_state, meta = load_training_state(paths.checkpoint)
+    weights, optim_state, meta = load_training_state(store, paths.checkpoint)
     assert meta["step"] == 100
     mask = Mask.load(store.level_mask_path(0, 1))
     for name, keep in mask.items():

@@ -1,13 +1,18 @@
 """Command line: argument parsing and printing only; all work is done by ``ticketlab.api``.
 
-Every user error (bad flag, bad config, missing data, locked directory) ends as one line on
-stderr and exit code 2, never a traceback.
+Every user error (bad flag, bad config, missing data, locked directory, damaged results) ends
+as one line on stderr and exit code 2, never a traceback. Warnings (a damaged file set aside,
+an experiment without checksums) are one line each on stderr.
+
+Exit codes: 0 success; 1 ``check`` found damage; 2 bad input or unusable results;
+3 ``run`` finished but some training diverged (each named in one line); 130 interrupted.
 """
 
 from __future__ import annotations
 
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Optional
 
@@ -16,9 +21,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ticketlab.api import Result, run as run_experiment
+from ticketlab.audit import scan
 from ticketlab.config import Config, RunOptions, load_config_file
-from ticketlab.errors import ConfigError, TicketlabError
+from ticketlab.errors import ConfigError, IntegrityWarning, TicketlabError
 from ticketlab.graph import all_units
+from ticketlab.store import Store
 from ticketlab.report import write_report
 from ticketlab.tables import rich_table
 
@@ -112,6 +119,28 @@ def run_command(
     console.print(f"experiment: {result.directory}  (wall time {time.perf_counter() - started:.1f} s)")
     if report:
         console.print(f"report: {write_report(result.directory)}")
+    diverged = result.diverged()
+    for record in diverged:
+        _error_line(record["message"])
+    if diverged:
+        sys.exit(EXIT_DIVERGED)
+
+
+@app.command("check")
+def check_command(experiment_dir: Path = typer.Argument(..., help="An experiment directory.")) -> None:
+    """Verify every file of an experiment; print what is damaged and what a re-run recomputes."""
+    store = Store(experiment_dir)
+    config = store.read_config()
+    findings = scan(store, config)
+    units = all_units(config)
+    done = sum(store.unit(u.replicate, u.level, u.arm).done() for u in units)
+    for finding in findings:
+        console.print(f"damaged: {finding.line(experiment_dir)}", highlight=False, markup=False, soft_wrap=True)
+    verified = "not verifiable (no checksums: older format)" if store.legacy else "all checksums read"
+    console.print(f"{experiment_dir}: {done} of {len(units)} trainings finished, {verified}; "
+                  f"{len(findings)} damaged file(s)", highlight=False, markup=False, soft_wrap=True)
+    if findings:
+        sys.exit(EXIT_DAMAGED)
 
 
 @app.command("show")
@@ -166,13 +195,29 @@ class _progress_display:
             self.progress.stop()
 
 
+EXIT_DAMAGED = 1
+EXIT_DIVERGED = 3
+
+
+def _error_line(message: str) -> None:
+    err_console.print(f"error: {message}", highlight=False, markup=False, soft_wrap=True)
+
+
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ARG001
+    """Warnings as one line on stderr, without the source location Python adds."""
+    err_console.print(f"warning: {message}", highlight=False, markup=False, soft_wrap=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning user errors into one line and exit code 2."""
     command = typer.main.get_command(app)
     try:
-        command.main(args=argv, prog_name="ticketlab", standalone_mode=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", IntegrityWarning)
+            warnings.showwarning = _warning_line
+            command.main(args=argv, prog_name="ticketlab", standalone_mode=False)
     except TicketlabError as exc:
-        err_console.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)
+        _error_line(str(exc))
         sys.exit(2)
     except _CLI_ERRORS as exc:
         message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
