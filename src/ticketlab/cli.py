@@ -58,9 +58,16 @@ def _set(raw: dict[str, Any], dotted: str, value: Any) -> None:
     if value is None:
         return
     *parents, leaf = dotted.split(".")
-    for parent in parents:
+    _table(raw, parents)[leaf] = value
+
+
+def _table(raw: dict[str, Any], parents: list[str]) -> dict[str, Any]:
+    """The nested table at ``parents`` (created if absent); ConfigError if the file has a non-table there."""
+    for depth, parent in enumerate(parents):
         raw = raw.setdefault(parent, {})
-    raw[leaf] = value
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{'.'.join(parents[:depth + 1])} must be a table/object, got {type(raw).__name__}")
+    return raw
 
 
 @app.command("run")
@@ -107,7 +114,7 @@ def run_command(
     ]:
         _set(raw, dotted, value)
     if iterations is not None or epochs is not None:  # one length replaces the other
-        raw.setdefault("train", {}).update(iterations=iterations, epochs=epochs)
+        _table(raw, ["train"]).update(iterations=iterations, epochs=epochs)
     config = Config.from_dict(raw)
     options = RunOptions(root=out, device=device, threads=threads, workers=workers,
                          batch=batch, precision=precision, executor=executor, ray_address=ray_address, progress=progress)

@@ -19,7 +19,7 @@ from ticketlab.config import Config, RunOptions
 from ticketlab.data import Dataset
 from ticketlab.errors import ConfigError
 from ticketlab.train import total_iterations
-from ticketlab.units import dense_mask, meta_model
+from ticketlab.units import meta_model, pruned_names
 
 MAX_UNITS = 1_000_000
 # fp32 bytes held per parameter while one unit trains: weights, gradient, two optimizer moments,
@@ -33,13 +33,13 @@ GIB = 1024**3
 def preflight(config: Config, data: Dataset, options: RunOptions, device: torch.device) -> None:
     """Raise ConfigError for anything that would fail after writing; write nothing."""
     check_out_dir(Path(options.root))
-    dense_mask(config, data)  # prune patterns that select nothing
+    check_resources(config, data, options, device)
+    pruned_names(config, meta_model(config, data))
     end = total_iterations(config.train, data)
     if config.rewind_iteration >= end:
         raise ConfigError(
             f"rewind_iteration ({config.rewind_iteration}) must be below the training length ({end} iterations)"
         )
-    check_resources(config, data, options, device)
 
 
 def unit_count(config: Config) -> int:

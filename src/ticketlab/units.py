@@ -114,14 +114,20 @@ def meta_model(config: Config, data: Dataset) -> nn.Module:
             return build_model(config.model, data.input_shape, data.num_classes)
 
 
-def dense_mask(config: Config, data: Dataset) -> Mask:
-    """Level 0's mask: every prunable weight kept. ConfigError when the patterns select nothing."""
-    model = meta_model(config, data)
+def pruned_names(config: Config, model: nn.Module) -> list[str]:
+    """The parameters IMP prunes; ConfigError when the include/exclude patterns select none."""
     names = prunable_names(model, config.prune)
     if not names:
         raise ConfigError(
             f"no parameter of model {config.model!r} matches the prune include/exclude patterns; nothing to prune"
         )
+    return names
+
+
+def dense_mask(config: Config, data: Dataset) -> Mask:
+    """Level 0's mask: every prunable weight kept."""
+    model = meta_model(config, data)
+    names = pruned_names(config, model)
     params = dict(model.named_parameters())
     return Mask({n: torch.ones(params[n].shape, dtype=torch.bool) for n in names})
 
