@@ -14,7 +14,9 @@ from ticketlab.graph import all_units, blocked, diverged_levels, run_graph
 from ticketlab.masks import Mask
 from ticketlab.preflight import preflight
 from ticketlab.store import Store
-from ticketlab.units import ProgressFn, Unit, experiment_dataset, resolve_device
+from ticketlab.units import (
+    ProgressFn, Unit, ensure_level_mask, ensure_replicate_init, experiment_dataset, resolve_device,
+)
 
 
 @dataclass(frozen=True)
@@ -112,7 +114,11 @@ def run(
     store = Store.for_config(config, options.root)
     with store:
         store.write_config(config)
-        repair(store, config)
+        if repair(store, config):
+            for replicate in range(config.seeds):  # inputs no unit left to run would rewrite
+                if store.replicate_dir(replicate).is_dir():
+                    ensure_replicate_init(config, store, replicate, data)
+                    ensure_level_mask(config, store, replicate, 0)
         executor = make_executor(config, str(store.directory), options, progress)
         run_graph(config, store, executor, on_done)
     return Result.load(store.directory, require_complete=True, audit=False)

@@ -25,7 +25,7 @@ from ticketlab.audit import scan
 from ticketlab.config import Config, RunOptions, load_config_file
 from ticketlab.errors import ConfigError, IntegrityWarning, TicketlabError
 from ticketlab.graph import all_units
-from ticketlab.store import Store
+from ticketlab.store import Store, reset_warnings
 from ticketlab.report import write_report
 from ticketlab.tables import rich_table
 
@@ -218,6 +218,7 @@ def _warning_line(message, category, filename, lineno, file=None, line=None) -> 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning user errors into one line and exit code 2."""
     command = typer.main.get_command(app)
+    reset_warnings()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("always", IntegrityWarning)

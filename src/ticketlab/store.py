@@ -51,7 +51,12 @@ from ticketlab.io import (
 
 FORMAT = 2
 _NAME = re.compile(r"^.+-[0-9a-f]{12}$")  # <dataset>-<model>-<hash>, as experiment_name() makes it
-_WARNED_LEGACY: set[Path] = set()
+_WARNED_LEGACY: set[Path] = set()  # the "no checksums" warning is given once per directory
+
+
+def reset_warnings() -> None:
+    """Forget which legacy experiments were warned about (each CLI command warns once)."""
+    _WARNED_LEGACY.clear()
 
 
 @dataclass(frozen=True)
