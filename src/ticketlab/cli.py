@@ -24,7 +24,7 @@ from ticketlab.api import Result, run as run_experiment
 from ticketlab.audit import scan
 from ticketlab.config import Config, RunOptions, load_config_file
 from ticketlab.errors import ConfigError, IntegrityWarning, TicketlabError
-from ticketlab.graph import all_units
+from ticketlab.graph import all_units, blocked, diverged_levels
 from ticketlab.store import Store, reset_warnings
 from ticketlab.report import write_report
 from ticketlab.tables import rich_table
@@ -140,12 +140,16 @@ def check_command(experiment_dir: Path = typer.Argument(..., help="An experiment
     config = store.read_config()
     findings = scan(store, config)
     units = all_units(config)
-    done = sum(store.unit(u.replicate, u.level, u.arm).done() for u in units)
+    records = [record for u in units if (record := _readable_summary(store, store.unit(u.replicate, u.level, u.arm)))]
+    diverged = diverged_levels(records)
+    blocked_units = sum(blocked(u, diverged) for u in units)
     for finding in findings:
         console.print(f"damaged: {finding.line(experiment_dir)}", highlight=False, markup=False, soft_wrap=True)
     verified = "not verifiable (no checksums: older format)" if store.legacy else "all checksums read"
-    console.print(f"{experiment_dir}: {done} of {len(units)} trainings finished, {verified}; "
-                  f"{len(findings)} damaged file(s)", highlight=False, markup=False, soft_wrap=True)
+    console.print(f"{experiment_dir}: {len(records)} of {len(units)} trainings finished "
+                  f"({sum(r['status'] != 'ok' for r in records)} diverged, {blocked_units} not trained after a "
+                  f"diverged ticket), {verified}; {len(findings)} damaged file(s)",
+                  highlight=False, markup=False, soft_wrap=True)
     if findings:
         sys.exit(EXIT_DAMAGED)
 
@@ -200,6 +204,14 @@ class _progress_display:
     def __exit__(self, *exc: object) -> None:
         if self.enabled:
             self.progress.stop()
+
+
+def _readable_summary(store: Store, paths) -> dict | None:
+    """A finished unit's summary, or None if unfinished or damaged (``check`` lists the damage)."""
+    try:
+        return store.summary(paths) if paths.done() else None
+    except TicketlabError:
+        return None
 
 
 EXIT_DAMAGED = 1
