@@ -67,6 +67,7 @@ def set_aside(path: Path) -> Path:
 def scan(store: Store, config: Config) -> list[Finding]:
     """Every damaged file of the experiment (none can be found in a legacy experiment but
     unparseable JSON). Reads and hashes every file, once."""
+    store.warn_if_legacy()
     legacy = store.legacy
     findings: list[Finding] = []
     for replicate in range(config.seeds):

@@ -195,15 +195,21 @@ class Store:
 
     @property
     def legacy(self) -> bool:
-        """True for an experiment written before checksums (format 1); warns once per directory."""
+        """True for an experiment written before checksums (format 1): its files are read unverified."""
         if self._legacy is None:
             record = read_json(self.config_path) if self.config_path.is_file() else {}
             self._legacy = isinstance(record, dict) and "format" not in record
-        if self._legacy and self.directory.resolve() not in _WARNED_LEGACY:
+        return self._legacy
+
+    def warn_if_legacy(self) -> None:
+        """Say once per directory (per command) that a legacy experiment cannot be verified.
+
+        Called where a whole experiment is audited (run, show, report, check), never in workers.
+        """
+        if self.legacy and self.directory.resolve() not in _WARNED_LEGACY:
             _WARNED_LEGACY.add(self.directory.resolve())
             warnings.warn(f"{self.directory} was written by an older ticketlab and carries no checksums; "
                           "its files are read unverified", IntegrityWarning, stacklevel=2)
-        return self._legacy
 
     # ------------------------------------------------------------------ verified reading
     def read_bytes(self, path: Path) -> bytes:
