@@ -13,6 +13,8 @@ import pytest
 
 from ticketlab.cli import main
 
+from conftest import cli
+
 BASE = ["--dataset", "digits", "--model", "mlp_16", "--levels", "1", "--iterations", "20", "--eval-every", "10",
         "--no-progress", "--no-report", "--device", "cpu", "--workers", "1"]
 
@@ -57,12 +59,6 @@ FLAGS = {
 }
 
 
-def _cli(args: list[str], capsys) -> tuple[int, str]:
-    with pytest.raises(SystemExit) as info:
-        main(args)
-    return info.value.code, capsys.readouterr().err
-
-
 def _snapshot(path: Path) -> dict[str, bytes] | None:
     if not path.exists():
         return None
@@ -73,7 +69,7 @@ def _snapshot(path: Path) -> dict[str, bytes] | None:
 
 def _assert_one_line_nothing_written(args: list[str], out: Path, fragment: str, capsys) -> None:
     before = _snapshot(out)
-    code, err = _cli(args, capsys)
+    code, _, err = cli(args, capsys)
     lines = err.strip().splitlines()
     assert code == 2, err
     assert len(lines) == 1 and lines[0].startswith("error: "), err
@@ -165,7 +161,7 @@ def test_malformed_data_files(case, tmp_path, capsys):
     args = ["run", "--dataset", dataset, "--data-dir", str(data), "--model", "mlp_16", "--iterations", "20",
             "--no-progress", "--no-report", "--device", "cpu", "--out", str(out)]
     before = _snapshot(out)
-    code, err = _cli(args, capsys)
+    code, _, err = cli(args, capsys)
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
     assert fragment in lines[0].lower()

@@ -11,26 +11,15 @@ import torch
 
 import ticketlab
 from ticketlab.batched import train_batched
-from ticketlab.cli import main
 from ticketlab.config import RunOptions
 from ticketlab.store import Store
 from ticketlab.units import Unit, experiment_dataset, prepare_unit
 
-from conftest import tiny_config
+from conftest import cli, tiny_config
 
 DIVERGING = ["--dataset", "digits", "--model", "mlp_16", "--levels", "2", "--controls", "reinit",
              "--lr", "1e4", "--optimizer", "sgd", "--iterations", "60", "--eval-every", "20",
              "--no-progress", "--no-report", "--device", "cpu"]
-
-
-def _cli(args, capsys):
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def _strict_jsonl(path: Path) -> list[dict]:
@@ -43,7 +32,7 @@ def _strict_jsonl(path: Path) -> list[dict]:
 @pytest.mark.parametrize("flags", [["--workers", "1"], ["--batch", "2", "--seeds", "2"]], ids=["single", "batched"])
 def test_divergence_stops_the_unit_and_blocks_later_levels(flags, tmp_path, capsys):
     out = tmp_path / "out"
-    code, stdout, err = _cli(["run", *DIVERGING, *flags, "--out", str(out)], capsys)
+    code, stdout, err = cli(["run", *DIVERGING, *flags, "--out", str(out)], capsys)
     assert code == 3, err
     (experiment,) = out.iterdir()
     result = ticketlab.Result.load(experiment, require_complete=True)  # blocked levels are not "unfinished"
@@ -66,9 +55,9 @@ def test_divergence_stops_the_unit_and_blocks_later_levels(flags, tmp_path, caps
         later = experiment / f"replicate_{ticket['replicate']}" / f"level_{ticket['level'] + 1:02d}"
         assert not later.exists()
         assert not [r for r in result.runs if r["replicate"] == ticket["replicate"] and r["level"] > ticket["level"]]
-    code, stdout, _ = _cli(["check", str(experiment)], capsys)
+    code, stdout, _ = cli(["check", str(experiment)], capsys)
     assert code == 0 and f"{len(diverged)} diverged" in stdout, stdout  # diverged is a result, not damage
-    code, _, again = _cli(["run", *DIVERGING, *flags, "--out", str(out)], capsys)
+    code, _, again = cli(["run", *DIVERGING, *flags, "--out", str(out)], capsys)
     assert code == 3 and again == err  # running again changes nothing and says the same
 
 

@@ -18,10 +18,8 @@ import ticketlab
 from ticketlab.cli import main
 from ticketlab.config import RunOptions
 from ticketlab.errors import IntegrityWarning
-from ticketlab.store import Store
-from ticketlab.units import Unit, run_unit
 
-from conftest import tiny_config
+from conftest import cli, interrupted_level_1_ticket, tiny_config
 
 CONFIG = dict(model="mlp_16", levels=1, controls=["reinit"], rewind_iteration=10,
               train={"iterations": 40, "eval_every": 10, "checkpoint_every": 500, "batch_size": 32})
@@ -99,27 +97,17 @@ def _edit(path: Path) -> None:
 DAMAGE = {"truncate": _truncate, "flip": _flip, "edit": _edit}
 
 
-def _cli(args: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
 @pytest.mark.parametrize("damage", sorted(DAMAGE))
 @pytest.mark.parametrize("name", FILES)
 def test_show_report_check_name_the_damaged_file(experiment, name, damage, capsys):
     DAMAGE[damage](experiment / name)
     named = UNIT if name.endswith("manifest.json") else name  # a damaged manifest discredits some file of its unit
     for command in ("show", "report"):
-        code, out, err = _cli([command, str(experiment)], capsys)
+        code, out, err = cli([command, str(experiment)], capsys)
         lines = err.strip().splitlines()
         assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), (command, err)
         assert named in lines[0] and "damaged" in lines[0], lines[0]
-    code, out, err = _cli(["check", str(experiment)], capsys)
+    code, out, err = cli(["check", str(experiment)], capsys)
     if name == "config.json":
         assert code == 2 and "config.json" in err and len(err.strip().splitlines()) == 1
     else:
@@ -139,35 +127,21 @@ def _bytes_of_results(directory: Path) -> dict[str, bytes]:
 def test_run_sets_damage_aside_and_recomputes_the_same_bytes(experiment, name, capsys):
     before = _bytes_of_results(experiment)
     _flip(experiment / name)
-    code, out, err = _cli(["run", *RUN_ARGS, "--out", str(experiment.parent)], capsys)
+    code, out, err = cli(["run", *RUN_ARGS, "--out", str(experiment.parent)], capsys)
     assert code == 0, err
     warnings = [line for line in err.splitlines() if line.startswith("warning: ")]
     assert warnings and all(line.startswith("warning: ") for line in err.strip().splitlines()), err
     damaged = experiment / name if not name.endswith("manifest.json") else experiment / (UNIT + "final.safetensors")
     assert damaged.with_name(damaged.name + ".damaged").exists() or name.endswith("manifest.json")
     assert _bytes_of_results(experiment) == before
-    code, out, err = _cli(["check", str(experiment)], capsys)
+    code, out, err = cli(["check", str(experiment)], capsys)
     assert code == 0 and "0 damaged" in out, out + err
 
 
 def test_damaged_checkpoint_is_set_aside_and_the_unit_restarts(tmp_path):
     config = tiny_config(**{**CONFIG, "train": {**CONFIG["train"], "checkpoint_every": 20}})
     clean = ticketlab.run(config, _options(tmp_path / "clean"))
-    store = Store.for_config(config, tmp_path / "crashed")
-    store.write_config(config)
-    run_unit(config, str(store.directory), Unit(0, 0, "ticket"), "cpu")
-    ticketlab.units.ensure_level_mask(config, store, 0, 1)
-
-    class Crash(Exception):
-        pass
-
-    def crash(unit, step, end):
-        if step >= 30:  # a checkpoint was written at 20
-            raise Crash
-
-    with pytest.raises(Crash):
-        run_unit(config, str(store.directory), Unit(0, 1, "ticket"), "cpu", progress=crash)
-    paths = store.unit(0, 1, "ticket")
+    store, paths = interrupted_level_1_ticket(config, tmp_path / "crashed", crash_at=30)  # checkpoint at 20
     _flip(paths.checkpoint)
     with pytest.warns(IntegrityWarning, match="checkpoint.safetensors.*restarts this unit from its start"):
         ticketlab.run(config, _options(tmp_path / "crashed"))
@@ -177,7 +151,7 @@ def test_damaged_checkpoint_is_set_aside_and_the_unit_restarts(tmp_path):
 
 def test_finished_unit_without_manifest_is_damaged(experiment, capsys):
     (experiment / UNIT / "manifest.json").unlink()
-    code, out, err = _cli(["check", str(experiment)], capsys)
+    code, out, err = cli(["check", str(experiment)], capsys)
     assert code == 1 and f"damaged: {UNIT}manifest.json: missing or unreadable" in out
 
 
@@ -191,7 +165,7 @@ def test_legacy_experiment_is_read_with_one_warning(experiment, capsys):
     stamps = {p: p.stat().st_mtime_ns for p in experiment.rglob("*") if p.is_file() and p.name != ".lock"}
     for command in (["show", str(experiment)], ["check", str(experiment)],
                     ["run", *RUN_ARGS, "--out", str(experiment.parent)]):
-        code, out, err = _cli(command, capsys)
+        code, out, err = cli(command, capsys)
         lines = err.strip().splitlines()
         assert code == 0, err
         assert len(lines) == 1 and lines[0].startswith("warning: ") and "no checksums" in lines[0], err
@@ -204,7 +178,7 @@ def test_leftover_temporary_files_are_removed_when_the_unit_runs_again(experimen
                  experiment / "replicate_0" / ".rewind.safetensors.q9z8y7.tmp"]
     for path in leftovers:
         path.write_bytes(b"\x00" * 1000)
-    code, out, err = _cli(["run", *RUN_ARGS, "--out", str(experiment.parent)], capsys)
+    code, out, err = cli(["run", *RUN_ARGS, "--out", str(experiment.parent)], capsys)
     assert code == 0, err
     assert not any(path.exists() for path in leftovers)
     assert not list(experiment.rglob("*.tmp"))
@@ -222,16 +196,16 @@ def test_config_json_without_config_key_is_one_line(experiment, capsys):
     record = json.loads((experiment / "config.json").read_text())
     del record["config"]
     (experiment / "config.json").write_text(json.dumps(record))
-    code, out, err = _cli(["show", str(experiment)], capsys)
+    code, out, err = cli(["show", str(experiment)], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1 and "config.json is damaged" in err
 
 
 def test_edited_config_advice_does_not_repeat(experiment, capsys):
     """An edited config.json is named as damaged; the run rewrites it, after which all is clean."""
     _edit(experiment / "config.json")
-    code, out, err = _cli(["run", *RUN_ARGS, "--out", str(experiment.parent)], capsys)
+    code, out, err = cli(["run", *RUN_ARGS, "--out", str(experiment.parent)], capsys)
     assert code == 0 and "config.json was damaged" in err, err
-    code, out, err = _cli(["run", *RUN_ARGS, "--out", str(experiment.parent)], capsys)
+    code, out, err = cli(["run", *RUN_ARGS, "--out", str(experiment.parent)], capsys)
     assert code == 0 and err.strip() == "", err
-    code, out, err = _cli(["show", str(experiment)], capsys)
+    code, out, err = cli(["show", str(experiment)], capsys)
     assert code == 0 and err.strip() == ""
