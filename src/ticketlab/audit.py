@@ -21,11 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ticketlab.config import Config
-from ticketlab.errors import IntegrityWarning
+from ticketlab.errors import IntegrityWarning, StoreError
 from ticketlab.graph import all_units
 from ticketlab.integrity import problem_with
 from ticketlab.io import MANIFEST, parse_json, parse_jsonl, read_manifest, remove_temporaries, update_manifest
-from ticketlab.errors import StoreError
 from ticketlab.store import Store
 
 SUFFIX = ".damaged"
