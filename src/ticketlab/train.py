@@ -199,8 +199,8 @@ def train(
                 hooks.on_eval(state)
             if state.diverged:
                 break
-        saving = done in capture_steps or (done % train_config.checkpoint_every == 0 and done < end)
-        if hooks and saving:  # the state is copied to the host anyway: check it first, never save NaN
+        if hooks and (done in capture_steps or (done % train_config.checkpoint_every == 0 and done < end)):
+            # the state is copied to the host anyway: check it first, never save NaN
             loss_sum, finite = torch.stack([loss_acc, finite_flag(list(params.values())).to(device)]).tolist()
             if not math.isfinite(loss_sum) or finite != 1.0:
                 state.diverged = "training loss or weights"
