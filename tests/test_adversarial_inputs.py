@@ -41,6 +41,7 @@ CONFIG_FILES = {
     "huge-model": ('model = "mlp_4000000000"\n', "parameters and needs about"),
     "huge-levels": ('levels = 100000000\n', "more than 1,000,000"),
     "huge-seeds": ('seeds = 10000000\n', "more than 1,000,000"),
+    "seed-beyond-64-bits": ('[data]\nsplit_seed = 100000000000000000000000\n', "must be below 2**63"),
 }
 JSON_FILES = {
     "json-nan": ('{"train": {"lr": NaN}}', "train.lr must be a finite number"),

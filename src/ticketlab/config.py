@@ -327,6 +327,8 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{key} must be an integer, got {type(value).__name__} {value!r}")
+        if abs(value) >= 2**63:  # seeds and counts end up in 64-bit integers
+            raise ConfigError(f"{key} must be below 2**63 in size, got {value}")
         return value
     if hint is str:
         if not isinstance(value, str):

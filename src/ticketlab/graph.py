@@ -80,7 +80,11 @@ def run_graph(
         return (unit.arm != "ticket", unit.level, unit.replicate, index[unit])
 
     def ready(unit: Unit) -> bool:
-        return unit.level == 0 or store.level_mask_path(unit.replicate, unit.level).is_file()
+        """Its mask exists, and under late rewinding its rewind point (recaptured after damage)."""
+        if unit.level == 0:
+            return True
+        rewind = config.rewind_iteration == 0 or store.rewind_path(unit.replicate).is_file()
+        return rewind and store.level_mask_path(unit.replicate, unit.level).is_file()
 
     def ticket_finished(unit: Unit, summary: dict) -> None:
         if summary.get("status", "ok") != "ok":

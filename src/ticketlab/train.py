@@ -100,7 +100,8 @@ def finite_flag(tensors: list[torch.Tensor]) -> torch.Tensor:
 
 def non_finite(record: dict[str, float | None], weights_finite: bool = True) -> str | None:
     """What in an evaluation record (and the weights) is not finite, or None."""
-    bad = [k for k in ("train_loss", "val_loss", "test_loss") if record.get(k) is not None and not math.isfinite(record[k])]
+    words = {"train_loss": "training loss", "val_loss": "validation loss", "test_loss": "test loss"}
+    bad = [word for k, word in words.items() if record.get(k) is not None and not math.isfinite(record[k])]
     if not weights_finite:
         bad.append("weights")
     return ", ".join(bad) or None
