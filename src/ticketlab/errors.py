@@ -26,9 +26,5 @@ class StoreError(TicketlabError):
     """An experiment directory is not usable (wrong config, missing results)."""
 
 
-class DivergedError(TicketlabError):
-    """Training produced a non-finite loss or weight; the message names the unit and the step."""
-
-
 class IntegrityWarning(UserWarning):
     """Something in the store was not as written (set aside and recomputed) or cannot be verified."""

@@ -191,7 +191,3 @@ def read_bytes(path: str | Path) -> bytes:
 
 def load_tensors(path: str | Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
     return tensors_from_bytes(read_bytes(path), path, device)
-
-
-def load_metadata(path: str | Path) -> dict[str, str]:
-    return metadata_from_bytes(read_bytes(path), path)
