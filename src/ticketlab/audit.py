@@ -118,8 +118,7 @@ def _unit_findings(paths, legacy: bool) -> list[Finding]:
         return [Finding(manifest, "missing or unreadable", remedy, present)]
     found = []
     for path in paths.outputs():
-        recorded = entries is not None and path.name in entries
-        if not path.exists() and not (done and recorded):
+        if not path.exists() and not (done and path.name in entries):  # a recorded file that vanished
             continue
         if not done and path in (paths.final, paths.metrics, paths.summary):
             continue  # an unfinished unit rewrites these
