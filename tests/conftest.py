@@ -8,7 +8,10 @@ import torch
 
 torch.set_num_threads(1)
 
+from ticketlab.cli import main  # noqa: E402
 from ticketlab.config import Config, RunOptions  # noqa: E402
+from ticketlab.store import Store, UnitPaths  # noqa: E402
+from ticketlab.units import Unit, ensure_level_mask, run_unit  # noqa: E402
 
 
 def tiny_config(**changes) -> Config:
@@ -30,3 +33,34 @@ def tiny_config(**changes) -> Config:
 @pytest.fixture
 def options(tmp_path) -> RunOptions:
     return RunOptions(root=str(tmp_path / "experiments"), device="cpu", threads=1, workers=1, progress=False)
+
+
+def cli(args: list[str], capsys) -> tuple[int, str, str]:
+    """Run the CLI in this process: (exit code, stdout, stderr)."""
+    try:
+        main(args)
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def interrupted_level_1_ticket(config: Config, root, crash_at: int) -> tuple[Store, UnitPaths]:
+    """Train level 0, then crash level 1's ticket at its first evaluation at or after ``crash_at``
+    (after a checkpoint), as a killed run would leave it."""
+    store = Store.for_config(config, root)
+    store.write_config(config)
+    run_unit(config, str(store.directory), Unit(0, 0, "ticket"), "cpu")
+    ensure_level_mask(config, store, 0, 1)
+
+    class Crash(Exception):
+        pass
+
+    def crash(unit, step, end):
+        if step >= crash_at:
+            raise Crash
+
+    with pytest.raises(Crash):
+        run_unit(config, str(store.directory), Unit(0, 1, "ticket"), "cpu", progress=crash)
+    return store, store.unit(0, 1, "ticket")

@@ -22,9 +22,8 @@ from ticketlab.masks import Mask
 from ticketlab.optim import learning_rate
 from ticketlab.store import Store
 from ticketlab.train import summarize_history
-from ticketlab.units import Unit, run_unit
 
-from conftest import tiny_config
+from conftest import interrupted_level_1_ticket, tiny_config
 
 VOLATILE = ("wall_time_s",)
 
@@ -75,7 +74,7 @@ def test_late_rewinding_restores_weights_optimizer_state_and_schedule(options):
     k = 100
     result = ticketlab.run(tiny_config(levels=1, rewind_iteration=k), options)
     store = result.store
-    weights, optim_state, meta = load_training_state(store.rewind_path(0))
+    weights, optim_state, meta = load_training_state(store, store.rewind_path(0))
     assert meta["step"] == k
     assert all(float(v) == k for key, v in optim_state.items() if key.startswith("step/"))
     # the dense run's weights at k differ from init: it really is a later point
@@ -94,23 +93,9 @@ def test_late_rewinding_restores_weights_optimizer_state_and_schedule(options):
 
 def test_checkpoints_hold_masked_weights_and_optimizer_state(options, tmp_path):
     config = tiny_config(levels=1)
-    store = Store.for_config(config, options.root)
-    store.write_config(config)
-    run_unit(config, str(store.directory), Unit(0, 0, "ticket"), "cpu")  # the dense level only
-    ticketlab.units.ensure_level_mask(config, store, 0, 1)
-
-    class Crash(Exception):
-        pass
-
-    def crash_after_checkpoint(unit, step, end):
-        if step >= 150:  # a checkpoint was written at 100
-            raise Crash
-
-    with pytest.raises(Crash):
-        run_unit(config, str(store.directory), Unit(0, 1, "ticket"), "cpu", progress=crash_after_checkpoint)
-    paths = store.unit(0, 1, "ticket")
+    store, paths = interrupted_level_1_ticket(config, options.root, crash_at=150)  # a checkpoint was written at 100
     assert paths.checkpoint.is_file() and not paths.done()
-    weights, optim_state, meta = load_training_state(paths.checkpoint)
+    weights, optim_state, meta = load_training_state(store, paths.checkpoint)
     assert meta["step"] == 100
     mask = Mask.load(store.level_mask_path(0, 1))
     for name, keep in mask.items():

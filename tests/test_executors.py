@@ -79,8 +79,11 @@ def test_batched_with_late_rewinding_and_any_module(tmp_path):
         b = load_tensors(batched.final_weights_path(0, replicate))
         for name in a:
             # convolutions batched by vmap reassociate sums; Adam can turn a 1e-7 gradient difference
-            # on a near-zero second moment into one lr-sized step, so allow ~one step (lr = 1.2e-3)
-            torch.testing.assert_close(a[name], b[name], atol=2.5e-3, rtol=0)
+            # on a near-zero second moment into an lr-sized step (lr = 1.2e-3), and such a weight can
+            # take a few of them: almost every weight agrees tightly, a rare one within a few steps
+            gap = (a[name] - b[name]).abs()
+            assert float((gap > 1e-4).float().mean()) <= 1e-2, name
+            assert float(gap.max()) <= 5 * 1.2e-3, name
         for ra, rb in zip(sequential.metrics(0, replicate), batched.metrics(0, replicate)):
             assert (ra["step"], rb["val_loss"]) == (rb["step"], pytest.approx(ra["val_loss"], abs=1e-3))
         # level 1 prunes those nearly equal weights: only weights at the threshold may land differently

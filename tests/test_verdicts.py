@@ -187,3 +187,16 @@ def test_table_is_strict_json_with_the_criteria() -> None:
 def test_requires_a_dense_run() -> None:
     with pytest.raises(ValueError):
         verdict_table(level(1, [0.9, 0.9, 0.9]))
+
+
+def test_tables_show_a_level_whose_tickets_all_diverged() -> None:
+    from ticketlab.tables import level_rows, markdown_table
+
+    d = [0.95, 0.96, 0.97]
+    runs = dense(d) + level(1, d, es=900)
+    for seed in range(3):
+        runs.append(run(2, "ticket", seed, None, None, status="diverged"))  # type: ignore[arg-type]
+    table = judge(runs)
+    rows = level_rows(runs, table)
+    assert rows[-1] == {"level": "2", "verdict": "diverged"}
+    assert "| 2 | - |" in markdown_table(runs, table) and "diverged" in markdown_table(runs, table)

@@ -6,37 +6,58 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from ticketlab.audit import repair, scan
 from ticketlab.config import Config, RunOptions
 from ticketlab.errors import StoreError
 from ticketlab.executors import make_executor
-from ticketlab.graph import all_units, run_graph
-from ticketlab.io import read_json, read_jsonl
+from ticketlab.graph import all_units, blocked, diverged_levels, run_graph
 from ticketlab.masks import Mask
+from ticketlab.preflight import preflight
 from ticketlab.store import Store
-from ticketlab.units import ProgressFn, Unit, experiment_dataset, resolve_device
+from ticketlab.units import (
+    ProgressFn, Unit, ensure_level_mask, ensure_replicate_init, experiment_dataset, resolve_device,
+)
 from ticketlab.verdicts import Criteria, VerdictTable, verdict_table
 
 
 @dataclass(frozen=True)
 class Result:
-    """An experiment's results, read from its directory."""
+    """An experiment's results, read from its directory (every file verified on the way)."""
 
     directory: Path
     config: Config
     runs: list[dict[str, Any]]
 
     @classmethod
-    def load(cls, directory: str | Path, require_complete: bool = False) -> "Result":
-        """Read whatever units of the experiment in ``directory`` have finished."""
+    def load(cls, directory: str | Path, require_complete: bool = False, audit: bool = True) -> "Result":
+        """Read whatever units of the experiment in ``directory`` have finished.
+
+        With ``audit`` (the default) every file of the experiment is checked against its
+        checksum first, and any damage is a StoreError naming the file; ``run`` passes False
+        for the result it has just written and audited. Each unit's record has a ``status``:
+        ``ok``, or ``diverged`` (its accuracy fields are null).
+        """
         store = Store(directory)
         config = store.read_config()
+        if audit:
+            findings = scan(store, config)
+            if findings:
+                first, more = findings[0], len(findings) - 1
+                raise StoreError(
+                    f"{first.path} is damaged ({first.problem})" + (f", and {more} more file(s)" if more else "")
+                    + f"; `ticketlab check {directory}` lists them, and running the experiment again recomputes them"
+                )
         runs = []
         for unit in all_units(config):
             paths = store.unit(unit.replicate, unit.level, unit.arm)
             if paths.done():
-                runs.append(read_json(paths.summary))
-            elif require_complete:
-                raise StoreError(f"{directory}: {unit} has not finished; run the experiment again to complete it")
+                runs.append(store.summary(paths))
+        if require_complete:
+            diverged = diverged_levels(runs)
+            done = {(r["replicate"], r["level"], r["arm"]) for r in runs}
+            for unit in all_units(config):
+                if (unit.replicate, unit.level, unit.arm) not in done and not blocked(unit, diverged):
+                    raise StoreError(f"{directory}: {unit} has not finished; run the experiment again to complete it")
         if not runs:
             raise StoreError(f"{directory} has no finished training yet; run the experiment first")
         return cls(Path(directory), config, runs)
@@ -58,13 +79,17 @@ class Result:
     def levels(self) -> list[int]:
         return sorted({r["level"] for r in self.runs})
 
+    def diverged(self) -> list[dict[str, Any]]:
+        """Records of the units that diverged (each with a one-line ``message``)."""
+        return [r for r in self.runs if r.get("status", "ok") != "ok"]
+
     def mask(self, level: int, replicate: int = 0, arm: str = "ticket") -> Mask:
         """The mask ``arm`` trained with at ``level`` in ``replicate``."""
-        return Mask.load(self.store.unit(replicate, level, arm).mask)
+        return self.store.mask(self.store.unit(replicate, level, arm).mask)
 
     def metrics(self, level: int, replicate: int = 0, arm: str = "ticket") -> list[dict[str, float]]:
-        """The evaluation curve of one unit."""
-        return read_jsonl(self.store.unit(replicate, level, arm).metrics)
+        """The evaluation curve of one unit (losses are null where they were not finite)."""
+        return self.store.jsonl(self.store.unit(replicate, level, arm).metrics)
 
     def final_weights_path(self, level: int, replicate: int = 0, arm: str = "ticket") -> Path:
         return self.store.unit(replicate, level, arm).final
@@ -82,8 +107,11 @@ def run(
     """Run (or resume) the experiment ``config`` and return its result.
 
     Everything is validated before anything is written: the config, the run options, the
-    device and the dataset files. Running the same config again resumes it: finished units
-    are skipped and a killed unit continues from its last checkpoint.
+    device, the dataset files, the output folder, the prune patterns, the rewind point and
+    whether the model fits (``preflight``). Running the same config again resumes it:
+    finished units are skipped, a killed unit continues from its last checkpoint, and any
+    damaged file is set aside and recomputed (``audit.repair``). A unit that diverges ends
+    with status ``diverged`` (see ``Result.diverged``); its replicate's later levels are not trained.
     """
     if not isinstance(config, Config):
         config = Config.from_dict(config)
@@ -91,11 +119,17 @@ def run(
     options.validate()
     options = options.resolved()
     device = resolve_device(options.device)
-    experiment_dataset(config, device)  # missing or malformed data fails here, before any write
+    data = experiment_dataset(config, device)  # missing or malformed data fails here, before any write
+    preflight(config, data, options, device)
 
     store = Store.for_config(config, options.root)
     with store:
         store.write_config(config)
+        if repair(store, config):
+            for replicate in range(config.seeds):  # inputs no unit left to run would rewrite
+                if store.replicate_dir(replicate).is_dir():
+                    ensure_replicate_init(config, store, replicate, data)
+                    ensure_level_mask(config, store, replicate, 0)
         executor = make_executor(config, str(store.directory), options, progress)
         run_graph(config, store, executor, on_done)
-    return Result.load(store.directory, require_complete=True)
+    return Result.load(store.directory, require_complete=True, audit=False)

@@ -23,7 +23,6 @@ from typing import Callable
 import torch
 
 from ticketlab.config import Config
-from ticketlab.io import load_metadata, load_tensors
 from ticketlab.masks import Mask
 from ticketlab.optim import mask_optimizer_state_
 from ticketlab.pruning import random_mask_like, shuffled_mask
@@ -51,21 +50,21 @@ def split_prefixed(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, t
     return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
-def load_training_state(path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict]:
-    """(weights, optimizer state, metadata) from a checkpoint or rewind file."""
-    tensors = load_tensors(path)
-    meta = json.loads(load_metadata(path).get("state", "{}"))
+def load_training_state(store: Store, path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict]:
+    """(weights, optimizer state, metadata) from a checkpoint or rewind file, verified."""
+    tensors, metadata = store.tensors_and_metadata(path)
+    meta = json.loads(metadata.get("state", "{}"))
     return split_prefixed(tensors, MODEL_PREFIX), split_prefixed(tensors, OPTIM_PREFIX), meta
 
 
 def rewound_start(config: Config, store: Store, replicate: int, mask: Mask) -> StartPoint:
     """The ticket's starting point: init (k=0) or the dense run at iteration k, masked."""
     if config.rewind_iteration == 0:
-        weights = load_tensors(store.init_path(replicate))
+        weights = store.tensors(store.init_path(replicate))
         optimizer_state: dict[str, torch.Tensor] = {}
         step = 0
     else:
-        weights, optimizer_state, meta = load_training_state(store.rewind_path(replicate))
+        weights, optimizer_state, meta = load_training_state(store, store.rewind_path(replicate))
         step = int(meta["step"])
         mask_optimizer_state_(optimizer_state, mask.tensors)
     return StartPoint(mask.applied_to(weights), optimizer_state, step)
@@ -89,7 +88,7 @@ def _shuffle_mask(config: Config, replicate: int, level: int, ticket_mask: Mask)
 
 def _rewound(config, store, replicate, level, mask, fresh_init) -> StartPoint:
     if level == 0:  # the dense run always starts from initialisation; it *produces* the rewind point
-        return StartPoint(load_tensors(store.init_path(replicate)))
+        return StartPoint(store.tensors(store.init_path(replicate)))
     return rewound_start(config, store, replicate, mask)
 
 

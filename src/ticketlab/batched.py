@@ -16,10 +16,17 @@ Units in a batch must start at the same iteration and train for the same length 
 scheduler groups them so); they can be of any arm and level. Checkpoints, rewind points and
 final files are written per unit, through the same hooks as sequential training, by copying
 each replicate's slice back into its own model and optimizer.
+
+Divergence is checked as in ``train`` (at evaluations, and before checkpoints and rewind
+captures, where the loop syncs anyway), per replicate: a replicate whose loss or weights go
+non-finite stops being recorded, checkpointed or captured at once, and ends as diverged;
+its slice keeps being computed until the batch ends (the others' arithmetic does not depend
+on it: the summed loss gives each replicate only its own gradient), and nothing of it is saved.
 """
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from typing import Sequence
 
@@ -32,7 +39,7 @@ from ticketlab.config import Config, TrainConfig
 from ticketlab.data import Dataset
 from ticketlab.models.mlp import MLP
 from ticketlab.optim import learning_rate, lr_change_points, make_optimizer
-from ticketlab.train import EVAL_CHUNK, epoch_permutation, steps_per_epoch
+from ticketlab.train import EVAL_CHUNK, epoch_permutation, non_finite, steps_per_epoch
 from ticketlab.units import PreparedUnit, Unit, experiment_dataset, finish_unit, prepare_unit
 
 
@@ -83,6 +90,11 @@ class StackedUnits:
             for key, value in state.items():
                 per_unit = [u.optimizer.state[dict(u.model.named_parameters())[name]][key] for u in self.units]
                 stacked[key] = value.clone() if key == "step" else self._internal(name, torch.stack(per_unit))
+
+    def finite_flags(self) -> torch.Tensor:
+        """[K] float: 1.0 where all of replicate k's parameters are finite (no host sync)."""
+        flags = [torch.isfinite(p.detach()).flatten(1).all(1) for p in self.params.values()]
+        return torch.stack(flags).all(0).float()
 
     def apply_masks_(self) -> None:
         if self.masked_params:
@@ -160,16 +172,38 @@ def _evaluate_all(stack: StackedUnits, x: torch.Tensor, y: torch.Tensor) -> tupl
 
 
 def _record_evals(stack: StackedUnits, data: Dataset, step: int, train_losses: list[float] | None) -> None:
+    """Append an evaluation to each live unit's history; mark the ones that went non-finite."""
     val_loss, val_acc = _evaluate_all(stack, data.x_val, data.y_val)
     test_loss, test_acc = _evaluate_all(stack, data.x_test, data.y_test)
-    table = torch.stack([val_loss, val_acc, test_loss, test_acc]).T.tolist()  # one host sync
+    table = torch.stack([val_loss, val_acc, test_loss, test_acc, stack.finite_flags()]).T.tolist()  # one host sync
     for k, (unit, values) in enumerate(zip(stack.units, table)):
-        record = dict(zip(("val_loss", "val_acc", "test_loss", "test_acc"), values))
+        if unit.state.diverged:
+            continue
+        record = dict(zip(("val_loss", "val_acc", "test_loss", "test_acc"), values[:4]))
         record["step"] = step
-        record["train_loss"] = train_losses[k] if train_losses is not None else float("nan")
+        record["train_loss"] = train_losses[k] if train_losses is not None else None
         unit.state.step = step
         unit.state.history.append(record)
+        unit.state.diverged = non_finite(record, values[4] == 1.0)
         unit.hooks.on_eval(unit.state)
+
+
+def _save_points(stack: StackedUnits, loss_acc: torch.Tensor, loss_count: int, done: int, end: int,
+                 capture: frozenset[int], checkpoint_every: int) -> None:
+    """Capture the rewind point and write checkpoints of the live units whose state is finite."""
+    sums, finite = torch.stack([loss_acc, stack.finite_flags()]).tolist()
+    for k, unit in enumerate(stack.units):
+        if unit.state.diverged:
+            continue
+        if not math.isfinite(sums[k]) or finite[k] != 1.0:
+            unit.state.diverged = "training loss or weights"
+            continue
+        stack.sync_unit(k)
+        unit.state.loss_sum, unit.state.loss_count = sums[k], loss_count
+        if done in capture:
+            unit.hooks.on_capture(unit.state)
+        if done % checkpoint_every == 0 and done < end:
+            unit.hooks.on_checkpoint(unit.state)
 
 
 def train_batched(units: Sequence[PreparedUnit], data: Dataset, train_config: TrainConfig) -> None:
@@ -219,18 +253,15 @@ def train_batched(units: Sequence[PreparedUnit], data: Dataset, train_config: Tr
             loss_count = 0
             _record_evals(stack, data, done, train_losses)
         for unit in units:
-            unit.state.step = done
+            if not unit.state.diverged:
+                unit.state.step = done
         if done in capture or (done % train_config.checkpoint_every == 0 and done < end):
-            sums = loss_acc.tolist()
-            for k, unit in enumerate(units):
-                stack.sync_unit(k)
-                unit.state.loss_sum, unit.state.loss_count = sums[k], loss_count
-                if done in capture:
-                    unit.hooks.on_capture(unit.state)
-                if done % train_config.checkpoint_every == 0 and done < end:
-                    unit.hooks.on_checkpoint(unit.state)
+            _save_points(stack, loss_acc, loss_count, done, end, capture, train_config.checkpoint_every)
+        if all(unit.state.diverged for unit in units):
+            break
     for k, unit in enumerate(units):
-        stack.sync_unit(k)
+        if not unit.state.diverged:
+            stack.sync_unit(k)
         unit.state.loss_sum, unit.state.loss_count = 0.0, 0
 
 

@@ -1,13 +1,19 @@
 """Command line: argument parsing and printing only; all work is done by ``ticketlab.api``.
 
-Every user error (bad flag, bad config, missing data, locked directory) ends as one line on
-stderr and exit code 2, never a traceback.
+Every user error (bad flag, bad config, missing data, locked directory, damaged results) ends
+as one line on stderr and exit code 2, never a traceback. Warnings (a damaged file set aside,
+an experiment without checksums) are one line each on stderr.
+
+Exit codes: 0 success; 1 ``check`` found damage; 2 bad input or unusable results (also
+``check`` of a directory whose config.json is itself unusable);
+3 ``run`` finished but some training diverged (each named in one line); 130 interrupted.
 """
 
 from __future__ import annotations
 
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Optional
 
@@ -16,9 +22,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ticketlab.api import Result, run as run_experiment
+from ticketlab.audit import scan
 from ticketlab.config import Config, RunOptions, load_config_file
-from ticketlab.errors import ConfigError, TicketlabError
-from ticketlab.graph import all_units
+from ticketlab.errors import ConfigError, IntegrityWarning, TicketlabError
+from ticketlab.graph import all_units, blocked, diverged_levels
+from ticketlab.store import Store, reset_warnings
 from ticketlab.report import write_report
 from ticketlab.tables import markdown_table, rich_table
 from ticketlab.verdicts import Criteria
@@ -85,9 +93,16 @@ def _set(raw: dict[str, Any], dotted: str, value: Any) -> None:
     if value is None:
         return
     *parents, leaf = dotted.split(".")
-    for parent in parents:
+    _table(raw, parents)[leaf] = value
+
+
+def _table(raw: dict[str, Any], parents: list[str]) -> dict[str, Any]:
+    """The nested table at ``parents`` (created if absent); ConfigError if the file has a non-table there."""
+    for depth, parent in enumerate(parents):
         raw = raw.setdefault(parent, {})
-    raw[leaf] = value
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{'.'.join(parents[:depth + 1])} must be a table/object, got {type(raw).__name__}")
+    return raw
 
 
 @app.command("run")
@@ -141,7 +156,7 @@ def run_command(
     ]:
         _set(raw, dotted, value)
     if iterations is not None or epochs is not None:  # one length replaces the other
-        raw.setdefault("train", {}).update(iterations=iterations, epochs=epochs)
+        _table(raw, ["train"]).update(iterations=iterations, epochs=epochs)
     config = Config.from_dict(raw)
     options = RunOptions(root=out, device=device, threads=threads, workers=workers,
                          batch=batch, precision=precision, executor=executor, ray_address=ray_address, progress=progress)
@@ -153,6 +168,32 @@ def run_command(
     console.print(f"experiment: {result.directory}  (wall time {time.perf_counter() - started:.1f} s)")
     if report:
         console.print(f"report: {write_report(result.directory, criteria)}")
+    diverged = result.diverged()
+    for record in diverged:
+        _error_line(record["message"])
+    if diverged:
+        sys.exit(EXIT_DIVERGED)
+
+
+@app.command("check")
+def check_command(experiment_dir: Path = typer.Argument(..., help="An experiment directory.")) -> None:
+    """Verify every file of an experiment; print what is damaged and what a re-run recomputes."""
+    store = Store(experiment_dir)
+    config = store.read_config()
+    findings = scan(store, config)
+    units = all_units(config)
+    records = [record for u in units if (record := _readable_summary(store, store.unit(u.replicate, u.level, u.arm)))]
+    diverged = diverged_levels(records)
+    blocked_units = sum(blocked(u, diverged) for u in units)
+    for finding in findings:
+        console.print(f"damaged: {finding.line(experiment_dir)}", highlight=False, markup=False, soft_wrap=True)
+    verified = "not verifiable (no checksums: older format)" if store.legacy else "all checksums read"
+    console.print(f"{experiment_dir}: {len(records)} of {len(units)} trainings finished "
+                  f"({sum(r['status'] != 'ok' for r in records)} diverged, {blocked_units} not trained after a "
+                  f"diverged ticket), {verified}; {len(findings)} damaged file(s)",
+                  highlight=False, markup=False, soft_wrap=True)
+    if findings:
+        sys.exit(EXIT_DAMAGED)
 
 
 @app.command("show")
@@ -224,13 +265,38 @@ class _progress_display:
             self.progress.stop()
 
 
+def _readable_summary(store: Store, paths) -> dict | None:
+    """A finished unit's summary, or None if unfinished or damaged (``check`` lists the damage)."""
+    try:
+        return store.summary(paths) if paths.done() else None
+    except TicketlabError:
+        return None
+
+
+EXIT_DAMAGED = 1
+EXIT_DIVERGED = 3
+
+
+def _error_line(message: str) -> None:
+    err_console.print(f"error: {message}", highlight=False, markup=False, soft_wrap=True)
+
+
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ARG001
+    """Warnings as one line on stderr, without the source location Python adds."""
+    err_console.print(f"warning: {message}", highlight=False, markup=False, soft_wrap=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning user errors into one line and exit code 2."""
     command = typer.main.get_command(app)
+    reset_warnings()
     try:
-        command.main(args=argv, prog_name="ticketlab", standalone_mode=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", IntegrityWarning)
+            warnings.showwarning = _warning_line
+            command.main(args=argv, prog_name="ticketlab", standalone_mode=False)
     except TicketlabError as exc:
-        err_console.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)
+        _error_line(str(exc))
         sys.exit(2)
     except _CLI_ERRORS as exc:
         message = exc.format_message() if hasattr(exc, "format_message") else str(exc)

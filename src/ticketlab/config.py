@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import re
 import types
@@ -103,7 +104,14 @@ class Config:
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "Config":
-        """Build and validate a Config from plain data (TOML/JSON/CLI); raises ConfigError."""
+        """Build and validate a Config from plain data (TOML/JSON/CLI); raises ConfigError.
+
+        A training length given only as ``train.epochs`` replaces the default length in
+        iterations (it would otherwise clash with it); giving both is still an error.
+        """
+        train = raw.get("train") if isinstance(raw, dict) else None
+        if isinstance(train, dict) and train.get("epochs") is not None and "iterations" not in train:
+            raw = {**raw, "train": {**train, "iterations": None}}
         config = _build(cls, raw, path="")
         config.validate()
         return config
@@ -321,10 +329,18 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key} must be a number, got {type(value).__name__} {value!r}")
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number):
+            raise ConfigError(f"{key} must be a finite number, got {value!r}")
+        return number
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{key} must be an integer, got {type(value).__name__} {value!r}")
+        if abs(value) >= 2**63:  # seeds and counts end up in 64-bit integers
+            raise ConfigError(f"{key} must be below 2**63 in size, got {value}")
         return value
     if hint is str:
         if not isinstance(value, str):
@@ -365,10 +381,20 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} not found")
-    text = path.read_text()
+    kind = "JSON" if path.suffix == ".json" else "TOML"
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise ConfigError(f"config file {str(path)!r} cannot be read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
     try:
         if path.suffix == ".json":
-            return json.loads(text)
-        return tomllib.loads(text)
+            raw = json.loads(text)
+        else:
+            raw = tomllib.loads(text)
     except (ValueError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"config file {str(path)!r} is not valid {'JSON' if path.suffix == '.json' else 'TOML'}: {exc}") from None
+        raise ConfigError(f"config file {str(path)!r} is not valid {kind}: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a table/object of settings, got {type(raw).__name__}")
+    return raw

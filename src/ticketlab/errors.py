@@ -24,3 +24,7 @@ class ExperimentLockedError(TicketlabError):
 
 class StoreError(TicketlabError):
     """An experiment directory is not usable (wrong config, missing results)."""
+
+
+class IntegrityWarning(UserWarning):
+    """Something in the store was not as written (set aside and recomputed) or cannot be verified."""

@@ -6,6 +6,11 @@ mask. So a level's controls start as soon as its mask exists, in parallel with t
 ticket. The scheduler is the same for every executor: it submits the units whose inputs
 exist, tickets first (they are the critical path), and makes the next mask when a ticket
 finishes. Resuming is running the graph again: finished units return their stored summary.
+
+The order is deterministic (never a set's or a hash's): ready units are taken by priority,
+then in ``all_units`` order, so the same command forms the same batches (``--batch``) and
+gives bit-identical results. A ticket that diverged has no next mask: its replicate's later
+levels are *blocked* and are not trained.
 """
 
 from __future__ import annotations
@@ -43,8 +48,18 @@ def all_units(config: Config) -> list[Unit]:
     return units
 
 
-def _priority(unit: Unit) -> tuple[int, int, int]:
-    return (unit.arm != "ticket", unit.level, unit.replicate)
+def diverged_levels(summaries: list[dict]) -> dict[int, int]:
+    """Replicate -> the lowest level whose ticket diverged."""
+    out: dict[int, int] = {}
+    for s in summaries:
+        if s.get("arm") == "ticket" and s.get("status", "ok") != "ok":
+            out[s["replicate"]] = min(s["level"], out.get(s["replicate"], s["level"]))
+    return out
+
+
+def blocked(unit: Unit, diverged: dict[int, int]) -> bool:
+    """True when ``unit`` needs a mask pruned from a diverged ticket."""
+    return unit.level > diverged.get(unit.replicate, unit.level)
 
 
 def run_graph(
@@ -53,38 +68,55 @@ def run_graph(
     executor: Executor,
     on_done: Callable[[Unit, dict], None] | None = None,
 ) -> list[dict]:
-    """Run every unit of ``config`` not yet done; return all summaries in ``all_units`` order."""
+    """Run every unit of ``config`` not yet done; return the summaries in ``all_units`` order
+    (units blocked by a diverged ticket have none)."""
     units = all_units(config)
-    pending = set(units)
+    index = {unit: i for i, unit in enumerate(units)}
+    pending = dict.fromkeys(units)  # ordered, unlike a set
     summaries: dict[Unit, dict] = {}
+    diverged: dict[int, int] = {}
     in_flight = 0
 
+    def priority(unit: Unit) -> tuple[int, int, int, int]:
+        return (unit.arm != "ticket", unit.level, unit.replicate, index[unit])
+
     def ready(unit: Unit) -> bool:
-        return unit.level == 0 or store.level_mask_path(unit.replicate, unit.level).is_file()
+        """Its mask exists, and under late rewinding its rewind point (recaptured after damage)."""
+        if unit.level == 0:
+            return True
+        rewind = config.rewind_iteration == 0 or store.rewind_path(unit.replicate).is_file()
+        return rewind and store.level_mask_path(unit.replicate, unit.level).is_file()
+
+    def ticket_finished(unit: Unit, summary: dict) -> None:
+        if summary.get("status", "ok") != "ok":
+            diverged[unit.replicate] = min(unit.level, diverged.get(unit.replicate, unit.level))
+            for other in [u for u in pending if blocked(u, diverged)]:
+                del pending[other]
+        elif unit.level < config.levels:
+            ensure_level_mask(config, store, unit.replicate, unit.level + 1)
 
     for unit in units:  # a resumed run may already have tickets whose next mask is missing
-        if unit.arm == "ticket" and 0 < unit.level + 1 <= config.levels and store.unit(
-            unit.replicate, unit.level, "ticket"
-        ).done():
-            ensure_level_mask(config, store, unit.replicate, unit.level + 1)
+        paths = store.unit(unit.replicate, unit.level, "ticket")
+        if unit.arm == "ticket" and unit in pending and paths.done():
+            ticket_finished(unit, store.summary(paths))
 
     try:
         while pending or in_flight:
-            for unit in sorted((u for u in pending if ready(u)), key=_priority):
+            for unit in sorted((u for u in pending if ready(u)), key=priority):
                 if in_flight >= executor.capacity:
                     break
                 executor.submit(unit)
-                pending.discard(unit)
+                del pending[unit]
                 in_flight += 1
             if not in_flight:
                 raise RuntimeError(f"experiment graph is stuck with {len(pending)} units whose inputs never appear")
-            for unit, summary in executor.wait():
+            for unit, summary in sorted(executor.wait(), key=lambda done: index[done[0]]):
                 in_flight -= 1
                 summaries[unit] = summary
-                if unit.arm == "ticket" and unit.level < config.levels:
-                    ensure_level_mask(config, store, unit.replicate, unit.level + 1)
+                if unit.arm == "ticket":
+                    ticket_finished(unit, summary)
                 if on_done:
                     on_done(unit, summary)
     finally:
         executor.close()
-    return [summaries[u] for u in units]
+    return [summaries[u] for u in units if u in summaries]

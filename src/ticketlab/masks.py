@@ -103,8 +103,13 @@ class Mask(Mapping[str, torch.Tensor]):
 
     # ------------------------------------------------------------------ storage
     def save(self, path: str | Path) -> None:
-        save_tensors({n: m.to(torch.uint8).cpu() for n, m in self.tensors.items()}, path)
+        save_tensors({n: m.to(torch.uint8).cpu() for n, m in self.tensors.items()}, path, checksum=True)
 
     @classmethod
     def load(cls, path: str | Path) -> "Mask":
-        return cls({n: t.bool() for n, t in load_tensors(path).items()})
+        """An unverified load; experiments read masks through ``Store.mask`` (checksummed)."""
+        return cls.from_stored(load_tensors(path))
+
+    @classmethod
+    def from_stored(cls, tensors: dict[str, torch.Tensor]) -> "Mask":
+        return cls({n: t.bool() for n, t in tensors.items()})

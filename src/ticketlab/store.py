@@ -15,23 +15,48 @@ Layout (``r`` = replicate, ``L`` = level)::
                     checkpoint.safetensors  while training; removed when done
                     final.safetensors    trained weights
                     metrics.jsonl        one evaluation per line
-                    summary.json         written last: its presence means "done"
+                    summary.json         its presence means "done"; status "ok" or "diverged"
+                    manifest.json        SHA-256 and size of each file above, updated last
+            (replicate_<r>/ and level_<LL>/ have a manifest.json of their own files too)
 
 Every write is atomic (see ``io``), so a killed run leaves only complete files, and the
-run is resumed by simply running it again.
+run is resumed by simply running it again. Every file is checksummed when written and
+verified when read (see ``integrity``); config.json is checked against the experiment's
+name, which is the hash of its canonical part.
+
+Store format: ``FORMAT`` is recorded in config.json *outside* the canonical (hashed) part,
+so it never renames an experiment. A config.json without it was written by ticketlab before
+checksums existed (format 1): such an experiment is read unverified, with one warning.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ticketlab.config import Config
-from ticketlab.errors import ExperimentLockedError, StoreError
-from ticketlab.io import read_json, write_json_atomic
+from ticketlab.errors import ConfigError, ExperimentLockedError, IntegrityWarning, StoreError
+from ticketlab.masks import Mask
+from ticketlab.integrity import DamagedFileError, verified_bytes
+from ticketlab.io import (
+    metadata_from_bytes, parse_json, parse_jsonl, read_json, tensors_from_bytes, write_json_atomic,
+)
+
+FORMAT = 2
+_NAME = re.compile(r"^.+-[0-9a-f]{12}$")  # <dataset>-<model>-<hash>, as experiment_name() makes it
+_WARNED_LEGACY: set[Path] = set()  # the "no checksums" warning is given once per directory
+
+
+def reset_warnings() -> None:
+    """Forget which legacy experiments were warned about (each CLI command warns once)."""
+    _WARNED_LEGACY.clear()
 
 
 @dataclass(frozen=True)
@@ -67,6 +92,10 @@ class UnitPaths:
     def done(self) -> bool:
         return self.summary.is_file()
 
+    def outputs(self) -> list[Path]:
+        """Every file the unit may write, inputs first."""
+        return [self.mask, self.start, self.checkpoint, self.final, self.metrics, self.summary]
+
 
 class Store:
     """Paths and bookkeeping of one experiment directory."""
@@ -74,6 +103,7 @@ class Store:
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory)
         self._lock_handle: Any = None
+        self._legacy: bool | None = None
 
     @classmethod
     def for_config(cls, config: Config, root: str | Path) -> "Store":
@@ -104,21 +134,111 @@ class Store:
 
     # ------------------------------------------------------------------ config
     def write_config(self, config: Config) -> None:
-        """Record the config, or check that the directory already holds this same experiment."""
-        record = {"canonical": config.canonical_dict(), "name": config.experiment_name(), "config": config.to_dict()}
+        """Record the config, or check that the directory already holds this same experiment.
+
+        A damaged config.json (unparseable, edited, not matching the name) is set aside and
+        rewritten from ``config`` when the directory is this config's own: the name says so.
+        """
         if self.config_path.is_file():
-            existing = read_json(self.config_path)
-            if existing.get("canonical") != record["canonical"]:
-                raise StoreError(
-                    f"{self.directory} holds a different experiment; choose another --out directory"
-                )
-            return
+            try:
+                existing = self.read_config()
+            except StoreError:
+                if self.directory.name != config.experiment_name():
+                    raise
+                from ticketlab.audit import set_aside
+
+                target = set_aside(self.config_path)
+                warnings.warn(f"{self.config_path} was damaged; set aside as {target.name} and rewritten "
+                              "from this run's config", IntegrityWarning, stacklevel=2)
+            else:
+                if existing.canonical_dict() != config.canonical_dict():
+                    raise StoreError(
+                        f"{self.directory} holds a different experiment; choose another --out directory"
+                    )
+                return
+        record: dict[str, Any] = {"canonical": config.canonical_dict(), "name": config.experiment_name(),
+                                  "config": config.to_dict()}
+        if not self._has_legacy_results():
+            record["format"] = FORMAT
         write_json_atomic(self.config_path, record)
+        self._legacy = "format" not in record
+
+    def _has_legacy_results(self) -> bool:
+        """Results without any manifest were written by the old format: keep them legacy."""
+        if not self.directory.is_dir():
+            return False
+        has_files = any(self.directory.rglob("*.safetensors"))
+        return has_files and not any(self.directory.rglob("manifest.json"))
 
     def read_config(self) -> Config:
+        """The experiment's config, checked against its canonical part and the experiment's name."""
         if not self.config_path.is_file():
             raise StoreError(f"{self.directory} is not a ticketlab experiment (no config.json)")
-        return Config.from_dict(read_json(self.config_path)["config"])
+        path = self.config_path
+        record = read_json(path)
+        if not isinstance(record, dict) or not all(k in record for k in ("config", "canonical", "name")):
+            raise StoreError(f"{path} is damaged (it lacks the config, canonical and name keys); "
+                             "restore it, or run the experiment from its original config to rewrite it")
+        try:
+            config = Config.from_dict(record["config"])
+        except ConfigError as exc:
+            raise StoreError(f"{path} is damaged ({exc}); restore it, or run the experiment "
+                             "from its original config to rewrite it") from None
+        if (config.canonical_dict() != record["canonical"] or record["name"] != config.experiment_name()
+                or (_NAME.match(self.directory.name) and self.directory.name != record["name"])):
+            raise StoreError(
+                f"{path} is damaged or edited (its config does not hash to the experiment's name "
+                f"{self.directory.name}); restore it, or run the experiment from its original config to rewrite it"
+            )
+        self._legacy = "format" not in record
+        return config
+
+    @property
+    def legacy(self) -> bool:
+        """True for an experiment written before checksums (format 1): its files are read unverified."""
+        if self._legacy is None:
+            record = read_json(self.config_path) if self.config_path.is_file() else {}
+            self._legacy = isinstance(record, dict) and "format" not in record
+        return self._legacy
+
+    def warn_if_legacy(self) -> None:
+        """Say once per directory (per command) that a legacy experiment cannot be verified.
+
+        Called where a whole experiment is audited (run, show, report, check), never in workers.
+        """
+        if self.legacy and self.directory.resolve() not in _WARNED_LEGACY:
+            _WARNED_LEGACY.add(self.directory.resolve())
+            warnings.warn(f"{self.directory} was written by an older ticketlab and carries no checksums; "
+                          "its files are read unverified", IntegrityWarning, stacklevel=2)
+
+    # ------------------------------------------------------------------ verified reading
+    def read_bytes(self, path: Path) -> bytes:
+        """``path``'s bytes, verified against its manifest (see ``integrity``)."""
+        return verified_bytes(path, self.legacy)
+
+    def tensors(self, path: Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+        return tensors_from_bytes(self.read_bytes(path), path, device)
+
+    def tensors_and_metadata(self, path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+        data = self.read_bytes(path)
+        return tensors_from_bytes(data, path), metadata_from_bytes(data, path)
+
+    def mask(self, path: Path) -> Mask:
+        return Mask.from_stored(self.tensors(path))
+
+    def json(self, path: Path) -> Any:
+        return parse_json(self.read_bytes(path), path)
+
+    def jsonl(self, path: Path) -> list[dict[str, Any]]:
+        return parse_jsonl(self.read_bytes(path), path)
+
+    def summary(self, paths: UnitPaths) -> dict[str, Any]:
+        """A finished unit's summary; its status is "ok" unless it says otherwise (older stores)."""
+        record = self.json(paths.summary)
+        if not isinstance(record, dict) or not {"replicate", "level", "arm"} <= record.keys():
+            raise DamagedFileError(paths.summary, "not a unit summary", "run the experiment again to recompute it")
+        record.setdefault("status", "ok")
+        return record
 
     # ------------------------------------------------------------------ lock
     def lock(self) -> None:
@@ -127,8 +247,11 @@ class Store:
         An OS file lock (flock) is released by the kernel when its holder dies, so a killed
         run never leaves a stale lock behind.
         """
-        self.directory.mkdir(parents=True, exist_ok=True)
-        handle = open(self.directory / ".lock", "a+")
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            handle = open(self.directory / ".lock", "a+")
+        except OSError as exc:
+            raise StoreError(f"cannot write into {self.directory}: {exc.strerror or exc}; choose another --out") from None
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -39,11 +39,12 @@ def level_rows(
     controls = sorted({arm for _, arm in summary if arm != "ticket"})
     by_level = {row.level: row for row in verdicts} if verdicts is not None else {}
     rows = []
-    for level in sorted({level for level, _ in summary}):
+    for level in sorted({level for level, _ in summary} | set(by_level)):
         ticket = summary.get((level, "ticket"))
-        if ticket is None:
-            continue
         verdict = by_level.get(level)
+        if ticket is None:  # every ticket run of the level diverged: only its verdict is left
+            rows.append({"level": str(level), "verdict": verdict.label if verdict else "-"})
+            continue
         row = {
             "level": str(level),
             "% remaining": f"{ticket.percent_remaining:.1f}",
@@ -71,19 +72,25 @@ def level_rows(
 def rich_table(runs: list[dict[str, Any]], title: str, verdicts: VerdictTable | None) -> Table:
     rows = level_rows(runs, verdicts)
     table = Table(title=title, caption=caption(runs, verdicts))
-    for column in rows[0]:
+    columns = _columns(rows)
+    for column in columns:
         table.add_column(column, justify="right" if column != "verdict" else "left")
     for row in rows:
-        table.add_row(*row.values())
+        table.add_row(*(row.get(c, "-") for c in columns))
     return table
+
+
+def _columns(rows: list[dict[str, str]]) -> list[str]:
+    """Every column any row has, in first-seen order (a diverged level's row is short)."""
+    return list(dict.fromkeys(c for row in rows for c in row))
 
 
 def markdown_table(runs: list[dict[str, Any]], verdicts: VerdictTable | None) -> str:
     """The wide table as GitHub markdown, with its caption lines below, for results pages."""
     rows = level_rows(runs, verdicts, control_early_stop=True)
-    columns = list(rows[0])
+    columns = _columns(rows)
     lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---:" if c != "verdict" else "---" for c in columns) + "|"]
-    lines += ["| " + " | ".join(row[c] for c in columns) + " |" for row in rows]
+    lines += ["| " + " | ".join(row.get(c, "-") for c in columns) + " |" for row in rows]
     text = "\n".join(lines) + "\n\n" + "\n".join(f"*{line}*  " for line in caption(runs, verdicts).splitlines())
     controls = controls_markdown(verdicts) if verdicts is not None else ""
     return text + ("\n\n" + controls if controls else "")

@@ -8,6 +8,13 @@ only at evaluation points. Pruned weights are kept at exactly zero by one fused
 ``_foreach_mul_`` after each optimizer step; because Adam and SGD update each weight from its
 own gradient and state only, the moments of pruned weights can never reach a surviving
 weight, and they are zeroed whenever state is saved or restored (see ``optim``).
+
+Divergence is caught without a host sync per step. The loss and the weights are checked
+for non-finite values where the loop syncs anyway: at every evaluation (the weights' flag
+rides in the evaluation's single ``tolist``), and before every checkpoint and rewind capture
+(which copy the state to the host regardless). The last step is always an evaluation, so no
+non-finite state is ever saved, and nothing is pruned from it; a NaN is detected at most
+``eval_every`` steps late, and the loop stops there with ``state.diverged`` set.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ class TrainState:
     history: list[dict[str, float]] = field(default_factory=list)
     loss_sum: float = 0.0
     loss_count: int = 0
+    diverged: str | None = None  # what went non-finite, when training stopped on divergence
 
 
 class Hooks(Protocol):
@@ -83,13 +91,32 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.
     return loss_total / n, correct.float() / n
 
 
-def eval_record(model: nn.Module, data: Dataset, state: TrainState, train_loss: float | None) -> dict[str, float]:
+def finite_flag(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """1.0 when every entry of ``tensors`` is finite, else 0.0, as a 0-d tensor (no host sync)."""
+    if not tensors:
+        return torch.ones(())
+    return torch.stack([torch.isfinite(t).all() for t in tensors]).all().float()
+
+
+def non_finite(record: dict[str, float | None], weights_finite: bool = True) -> str | None:
+    """What in an evaluation record (and the weights) is not finite, or None."""
+    words = {"train_loss": "training loss", "val_loss": "validation loss", "test_loss": "test loss"}
+    bad = [word for k, word in words.items() if record.get(k) is not None and not math.isfinite(record[k])]
+    if not weights_finite:
+        bad.append("weights")
+    return ", ".join(bad) or None
+
+
+def eval_record(model: nn.Module, data: Dataset, state: TrainState, train_loss: float | None) -> dict[str, float | None]:
+    """An evaluation at ``state.step``; ``state.diverged`` is set if the loss or weights are non-finite."""
     val_loss, val_acc = evaluate(model, data.x_val, data.y_val)
     test_loss, test_acc = evaluate(model, data.x_test, data.y_test)
-    values = torch.stack([val_loss, val_acc, test_loss, test_acc]).tolist()  # one host sync per eval
-    record = dict(zip(("val_loss", "val_acc", "test_loss", "test_acc"), values))
+    weights_ok = finite_flag([p.detach() for p in model.parameters()]).to(val_loss.device)
+    *values, finite = torch.stack([val_loss, val_acc, test_loss, test_acc, weights_ok]).tolist()  # one host sync
+    record: dict[str, float | None] = dict(zip(("val_loss", "val_acc", "test_loss", "test_acc"), values))
     record["step"] = state.step
-    record["train_loss"] = train_loss if train_loss is not None else math.nan
+    record["train_loss"] = train_loss  # None at the first evaluation: no training yet (strict JSON: null)
+    state.diverged = non_finite(record, finite == 1.0)
     return record
 
 
@@ -171,14 +198,27 @@ def train(
             state.history.append(eval_record(model, data, state, train_loss))
             if hooks:
                 hooks.on_eval(state)
-        if hooks and done in capture_steps:
-            hooks.on_capture(state)
-        if hooks and done % train_config.checkpoint_every == 0 and done < end:
-            state.loss_sum, state.loss_count = float(loss_acc.item()), loss_count
-            hooks.on_checkpoint(state)
+            if state.diverged:
+                break
+        if hooks and (done in capture_steps or (done % train_config.checkpoint_every == 0 and done < end)):
+            # the state is copied to the host anyway: check it first, never save NaN
+            loss_sum, finite = torch.stack([loss_acc, finite_flag(list(params.values())).to(device)]).tolist()
+            if not math.isfinite(loss_sum) or finite != 1.0:
+                state.diverged = "training loss or weights"
+                break
+            if done in capture_steps:
+                hooks.on_capture(state)
+            if done % train_config.checkpoint_every == 0 and done < end:
+                state.loss_sum, state.loss_count = loss_sum, loss_count
+                hooks.on_checkpoint(state)
 
     state.loss_sum, state.loss_count = 0.0, 0
     return state
+
+
+def last_finite(history: list[dict[str, float | None]]) -> dict[str, float | None] | None:
+    """The last evaluation with finite losses (what a diverged unit reached before diverging)."""
+    return next((r for r in reversed(history) if not non_finite(r)), None)
 
 
 def early_stop(history: list[dict[str, float]]) -> dict[str, float]:

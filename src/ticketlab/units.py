@@ -21,14 +21,14 @@ from ticketlab.arms import ARMS, MODEL_PREFIX, OPTIM_PREFIX, load_training_state
 from ticketlab.config import Config
 from ticketlab.data import Dataset, load_dataset
 from ticketlab.errors import ConfigError
-from ticketlab.io import load_tensors, read_json, save_tensors, write_json_atomic, write_jsonl_atomic
+from ticketlab.io import remove_temporaries, save_tensors, update_manifest, write_json_atomic, write_jsonl_atomic
 from ticketlab.masks import Mask, prunable_names
 from ticketlab.models import build_model
 from ticketlab.optim import load_optimizer_state, make_optimizer, mask_optimizer_state_, optimizer_state_tensors
 from ticketlab.pruning import magnitude_prune
 from ticketlab.seeding import derive_seed, torch_seed
 from ticketlab.store import Store, UnitPaths
-from ticketlab.train import TrainState, summarize_history, total_iterations, train
+from ticketlab.train import TrainState, last_finite, summarize_history, total_iterations, train
 
 
 @dataclass(frozen=True)
@@ -77,29 +77,59 @@ def ensure_replicate_init(config: Config, store: Store, replicate: int, data: Da
     path = store.init_path(replicate)
     if not path.is_file():
         seed = derive_seed(replicate_seed(config, replicate), "init")
-        save_tensors(fresh_weights(config, data, seed), path)
+        save_tensors(fresh_weights(config, data, seed), path, checksum=True)
 
 
 def ensure_level_mask(config: Config, store: Store, replicate: int, level: int) -> None:
     """Make level ``level``'s ticket mask by pruning level-1's trained ticket (idempotent).
 
-    Needs only files: the previous mask and the previous ticket's final weights.
+    Needs only files: the previous mask and the previous ticket's final weights, both
+    verified. Level 0's (dense) mask is written by the dense unit; if it was set aside as
+    damaged after that unit finished, it is rebuilt here from the model's shapes.
     """
     path = store.level_mask_path(replicate, level)
-    if path.is_file() or level == 0:
+    if path.is_file():
         return
-    previous = Mask.load(store.level_mask_path(replicate, level - 1))
-    weights = load_tensors(store.unit(replicate, level - 1, "ticket").final)
+    if level == 0:
+        data = experiment_dataset(config, torch.device("cpu"))
+        dense_mask(config, data).save(path)
+        return
+    ensure_level_mask(config, store, replicate, level - 1)
+    previous = store.mask(store.level_mask_path(replicate, level - 1))
+    weights = store.tensors(store.unit(replicate, level - 1, "ticket").final)
     magnitude_prune(weights, previous, config.prune).save(path)
 
 
-def _dense_mask(config: Config, model: nn.Module) -> Mask:
+def meta_model(config: Config, data: Dataset) -> nn.Module:
+    """The model with shapes but no storage (the ``meta`` device): sizes and names, no memory.
+
+    A user's model that cannot be built on ``meta`` (it reads a value while constructing) is
+    built on the CPU instead.
+    """
+    try:
+        with torch.device("meta"):
+            return build_model(config.model, data.input_shape, data.num_classes)
+    except (NotImplementedError, RuntimeError):
+        with torch_seed(0):
+            return build_model(config.model, data.input_shape, data.num_classes)
+
+
+def pruned_names(config: Config, model: nn.Module) -> list[str]:
+    """The parameters IMP prunes; ConfigError when the include/exclude patterns select none."""
     names = prunable_names(model, config.prune)
     if not names:
         raise ConfigError(
             f"no parameter of model {config.model!r} matches the prune include/exclude patterns; nothing to prune"
         )
-    return Mask.ones_like(model, names)
+    return names
+
+
+def dense_mask(config: Config, data: Dataset) -> Mask:
+    """Level 0's mask: every prunable weight kept."""
+    model = meta_model(config, data)
+    names = pruned_names(config, model)
+    params = dict(model.named_parameters())
+    return Mask({n: torch.ones(params[n].shape, dtype=torch.bool) for n in names})
 
 
 class _StoreHooks:
@@ -128,12 +158,14 @@ class _StoreHooks:
     def on_checkpoint(self, state: TrainState) -> None:
         meta = {"step": state.step, "history": state.history, "loss_sum": state.loss_sum,
                 "loss_count": state.loss_count, "elapsed": self.wall_time()}
-        save_tensors(self._training_tensors(), self.paths.checkpoint, metadata={"state": json.dumps(meta)})
+        save_tensors(self._training_tensors(), self.paths.checkpoint, metadata={"state": json.dumps(meta)},
+                     checksum=True)
 
     def on_capture(self, state: TrainState) -> None:
         path = self.store.rewind_path(self.unit.replicate)
         if not path.is_file():
-            save_tensors(self._training_tensors(), path, metadata={"state": json.dumps({"step": state.step})})
+            save_tensors(self._training_tensors(), path, metadata={"state": json.dumps({"step": state.step})},
+                         checksum=True)
 
 
 @dataclass
@@ -157,11 +189,16 @@ class PreparedUnit:
 def prepare_unit(
     config: Config, store_dir: str, unit: Unit, device: str = "cpu", progress: ProgressFn | None = None
 ) -> PreparedUnit | dict:
-    """Load everything a unit needs; return its stored summary instead if it is already done."""
+    """Load everything a unit needs; return its stored summary instead if it is already done.
+
+    Every file it reads is verified against its checksum (``Store``); temporary files a killed
+    write left in the unit's folder are removed first.
+    """
     store = Store(store_dir)
     paths = store.unit(unit.replicate, unit.level, unit.arm)
     if paths.done():
-        return read_json(paths.summary)
+        return store.summary(paths)
+    remove_temporaries(paths.directory)
     torch_device = resolve_device(device)
     data = experiment_dataset(config, torch_device)
     ensure_replicate_init(config, store, unit.replicate, data)
@@ -169,21 +206,19 @@ def prepare_unit(
     with torch_seed(0):  # weights are loaded below; this only makes construction deterministic
         model = build_model(config.model, data.input_shape, data.num_classes).to(torch_device)
     if unit.level == 0:
-        mask = _dense_mask(config, model)
+        mask = dense_mask(config, data)
         if not store.level_mask_path(unit.replicate, 0).is_file():
             mask.save(store.level_mask_path(unit.replicate, 0))
     else:
-        ticket_mask = Mask.load(store.level_mask_path(unit.replicate, unit.level))
+        ticket_mask = store.mask(store.level_mask_path(unit.replicate, unit.level))
         mask = ARMS[unit.arm].make_mask(config, unit.replicate, unit.level, ticket_mask)
     if not paths.mask.is_file():
         mask.save(paths.mask)
 
     end = total_iterations(config.train, data)
-    if config.rewind_iteration >= end:
-        raise ConfigError(f"rewind_iteration ({config.rewind_iteration}) must be below the training length ({end} iterations)")
     optimizer = make_optimizer(model.parameters(), config.train, torch_device)
     if paths.checkpoint.is_file():
-        weights, optim_state, meta = load_training_state(paths.checkpoint)
+        weights, optim_state, meta = load_training_state(store, paths.checkpoint)
         state = TrainState(meta["step"], meta["history"], meta["loss_sum"], meta["loss_count"])
         elapsed = meta["elapsed"]
     else:
@@ -193,7 +228,7 @@ def prepare_unit(
         weights, optim_state = start.weights, start.optimizer_state
         state, elapsed = TrainState(start.step), 0.0
         if not paths.start.is_file():
-            save_tensors(weights, paths.start)
+            save_tensors(weights, paths.start, checksum=True)
     model.load_state_dict(weights)
     if optim_state:
         load_optimizer_state(optimizer, model, optim_state)
@@ -208,10 +243,15 @@ def prepare_unit(
 
 
 def finish_unit(config: Config, prepared: PreparedUnit, precision: str = "fp32") -> dict:
-    """Write a trained unit's final weights, metrics and (last, as the done marker) its summary."""
+    """Write a trained unit's final weights, metrics and (last, as the done marker) its summary.
+
+    A diverged unit gets no final weights (they are not finite): its metrics up to the
+    divergence and a summary with ``status: diverged``, the step and its last finite evaluation.
+    """
     paths, state, unit = prepared.paths, prepared.state, prepared.unit
-    save_tensors(prepared.model.state_dict(), paths.final)
-    write_jsonl_atomic(paths.metrics, state.history)
+    if not state.diverged:
+        save_tensors(prepared.model.state_dict(), paths.final, checksum=True)
+    write_jsonl_atomic(paths.metrics, state.history, checksum=True)
     summary = {
         "replicate": unit.replicate,
         "level": unit.level,
@@ -225,11 +265,34 @@ def finish_unit(config: Config, prepared: PreparedUnit, precision: str = "fp32")
         "precision": precision,
         # the accuracy resolution (one example) that the verdicts' zero-variance floor uses
         "test_examples": int(experiment_dataset(config, prepared.device).y_test.numel()),
-        **summarize_history(state.history),
+        **(diverged_summary(unit, state) if state.diverged else {"status": "ok", **summarize_history(state.history)}),
     }
-    write_json_atomic(paths.summary, summary)
-    paths.checkpoint.unlink(missing_ok=True)
+    write_json_atomic(paths.summary, summary, checksum=True)
+    if paths.checkpoint.is_file():
+        paths.checkpoint.unlink()
+        update_manifest(paths.directory, {paths.checkpoint.name: None})
     return summary
+
+
+def diverged_summary(unit: Unit, state: TrainState) -> dict:
+    """The summary fields of a diverged unit: where, what, and the last finite evaluation.
+
+    The accuracy fields are present and null, so statistics leave the unit out of their
+    intervals (and the verdict code can show the level as diverged from ``status``).
+    """
+    last = last_finite(state.history)
+    reached = (f"last finite evaluation: step {last['step']}, validation accuracy {last['val_acc']:.3f}"
+               if last else "no finite evaluation")
+    message = (f"{unit} diverged: non-finite {state.diverged} by step {state.step} ({reached}); "
+               "lower the learning rate (--lr) or add warmup")
+    return {
+        "status": "diverged",
+        "diverged_step": state.step,
+        "message": message,
+        "last_finite_step": last["step"] if last else None,
+        "early_stop_step": None, "test_acc_at_early_stop": None, "val_acc_at_early_stop": None,
+        "val_loss_at_early_stop": None, "final_test_acc": None, "final_val_acc": None, "final_step": state.step,
+    }
 
 
 def run_unit(

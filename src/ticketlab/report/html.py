@@ -183,8 +183,17 @@ def _verdict_section(summary: Mapping[tuple[int, str], SummaryRow], verdicts: Ve
     dense_txt = _acc_cell(dense.test_acc_at_early_stop) if dense else "-"
 
     body = []
-    for level in sorted({level for level, arm in summary if arm == "ticket"}):
-        ticket = summary[(level, "ticket")]
+    judged = {row.level for row in verdicts} if verdicts is not None else set()
+    for level in sorted({level for level, arm in summary if arm == "ticket"} | judged):
+        ticket = summary.get((level, "ticket"))
+        if ticket is None:  # every ticket run of the level diverged: no numbers, only the verdict
+            row = verdicts.row(level)  # type: ignore[union-attr]
+            cells = [str(level)] + ["-"] * (verdict_column - 1) + [f'<span class="label-diverged">{_e(row.label)}</span>']
+            cells += ["-"] * len(controls)
+            body.append(f'<tr class="level-row" data-level="{level}">' + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+            body.append(f'<tr class="criterion-row"><td></td><td colspan="{len(headers) - 1}" class="criterion">'
+                        f"{_e(row.reason)}</td></tr>")
+            continue
         es = f"{ticket.early_stop_step.mean:.0f}" if ticket.early_stop_step.mean is not None else "-"
         cells = [str(level), f"{ticket.percent_remaining:.2f}", str(ticket.n_seeds),
                  _acc_cell(ticket.test_acc_at_early_stop), dense_txt]

@@ -1,0 +1,67 @@
+"""Is a stored file the one ticketlab wrote? Checked against its folder's ``manifest.json``.
+
+Every file of an experiment is recorded, when written, with its SHA-256 and size in the
+manifest of its folder (see ``io``). A file whose bytes no longer match, or that has no
+entry, is *damaged*: a truncated write from outside ticketlab, a flipped bit, a hand edit.
+Readers go through :func:`verified_bytes`, which reads a file once, checks it, and hands the
+same bytes to the parser, so what is checked is exactly what is used.
+
+Experiments written before checksums existed (store format 1, no ``format`` in config.json)
+have no manifests: they are read unverified (``legacy=True``), with a warning from the store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from ticketlab.errors import StoreError
+from ticketlab.io import read_bytes, read_manifest
+
+
+class DamagedFileError(StoreError):
+    """A stored file does not match its recorded checksum (or has none where one is required)."""
+
+    def __init__(self, path: Path, problem: str, remedy: str) -> None:
+        self.path, self.problem = Path(path), problem
+        super().__init__(f"{path} is damaged ({problem}); {remedy}")
+
+
+REMEDY = "run `ticketlab check` on the experiment to see what a re-run recomputes, then run it again"
+
+
+def problem_with(path: Path, data: bytes | None = None, entries: dict | None = None) -> str | None:
+    """Why ``path`` cannot be trusted, or None when it matches its manifest entry.
+
+    ``data`` and ``entries`` may be passed when the caller already has them (one read each).
+    """
+    path = Path(path)
+    if entries is None:
+        entries = read_manifest(path.parent)
+    if entries is None:
+        return "its folder has no readable manifest.json"
+    entry = entries.get(path.name)
+    if not isinstance(entry, dict):
+        return "no checksum recorded for it (an interrupted write, or a file ticketlab did not write)"
+    if data is None:
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return "missing"
+        except OSError as exc:
+            return f"unreadable: {exc.strerror or exc}"
+    if len(data) != entry.get("size"):
+        return f"size {len(data)} bytes, {entry.get('size')} recorded"
+    if hashlib.sha256(data).hexdigest() != entry.get("sha256"):
+        return "checksum mismatch"
+    return None
+
+
+def verified_bytes(path: str | Path, legacy: bool, remedy: str = REMEDY) -> bytes:
+    """The bytes of ``path``, checked against its manifest unless the experiment is ``legacy``."""
+    data = read_bytes(path)
+    if not legacy:
+        problem = problem_with(Path(path), data)
+        if problem:
+            raise DamagedFileError(Path(path), problem, remedy)
+    return data

@@ -1,0 +1,120 @@
+"""Everything a run checks before its first write, so that bad input writes nothing.
+
+Config values are checked when the config is built (``Config.validate``); what needs the
+dataset or the machine is checked here: the ``--out`` folder, the prune patterns against the
+actual model, the rewind point against the actual training length, and whether the model and
+the number of trainings can fit at all. Sizes come from the model built on the ``meta``
+device (shapes without storage), so even a model that would never fit costs nothing to measure.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from ticketlab.config import Config, RunOptions
+from ticketlab.data import Dataset
+from ticketlab.errors import ConfigError
+from ticketlab.train import total_iterations
+from ticketlab.units import meta_model, pruned_names
+
+MAX_UNITS = 1_000_000
+# fp32 bytes held per parameter while one unit trains: weights, gradient, two optimizer moments,
+# float mask, start weights, the copies made to save a checkpoint, and headroom.
+TRAINING_BYTES_PER_PARAM = 4 * 8
+# bytes stored per parameter per unit: start and final weights (fp32) and the uint8 mask.
+STORED_BYTES_PER_PARAM = 4 + 4 + 1
+GIB = 1024**3
+
+
+def preflight(config: Config, data: Dataset, options: RunOptions, device: torch.device) -> None:
+    """Raise ConfigError for anything that would fail after writing; write nothing."""
+    check_out_dir(Path(options.root))
+    check_resources(config, data, options, device)
+    pruned_names(config, meta_model(config, data))
+    end = total_iterations(config.train, data)
+    if config.rewind_iteration >= end:
+        raise ConfigError(
+            f"rewind_iteration ({config.rewind_iteration}) must be below the training length ({end} iterations)"
+        )
+
+
+def unit_count(config: Config) -> int:
+    return config.seeds * (1 + config.levels * (1 + len(config.controls)))
+
+
+def check_resources(config: Config, data: Dataset, options: RunOptions, device: torch.device) -> None:
+    """Refuse a model or a number of trainings that cannot fit in memory or on disk."""
+    units = unit_count(config)
+    if units > MAX_UNITS:
+        raise ConfigError(
+            f"{units:,} trainings ({config.seeds} seeds x {config.levels} levels x {1 + len(config.controls)} arms) "
+            f"is more than {MAX_UNITS:,}; use fewer levels, seeds or controls"
+        )
+    params = sum(p.numel() for p in meta_model(config, data).parameters())
+    parallel = max(options.workers, options.batch, 1) if device.type == "cpu" else max(options.batch, 1)
+    needed = params * TRAINING_BYTES_PER_PARAM * parallel
+    available = available_memory(device)
+    if available is not None and needed > available:
+        raise ConfigError(
+            f"model {config.model!r} has {params:,} parameters and needs about {needed / GIB:,.1f} GiB to train "
+            f"({parallel} at a time), but {device.type} has {available / GIB:,.1f} GiB available; "
+            "use a smaller model" + (" or fewer --workers/--batch" if parallel > 1 else "")
+        )
+    stored = units * params * STORED_BYTES_PER_PARAM
+    free = _free_disk(Path(options.root))
+    if free is not None and stored > free:
+        raise ConfigError(
+            f"the experiment would store about {stored / GIB:,.1f} GiB ({units:,} trainings of {params:,} parameters) "
+            f"but {options.root} has {free / GIB:,.1f} GiB free; use fewer levels, seeds or controls, or another --out"
+        )
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes available for training on ``device`` (None if unknown)."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _existing_ancestor(path: Path) -> Path:
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _free_disk(root: Path) -> int | None:
+    try:
+        return shutil.disk_usage(_existing_ancestor(root)).free
+    except OSError:
+        return None
+
+
+PSEUDO_FILESYSTEMS = (Path("/proc"), Path("/sys"), Path("/dev"))
+
+
+def check_out_dir(root: Path) -> None:
+    """``--out`` must be (or be creatable as) a writable folder on a real filesystem."""
+    existing = _existing_ancestor(root)
+    resolved = existing.resolve()
+    if any(resolved == p or p in resolved.parents for p in PSEUDO_FILESYSTEMS):
+        raise ConfigError(f"--out {str(root)!r} is under {resolved}, which cannot hold files; choose a normal folder")
+    if not existing.is_dir():
+        raise ConfigError(f"--out {str(root)!r}: {existing} is a file, not a folder; choose a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out {str(root)!r}: {existing} is not writable; choose a folder you can write to")
