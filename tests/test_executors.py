@@ -80,10 +80,11 @@ def test_batched_with_late_rewinding_and_any_module(tmp_path):
         for name in a:
             # convolutions batched by vmap reassociate sums; Adam can turn a 1e-7 gradient difference
             # on a near-zero second moment into an lr-sized step (lr = 1.2e-3), and such a weight can
-            # take a few of them: almost every weight agrees tightly, a rare one within a few steps
-            gap = (a[name] - b[name]).abs()
-            assert float((gap > 1e-4).float().mean()) <= 1e-2, name
-            assert float(gap.max()) <= 5 * 1.2e-3, name
+            # take a few of them. So: the tensors agree to 1% of their norm (a wrong mask, optimizer
+            # state or rewind point gives O(1)), and no weight is more than a few steps off.
+            gap = a[name] - b[name]
+            assert float(gap.norm()) <= 1e-2 * max(float(a[name].norm()), 1e-6), name
+            assert float(gap.abs().max()) <= 5 * 1.2e-3, name
         for ra, rb in zip(sequential.metrics(0, replicate), batched.metrics(0, replicate)):
             assert (ra["step"], rb["val_loss"]) == (rb["step"], pytest.approx(ra["val_loss"], abs=1e-3))
         # level 1 prunes those nearly equal weights: only weights at the threshold may land differently
