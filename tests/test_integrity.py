@@ -162,6 +162,9 @@ def test_legacy_experiment_is_read_with_one_warning(experiment, capsys):
     record = json.loads((experiment / "config.json").read_text())
     del record["format"]
     (experiment / "config.json").write_text(json.dumps(record))
+    for metrics in experiment.rglob("metrics.jsonl"):  # the old writer put NaN in the step-0 train loss
+        metrics.write_text(metrics.read_text().replace('"train_loss": null', '"train_loss": NaN', 1))
+    assert "NaN" in (experiment / UNIT / "metrics.jsonl").read_text()
     stamps = {p: p.stat().st_mtime_ns for p in experiment.rglob("*") if p.is_file() and p.name != ".lock"}
     for command in (["show", str(experiment)], ["check", str(experiment)],
                     ["run", *RUN_ARGS, "--out", str(experiment.parent)]):

@@ -141,7 +141,7 @@ def _legacy_unit_findings(paths) -> list[Finding]:
         return []
     for path, parse in ((paths.summary, parse_json), (paths.metrics, parse_jsonl)):
         try:
-            parse(path.read_bytes(), path)
+            parse(path.read_bytes(), path, legacy=True)
         except (OSError, StoreError) as exc:
             problem = "missing" if isinstance(exc, FileNotFoundError) else "not valid JSON"
             aside = tuple(p for p in (path, paths.summary) if p.exists())

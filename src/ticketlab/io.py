@@ -131,10 +131,18 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def parse_json(data: bytes, path: str | Path) -> Any:
-    """Strict JSON (no NaN/Infinity) from ``data``; StoreError naming ``path`` if it does not parse."""
+def _null_constant(name: str) -> Any:
+    return None
+
+
+def parse_json(data: bytes, path: str | Path, legacy: bool = False) -> Any:
+    """Strict JSON (no NaN/Infinity) from ``data``; StoreError naming ``path`` if it does not parse.
+
+    ``legacy``: the file was written by an older ticketlab, which wrote ``NaN`` for the step-0
+    training loss; those constants are read as ``None`` (null) instead of marking the file damaged.
+    """
     try:
-        return json.loads(data.decode(), parse_constant=_reject_constant)
+        return json.loads(data.decode(), parse_constant=_null_constant if legacy else _reject_constant)
     except ValueError as exc:  # includes UnicodeDecodeError and JSONDecodeError
         raise StoreError(f"{path} is damaged (not valid JSON: {exc})") from None
 
@@ -143,8 +151,8 @@ def read_json(path: str | Path) -> Any:
     return parse_json(read_bytes(path), path)
 
 
-def parse_jsonl(data: bytes, path: str | Path) -> list[dict[str, Any]]:
-    records = [parse_json(line, path) for line in data.splitlines() if line.strip()]
+def parse_jsonl(data: bytes, path: str | Path, legacy: bool = False) -> list[dict[str, Any]]:
+    records = [parse_json(line, path, legacy) for line in data.splitlines() if line.strip()]
     if not all(isinstance(r, dict) for r in records):
         raise StoreError(f"{path} is damaged (a line is not a JSON object)")
     return records

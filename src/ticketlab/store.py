@@ -227,10 +227,10 @@ class Store:
         return Mask.from_stored(self.tensors(path))
 
     def json(self, path: Path) -> Any:
-        return parse_json(self.read_bytes(path), path)
+        return parse_json(self.read_bytes(path), path, self.legacy)
 
     def jsonl(self, path: Path) -> list[dict[str, Any]]:
-        return parse_jsonl(self.read_bytes(path), path)
+        return parse_jsonl(self.read_bytes(path), path, self.legacy)
 
     def summary(self, paths: UnitPaths) -> dict[str, Any]:
         """A finished unit's summary; its status is "ok" unless it says otherwise (older stores)."""
