@@ -31,3 +31,6 @@ export OMP_NUM_THREADS=1
 .venv/bin/ticketlab run --dataset mnist1d --model mlp_100_100 --levels 18 --seeds 5 \
     --controls random --iterations 4000 --lr 2e-3 --batch-size 100 --eval-every 100 --batch 10 \
     --workers 1 --out "$OUT" --no-progress
+
+# The rows beside the paper's Figures 3-4 (docs/results.md section 1), read from studies 1 and 1b.
+.venv/bin/python scripts/paper_comparison.py "$OUT"/mnist-lenet_300_100-0bb4160c2ecc "$OUT"/mnist-lenet_300_100-a584bfd462af
