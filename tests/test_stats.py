@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import warnings
 
 import pytest
