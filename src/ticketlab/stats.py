@@ -98,10 +98,6 @@ def _as_finite_1d(values: Iterable[float] | np.ndarray, name: str = "values") ->
     return arr
 
 
-def _fmt(x: float | None, digits: int = 4) -> str:
-    return "n/a" if x is None else f"{x:.{digits}g}"
-
-
 def _is_missing(x: Any) -> bool:
     if x is None:
         return True
@@ -398,6 +394,11 @@ def _index_runs(runs: Iterable[Mapping[str, Any]]) -> dict[tuple[int, str], dict
     return cells
 
 
+def sorted_seeds(seeds: Iterable[Any]) -> list[Any]:
+    """Seeds in a stable order, whatever their type (ints and strings may both name seeds)."""
+    return sorted(seeds, key=lambda s: (str(type(s)), s))
+
+
 def _present(values: Iterable[Any]) -> list[float]:
     return [float(v) for v in values if not _is_missing(v)]
 
@@ -436,7 +437,7 @@ def summarize(runs: Iterable[Mapping[str, Any]], confidence: float = 0.95) -> li
                 arm=arm,
                 percent_remaining=float(np.mean(pct)) if pct else math.nan,
                 n_seeds=len(recs),
-                seeds=tuple(sorted(by_seed, key=lambda s: (str(type(s)), s))),
+                seeds=tuple(sorted_seeds(by_seed)),
                 **intervals,
             )
         )

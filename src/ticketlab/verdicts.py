@@ -54,6 +54,7 @@ from ticketlab.stats import (
     mean_ci,
     paired_bound,
     quantization_sd,
+    sorted_seeds,
 )
 
 TICKET = "ticket"
@@ -301,7 +302,7 @@ def _judge_level(
     ticket_cell = cells[(level, TICKET)]
     metric = criteria.metric
     ticket_ok, dense_ok = _usable(ticket_cell, metric), _usable(dense_cell, metric)
-    seeds = _sorted(set(ticket_ok) & set(dense_ok))
+    seeds = sorted_seeds(set(ticket_ok) & set(dense_ok))
     t = np.array([ticket_ok[s][metric] for s in seeds], dtype=float)
     dn = np.array([dense_ok[s][metric] for s in seeds], dtype=float)
     pct = [float(r["percent_remaining"]) for r in ticket_cell.values() if not _is_missing(r["percent_remaining"])]
@@ -311,13 +312,13 @@ def _judge_level(
         seeds=tuple(seeds),
         ticket=mean_ci(t, criteria.confidence, bounds=(0.0, 1.0)),
         dense=mean_ci(dn, criteria.confidence, bounds=(0.0, 1.0)),
-        unpaired_seeds=tuple(_sorted(set(ticket_ok) ^ set(dense_ok))),
+        unpaired_seeds=tuple(sorted_seeds(set(ticket_ok) ^ set(dense_ok))),
         controls=_control_tests(level, cells, ticket_ok, criteria, acc_floor),
     )
     diverged = [s for s, r in ticket_cell.items() if is_diverged(r)]
     diverged += [s for s, r in dense_cell.items() if is_diverged(r)]
     if diverged:
-        return base | dict(label="diverged", reason=f"training diverged (non-finite loss or weights) for seed(s) {_sorted(set(diverged))}")
+        return base | dict(label="diverged", reason=f"training diverged (non-finite loss or weights) for seed(s) {sorted_seeds(set(diverged))}")
     if len(seeds) < criteria.min_seeds:
         return base | dict(label="no verdict", reason=(
             f"{len(seeds)} paired seed(s): a verdict needs at least {criteria.min_seeds}; "
@@ -366,7 +367,7 @@ def _control_tests(
         if lvl != level or arm == TICKET:
             continue
         control_ok = _usable(cells[(lvl, arm)], criteria.metric)
-        shared = _sorted(set(ticket_ok) & set(control_ok))
+        shared = sorted_seeds(set(ticket_ok) & set(control_ok))
         test = paired_bound(
             [ticket_ok[s][criteria.metric] for s in shared],
             [control_ok[s][criteria.metric] for s in shared],
@@ -418,10 +419,6 @@ def _infer_grid(runs: Sequence[Mapping[str, Any]]) -> int | None:
 def _test_examples(runs: Sequence[Mapping[str, Any]]) -> int:
     sizes = [int(r["test_examples"]) for r in runs if r.get("test_examples")]
     return min(sizes) if sizes else FALLBACK_TEST_EXAMPLES
-
-
-def _sorted(seeds: Iterable[Any]) -> list[Any]:
-    return sorted(seeds, key=lambda s: (str(type(s)), s))
 
 
 def _pct(x: float | None) -> str:
