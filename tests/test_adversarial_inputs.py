@@ -36,7 +36,7 @@ CONFIG_FILES = {
     "not-a-table": ('train = 3\n', "train must be a table"),
     "unknown-key": ('levls = 2\n', "unknown key levls"),
     "both-lengths": ('[train]\niterations = 10\nepochs = 1\n', "exactly one of"),
-    "include-nothing": ('[prune]\ninclude = ["^nothing$"]\n', "matches the prune include/exclude patterns"),
+    "include-nothing": ('[prune]\ninclude = ["^nothing$"]\n', "matches prune.roles and the include/exclude patterns"),
     "rewind-beyond-epochs": ('rewind_iteration = 500\n[train]\nepochs = 1\nbatch_size = 256\n', "must be below the training length"),
     "huge-model": ('model = "mlp_4000000000"\n', "parameters and needs about"),
     "huge-levels": ('levels = 100000000\n', "more than 1,000,000"),

@@ -112,7 +112,8 @@ def test_prunable_names_default_and_patterns():
     model = Mixed()
     assert prunable_names(model, PruneConfig()) == ["conv.weight", "head.weight"]
     assert prunable_names(model, PruneConfig(exclude=(r"^head",))) == ["conv.weight"]
-    assert prunable_names(model, PruneConfig(include=(r"embed\.weight", r"head\.(weight|bias)"))) == [
+    roles = ("linear", "conv", "embedding", "bias")
+    assert prunable_names(model, PruneConfig(include=(r"embed\.weight", r"head\.(weight|bias)"), roles=roles)) == [
         "embed.weight", "head.weight", "head.bias"]
 
 

@@ -15,8 +15,9 @@ from ticketlab.masks import Mask
 from ticketlab.preflight import preflight
 from ticketlab.store import Store
 from ticketlab.units import (
-    ProgressFn, Unit, ensure_level_mask, ensure_replicate_init, experiment_dataset, resolve_device,
+    ProgressFn, Unit, ensure_level_mask, ensure_replicate_init, experiment_dataset, parameter_plan, resolve_device,
 )
+from ticketlab.io import write_json_atomic
 from ticketlab.verdicts import Criteria, VerdictTable, verdict_table
 
 
@@ -125,6 +126,8 @@ def run(
     store = Store.for_config(config, options.root)
     with store:
         store.write_config(config)
+        if not store.plan_path.is_file():
+            write_json_atomic(store.plan_path, parameter_plan(config, data).to_json(), checksum=True)
         if repair(store, config):
             for replicate in range(config.seeds):  # inputs no unit left to run would rewrite
                 if store.replicate_dir(replicate).is_dir():

@@ -64,10 +64,15 @@ class TrainConfig:
 class PruneConfig:
     """How each IMP level's mask is made from the previous level's trained weights.
 
-    ``layerwise`` prunes ``rate`` of each layer's remaining weights (``output_rate`` for the
-    last prunable layer, the paper's 10% for LeNet's output layer); ``layer_rates`` maps a
-    regular expression on parameter names to a rate that overrides both. ``global`` ranks all
-    prunable weights together, except those matching ``global_exclude``.
+    ``roles`` chooses what is prunable by what each parameter does (see ``ticketlab.roles``):
+    Linear, Conv and attention weights by default; ``embedding``, ``norm``, ``bias`` and
+    ``other`` on request. ``include`` patterns narrow that selection by name, ``exclude``
+    patterns remove names. ``layerwise`` prunes ``rate`` of each layer's remaining weights
+    (``output_rate`` for the output layer: the one producing the model's output, found by
+    tracing one forward pass, or named by ``output_layer``; the paper's 10% for LeNet);
+    ``layer_rates`` maps a regular expression on parameter names to a rate that overrides
+    both. ``global`` ranks all prunable weights together, except those matching
+    ``global_exclude``.
     """
 
     strategy: Literal["layerwise", "global"] = "layerwise"
@@ -77,6 +82,8 @@ class PruneConfig:
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     global_exclude: tuple[str, ...] = ()
+    roles: tuple[str, ...] = ("linear", "conv", "attention")
+    output_layer: str | None = None
 
 
 @dataclass(frozen=True)
@@ -191,6 +198,11 @@ class Config:
         for name in ("include", "exclude", "global_exclude"):
             for pattern in getattr(p, name):
                 _regex(pattern, f"prune.{name}")
+        from ticketlab.roles import ROLES
+
+        for role in p.roles:
+            _check(role in ROLES, f"unknown prune.roles entry {role!r}; choose from: {', '.join(ROLES)}")
+        _check(bool(p.roles), "prune.roles is empty; nothing would be pruned (default: linear, conv, attention)")
 
     # ------------------------------------------------------------------ serialisation
     def to_dict(self) -> dict[str, Any]:

@@ -7,7 +7,6 @@ pruned weight never returns. Masks are stored as safetensors (uint8), never pick
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping
@@ -18,25 +17,12 @@ from torch import nn
 from ticketlab.config import PruneConfig
 from ticketlab.io import load_tensors, save_tensors
 
-PRUNABLE_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-
-
 def prunable_names(model: nn.Module, prune: PruneConfig) -> list[str]:
-    """Names of the parameters IMP prunes, in the model's parameter order.
+    """Names of the parameters IMP prunes, in the model's parameter order (by role: see
+    ``ticketlab.roles``); ConfigError when nothing is selected."""
+    from ticketlab.roles import plan_parameters
 
-    Default: the ``weight`` of every Linear and Conv layer (biases and norms are not pruned,
-    as in the paper). ``include`` patterns replace that default with every parameter whose
-    name matches; ``exclude`` patterns then remove names. Works on any ``nn.Module``.
-    """
-    if prune.include:
-        names = [n for n, _ in model.named_parameters() if any(re.search(p, n) for p in prune.include)]
-    else:
-        names = [
-            f"{module_name}.weight" if module_name else "weight"
-            for module_name, module in model.named_modules()
-            if isinstance(module, PRUNABLE_TYPES)
-        ]
-    return [n for n in names if not any(re.search(p, n) for p in prune.exclude)]
+    return list(plan_parameters(model, prune).pruned)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from ticketlab.config import Config, RunOptions
 from ticketlab.data import Dataset
 from ticketlab.errors import ConfigError
 from ticketlab.train import total_iterations
-from ticketlab.units import meta_model, pruned_names
+from ticketlab.units import meta_model, parameter_plan
 
 MAX_UNITS = 1_000_000
 # fp32 bytes held per parameter while one unit trains: weights, gradient, two optimizer moments,
@@ -34,7 +34,7 @@ def preflight(config: Config, data: Dataset, options: RunOptions, device: torch.
     """Raise ConfigError for anything that would fail after writing; write nothing."""
     check_out_dir(Path(options.root))
     check_resources(config, data, options, device)
-    pruned_names(config, meta_model(config, data))
+    parameter_plan(config, data)
     end = total_iterations(config.train, data)
     if config.rewind_iteration >= end:
         raise ConfigError(

@@ -37,7 +37,7 @@ import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -48,6 +48,9 @@ from ticketlab.integrity import DamagedFileError, verified_bytes
 from ticketlab.io import (
     metadata_from_bytes, parse_json, parse_jsonl, read_json, tensors_from_bytes, write_json_atomic,
 )
+
+if TYPE_CHECKING:
+    from ticketlab.roles import ParameterPlan
 
 FORMAT = 2
 _NAME = re.compile(r"^.+-[0-9a-f]{12}$")  # <dataset>-<model>-<hash>, as experiment_name() makes it
@@ -113,6 +116,23 @@ class Store:
     @property
     def config_path(self) -> Path:
         return self.directory / "config.json"
+
+    @property
+    def plan_path(self) -> Path:
+        """``parameters.json``: every parameter's role and shape, what is pruned, the output layer."""
+        return self.directory / "parameters.json"
+
+    def parameter_plan(self) -> "ParameterPlan | None":
+        """The recorded parameter plan (verified), or None for experiments older than it."""
+        from ticketlab.roles import ParameterPlan
+
+        if not self.plan_path.is_file():
+            return None
+        try:
+            return ParameterPlan.from_json(self.json(self.plan_path))
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise DamagedFileError(self.plan_path, f"not a parameter plan ({exc})",
+                                   "run the experiment again to rewrite it") from None
 
     def replicate_dir(self, replicate: int) -> Path:
         return self.directory / f"replicate_{replicate}"

@@ -22,10 +22,12 @@ from ticketlab.config import Config
 from ticketlab.data import Dataset, load_dataset
 from ticketlab.errors import ConfigError
 from ticketlab.io import remove_temporaries, save_tensors, update_manifest, write_json_atomic, write_jsonl_atomic
-from ticketlab.masks import Mask, prunable_names
+from ticketlab.masks import Mask
 from ticketlab.models import build_model
 from ticketlab.optim import load_optimizer_state, make_optimizer, mask_optimizer_state_, optimizer_state_tensors
 from ticketlab.pruning import magnitude_prune
+from ticketlab.roles import ParameterPlan, plan_parameters
+from ticketlab.weights import cloned_state, load_state, state_of
 from ticketlab.seeding import derive_seed, torch_seed
 from ticketlab.store import Store, UnitPaths
 from ticketlab.train import TrainState, last_finite, summarize_history, total_iterations, train
@@ -69,7 +71,7 @@ def fresh_weights(config: Config, data: Dataset, seed: int) -> dict[str, torch.T
     """A newly initialised model's state dict, from ``seed``."""
     with torch_seed(seed):
         model = build_model(config.model, data.input_shape, data.num_classes)
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return cloned_state(model)
 
 
 def ensure_replicate_init(config: Config, store: Store, replicate: int, data: Dataset) -> None:
@@ -97,7 +99,8 @@ def ensure_level_mask(config: Config, store: Store, replicate: int, level: int) 
     ensure_level_mask(config, store, replicate, level - 1)
     previous = store.mask(store.level_mask_path(replicate, level - 1))
     weights = store.tensors(store.unit(replicate, level - 1, "ticket").final)
-    magnitude_prune(weights, previous, config.prune).save(path)
+    plan = store.parameter_plan()
+    magnitude_prune(weights, previous, config.prune, plan.output if plan else None).save(path)
 
 
 def meta_model(config: Config, data: Dataset) -> nn.Module:
@@ -114,22 +117,22 @@ def meta_model(config: Config, data: Dataset) -> nn.Module:
             return build_model(config.model, data.input_shape, data.num_classes)
 
 
-def pruned_names(config: Config, model: nn.Module) -> list[str]:
-    """The parameters IMP prunes; ConfigError when the include/exclude patterns select none."""
-    names = prunable_names(model, config.prune)
-    if not names:
-        raise ConfigError(
-            f"no parameter of model {config.model!r} matches the prune include/exclude patterns; nothing to prune"
-        )
-    return names
+def parameter_plan(config: Config, data: Dataset) -> ParameterPlan:
+    """What the experiment prunes (by role) and its output layer, traced on one example.
+
+    The trace runs on the ``meta`` device when the model was built there (no compute); a
+    ConfigError says when the roles and patterns select nothing.
+    """
+    model = meta_model(config, data)
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    example = data.x_train[:2].to(device)
+    return plan_parameters(model, config.prune, trace=lambda m: m(example))
 
 
 def dense_mask(config: Config, data: Dataset) -> Mask:
     """Level 0's mask: every prunable weight kept."""
-    model = meta_model(config, data)
-    names = pruned_names(config, model)
-    params = dict(model.named_parameters())
-    return Mask({n: torch.ones(params[n].shape, dtype=torch.bool) for n in names})
+    plan = parameter_plan(config, data)
+    return Mask({n: torch.ones(plan.shapes[n], dtype=torch.bool) for n in plan.pruned})
 
 
 class _StoreHooks:
@@ -147,7 +150,7 @@ class _StoreHooks:
     def _training_tensors(self) -> dict[str, torch.Tensor]:
         optim_state = optimizer_state_tensors(self.optimizer, self.model)
         mask_optimizer_state_(optim_state, self.masks)
-        tensors = {MODEL_PREFIX + k: v for k, v in self.model.state_dict().items()}
+        tensors = {MODEL_PREFIX + k: v for k, v in state_of(self.model).items()}
         tensors.update({OPTIM_PREFIX + k: v for k, v in optim_state.items()})
         return tensors
 
@@ -229,7 +232,7 @@ def prepare_unit(
         state, elapsed = TrainState(start.step), 0.0
         if not paths.start.is_file():
             save_tensors(weights, paths.start, checksum=True)
-    model.load_state_dict(weights)
+    load_state(model, weights)
     if optim_state:
         load_optimizer_state(optimizer, model, optim_state)
 
@@ -250,7 +253,7 @@ def finish_unit(config: Config, prepared: PreparedUnit, precision: str = "fp32")
     """
     paths, state, unit = prepared.paths, prepared.state, prepared.unit
     if not state.diverged:
-        save_tensors(prepared.model.state_dict(), paths.final, checksum=True)
+        save_tensors(state_of(prepared.model), paths.final, checksum=True)
     write_jsonl_atomic(paths.metrics, state.history, checksum=True)
     summary = {
         "replicate": unit.replicate,

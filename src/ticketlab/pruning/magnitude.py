@@ -22,15 +22,17 @@ def count_to_prune(rate: float, remaining: int) -> int:
     return min(remaining, math.floor(rate * remaining + 0.5))
 
 
-def layer_rates(names: list[str], prune: PruneConfig) -> dict[str, float]:
+def layer_rates(names: list[str], prune: PruneConfig, output: str | None = None) -> dict[str, float]:
     """The pruning rate of each prunable parameter under the layerwise strategy.
 
-    ``rate`` for every layer, ``output_rate`` for the last one (the paper's LeNet setting),
-    and the first matching ``layer_rates`` pattern overrides both.
+    ``rate`` for every layer, ``output_rate`` for the output layer ``output`` (the paper's
+    LeNet setting; the last name when the output layer is not known, as in experiments older
+    than the parameter plan), and the first matching ``layer_rates`` pattern overrides both.
     """
     rates = {name: prune.rate for name in names}
-    if prune.output_rate is not None and names:
-        rates[names[-1]] = prune.output_rate
+    output = output if output in rates else (names[-1] if names else None)
+    if prune.output_rate is not None and output is not None:
+        rates[output] = prune.output_rate
     for name in names:
         for pattern, rate in prune.layer_rates.items():
             if re.search(pattern, name):
@@ -49,14 +51,15 @@ def _prune_smallest(scores: torch.Tensor, keep: torch.Tensor, count: int) -> tor
 
 
 @torch.no_grad()
-def magnitude_prune(weights: dict[str, torch.Tensor], mask: Mask, prune: PruneConfig) -> Mask:
-    """One IMP round: the next mask from trained ``weights`` and the current ``mask``."""
+def magnitude_prune(weights: dict[str, torch.Tensor], mask: Mask, prune: PruneConfig, output: str | None = None) -> Mask:
+    """One IMP round: the next mask from trained ``weights`` and the current ``mask``
+    (``output``: the output layer's parameter, which gets ``prune.output_rate``)."""
     names = list(mask)
     flat_keep = {n: mask[n].flatten().cpu() for n in names}
     flat_scores = {n: weights[n].detach().flatten().abs().float().cpu() for n in names}
 
     if prune.strategy == "layerwise":
-        rates = layer_rates(names, prune)
+        rates = layer_rates(names, prune, output)
         new = {
             n: _prune_smallest(flat_scores[n], flat_keep[n], count_to_prune(rates[n], int(flat_keep[n].sum())))
             for n in names
