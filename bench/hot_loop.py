@@ -3,8 +3,9 @@
 Sides, all on the same LeNet-300-100 initial weights, the same MNIST-5k training tensors
 (3,500 examples), batch 60, fused Adam (lr 1.2e-3), one torch thread:
 
-  ours        ticketlab.train.train(...) with ~50% sparse masks (re-masked after every step),
-              eval_every/checkpoint_every huge; the one evaluation train() always does at the
+  ours        ticketlab's one training loop (loop.run_loop with the SingleStepper) with ~50%
+              sparse masks (re-masked after every step),
+              eval_every/checkpoint_every huge; the one evaluation the loop always does at the
               end of a call is timed separately and reported (and a corrected figure printed)
   bare        a hand-written loop: tensor-resident data, one randperm per epoch, index
               slicing, zero_grad(set_to_none=True), no masks
@@ -34,7 +35,9 @@ from ticketlab.data import load_dataset
 from ticketlab.masks import prunable_names
 from ticketlab.models import build_model
 from ticketlab.optim import make_optimizer
-from ticketlab.train import TrainState, evaluate, train
+from ticketlab.loop import TrainState, run_loop
+from ticketlab.steppers import SingleStepper
+from ticketlab.task import Task
 
 BATCH = 60
 LR = 1.2e-3
@@ -87,13 +90,24 @@ class Ours:
         self.model, self.data, self.masks = model, data, masks
         self.config = TrainConfig(batch_size=BATCH, lr=LR, iterations=HUGE, eval_every=HUGE, checkpoint_every=HUGE)
         self.optimizer = ticketlab_optimizer(model, self.config, data.x_train.device)
-        # A non-empty history skips train()'s initial evaluation; the end-of-call one remains.
+        # A non-empty history skips the loop's initial evaluation; the end-of-call one remains.
         self.state = TrainState(step=0, history=[{"step": 0}])
 
+        self.stepper = SingleStepper(model, self.optimizer, Task().bind(data.y_train), data.x_train, data.y_train, masks)
+        self.events = NoEvents()
+
     def run(self, steps: int) -> None:
-        train(self.model, self.optimizer, self.data, self.config, self.state, self.state.step + steps,
-              data_seed=0, masks=self.masks)
+        run_loop(self.stepper, self.data, self.config, [self.state], [self.events], self.state.step + steps,
+                 data_seeds=[0])
         del self.state.history[1:]
+
+
+class NoEvents:
+    def on_eval(self, state) -> None: ...
+
+    def on_checkpoint(self, state) -> None: ...
+
+    def on_capture(self, state) -> None: ...
 
 
 class Bare:
@@ -193,13 +207,13 @@ def main() -> None:
             side.run(args.steps)
             times[side.name].append(time.perf_counter() - start)
 
-    # The evaluation train() runs at the end of every call (val 500 + test 1000 examples).
-    model = sides[0].model
+    # The evaluation the loop runs at the end of every call (val 500 + test 1000 examples).
+    stepper = sides[0].stepper
     eval_times = []
     for _ in range(max(5, args.rounds)):
         start = time.perf_counter()
-        evaluate(model, data.x_val, data.y_val)
-        evaluate(model, data.x_test, data.y_test)
+        stepper.evaluate(data.x_val, data.y_val)
+        stepper.evaluate(data.x_test, data.y_test)
         eval_times.append(time.perf_counter() - start)
     eval_s = median(eval_times)
 

@@ -11,7 +11,7 @@ torch.set_num_threads(1)
 from ticketlab.cli import main  # noqa: E402
 from ticketlab.config import Config, RunOptions  # noqa: E402
 from ticketlab.store import Store, UnitPaths  # noqa: E402
-from ticketlab.units import Unit, ensure_level_mask, run_unit  # noqa: E402
+from ticketlab.units import Unit, ensure_level_mask, environment, run_unit  # noqa: E402
 
 
 def tiny_config(**changes) -> Config:
@@ -52,7 +52,7 @@ def interrupted_level_1_ticket(config: Config, root, crash_at: int) -> tuple[Sto
     store = Store.for_config(config, root)
     store.write_config(config)
     run_unit(config, str(store.directory), Unit(0, 0, "ticket"), "cpu")
-    ensure_level_mask(config, store, 0, 1)
+    ensure_level_mask(environment(config), store, 0, 1)
 
     class Crash(Exception):
         pass

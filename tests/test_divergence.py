@@ -13,7 +13,7 @@ import ticketlab
 from ticketlab.batched import train_batched
 from ticketlab.config import RunOptions
 from ticketlab.store import Store
-from ticketlab.units import Unit, experiment_dataset, prepare_unit
+from ticketlab.units import Unit, environment, prepare_unit
 
 from conftest import cli, tiny_config
 
@@ -83,10 +83,10 @@ def test_one_diverging_replicate_does_not_stop_its_batch(tmp_path):
     config = tiny_config(levels=0, seeds=3, train={"iterations": 40, "eval_every": 20})
     store = Store.for_config(config, tmp_path)
     store.write_config(config)
-    prepared = [prepare_unit(config, str(store.directory), Unit(r, 0, "ticket")) for r in range(3)]
+    prepared = [prepare_unit(environment(config), str(store.directory), Unit(r, 0, "ticket")) for r in range(3)]
     with torch.no_grad():
         next(prepared[1].model.parameters())[0, 0] = math.nan
-    train_batched(prepared, experiment_dataset(config, torch.device("cpu")), config.train)
+    train_batched(prepared)
     assert prepared[1].state.diverged and prepared[1].state.step == 0
     for unit in (prepared[0], prepared[2]):
         assert unit.state.diverged is None and unit.state.step == 40

@@ -14,14 +14,14 @@ import pytest
 import torch
 
 import ticketlab
-from ticketlab.arms import load_training_state
+from ticketlab.method.arms.ticket import load_training_state
 from ticketlab.config import TrainConfig
 from ticketlab.errors import ExperimentLockedError
 from ticketlab.io import load_tensors, read_jsonl
 from ticketlab.masks import Mask
 from ticketlab.optim import learning_rate
 from ticketlab.store import Store
-from ticketlab.train import summarize_history
+from ticketlab.loop import summarize_history
 
 from conftest import interrupted_level_1_ticket, tiny_config
 
@@ -119,7 +119,7 @@ def test_same_seed_same_results_different_seed_different_masks(tmp_path):
 
 
 def test_control_arms_masks_and_starting_weights(options):
-    result = ticketlab.run(tiny_config(levels=2, controls=["reinit", "random", "shuffle"]), options)
+    result = ticketlab.run(tiny_config(levels=2, controls=["reinit", "random", "weight_shuffle"]), options)
     store = result.store
     init = load_tensors(store.init_path(0))
     for level in (1, 2):
@@ -129,15 +129,22 @@ def test_control_arms_masks_and_starting_weights(options):
         assert result.mask(level, arm="reinit").equals(ticket_mask)
         reinit_start = load_tensors(store.unit(0, level, "reinit").start)
         assert not torch.equal(reinit_start["layers.1.weight"], ticket_start["layers.1.weight"])
-        for arm in ("random", "shuffle"):
-            control = result.mask(level, arm=arm)
-            assert control.remaining() == ticket_mask.remaining()  # same per-layer sparsity, exactly
-            assert not control.equals(ticket_mask)
-            start = load_tensors(store.unit(0, level, arm).start)
-            for name, keep in control.items():  # same initial weights, its own mask
-                assert torch.equal(start[name][keep], init[name][keep])
-                assert torch.all(start[name][~keep] == 0)
-    assert {r["arm"] for r in result.runs} == {"ticket", "reinit", "random", "shuffle"}
+        control = result.mask(level, arm="random")
+        assert control.remaining() == ticket_mask.remaining()  # same per-layer sparsity, exactly
+        assert not control.equals(ticket_mask)
+        start = load_tensors(store.unit(0, level, "random").start)
+        for name, keep in control.items():  # same initial weights, its own mask
+            assert torch.equal(start[name][keep], init[name][keep])
+            assert torch.all(start[name][~keep] == 0)
+        # weight_shuffle: the ticket's mask; the ticket's surviving initial values, permuted per layer
+        assert result.mask(level, arm="weight_shuffle").equals(ticket_mask)
+        shuffled = load_tensors(store.unit(0, level, "weight_shuffle").start)
+        for name, keep in ticket_mask.items():
+            assert torch.equal(shuffled[name][keep].sort().values, ticket_start[name][keep].sort().values)
+            assert not torch.equal(shuffled[name][keep], ticket_start[name][keep])
+            assert torch.all(shuffled[name][~keep] == 0)
+        assert torch.equal(shuffled["layers.1.bias"], ticket_start["layers.1.bias"])  # unpruned: untouched
+    assert {r["arm"] for r in result.runs} == {"ticket", "reinit", "random", "weight_shuffle"}
 
 
 def test_any_module_conv_network(options):

@@ -9,7 +9,7 @@ from torch import nn
 from ticketlab.config import PruneConfig
 from ticketlab.masks import Mask, prunable_names
 from ticketlab.models import build_model
-from ticketlab.pruning import count_to_prune, magnitude_prune, random_mask_like, shuffled_mask
+from ticketlab.pruning import count_to_prune, magnitude_prune, random_mask_like
 
 
 def lenet() -> nn.Module:
@@ -117,7 +117,7 @@ def test_prunable_names_default_and_patterns():
         "embed.weight", "head.weight", "head.bias"]
 
 
-@pytest.mark.parametrize("make", [random_mask_like, shuffled_mask])
+@pytest.mark.parametrize("make", [random_mask_like])
 def test_control_masks_match_per_layer_counts(make):
     model = lenet()
     mask = Mask.ones_like(model, prunable_names(model, PruneConfig()))

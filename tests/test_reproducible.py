@@ -54,7 +54,7 @@ def test_batched_run_is_bit_identical_under_different_hash_seeds(tmp_path):
     the old order this test fails on the batches for seeds 0 and 4242), and on some machines the
     last bits of the results with them. Ties in the schedule now break by the unit order."""
     args = ["run", "--dataset", "digits", "--model", "mlp_16", "--levels", "2", "--seeds", "2",
-            "--rewind-iteration", "10", "--controls", "reinit,random,shuffle", "--iterations", "60",
+            "--rewind-iteration", "10", "--controls", "reinit,random,weight_shuffle", "--iterations", "60",
             "--eval-every", "20", "--batch", "4", "--no-progress", "--no-report", "--device", "cpu"]
     runs, batches = {}, {}
     for seed in ("0", "4242"):

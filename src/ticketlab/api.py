@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import cloudpickle
 from pathlib import Path
 from typing import Any, Callable
 
@@ -14,8 +16,10 @@ from ticketlab.graph import all_units, blocked, diverged_levels, run_graph
 from ticketlab.masks import Mask
 from ticketlab.preflight import preflight
 from ticketlab.store import Store
+from ticketlab.inputs import prepare_inputs
+from ticketlab.task import Task
 from ticketlab.units import (
-    ProgressFn, Unit, ensure_level_mask, ensure_replicate_init, experiment_dataset, parameter_plan, resolve_device,
+    ProgressFn, Unit, ensure_level_mask, ensure_replicate_init, environment, parameter_plan, resolve_device,
 )
 from ticketlab.io import write_json_atomic
 from ticketlab.verdicts import Criteria, VerdictTable, verdict_table
@@ -100,39 +104,61 @@ class Result:
 
 
 def run(
-    config: Config | dict[str, Any],
+    config: Config | dict[str, Any] | None = None,
     options: RunOptions | None = None,
     progress: ProgressFn | None = None,
     on_done: Callable[[Unit, dict], None] | None = None,
+    *,
+    model: Any = None,
+    data: Any = None,
+    task: Task | None = None,
+    data_version: str | None = None,
 ) -> Result:
     """Run (or resume) the experiment ``config`` and return its result.
 
+    ``model`` (a callable returning an ``nn.Module``, an import path ``"package.module:factory"``
+    or a built-in name), ``data`` (``{"train": (x, y), "val": (x, y), "test": (x, y)}``, each
+    split a pair of tensors or a torch ``Dataset``) and ``task`` (``ticketlab.Task``: the loss and
+    score; by default classification or regression from the labels' dtype) replace the config's
+    built-in names. They reach worker processes and Ray tasks by value (cloudpickle), and their
+    fingerprints (``data_version`` replaces hashing the data) name the experiment.
+
     Everything is validated before anything is written: the config, the run options, the
-    device, the dataset files, the output folder, the prune patterns, the rewind point and
-    whether the model fits (``preflight``). Running the same config again resumes it:
-    finished units are skipped, a killed unit continues from its last checkpoint, and any
-    damaged file is set aside and recomputed (``audit.repair``). A unit that diverges ends
-    with status ``diverged`` (see ``Result.diverged``); its replicate's later levels are not trained.
+    device, the data, the output folder, the prune roles and patterns, the rewind point,
+    whether the model fits, and one forward and backward pass of the user's model and loss
+    (``preflight``). Running the same config again resumes it: finished units are skipped, a
+    killed unit continues from its last checkpoint, and any damaged file is set aside and
+    recomputed (``audit.repair``). A unit that diverges ends with status ``diverged`` (see
+    ``Result.diverged``); its replicate's later levels are not trained.
     """
-    if not isinstance(config, Config):
-        config = Config.from_dict(config)
     options = options or RunOptions()
     options.validate()
     options = options.resolved()
+    config, inputs = prepare_inputs(config if config is not None else {}, model, data, task, data_version)
     device = resolve_device(options.device)
-    data = experiment_dataset(config, device)  # missing or malformed data fails here, before any write
-    preflight(config, data, options, device)
+    env = environment(config, device, inputs)  # missing or malformed data fails here, before any write
+    preflight(env, options)
+    if options.batch > 1:
+        from ticketlab.batched import check_batchable
+
+        check_batchable(env)
+    blob = cloudpickle.dumps(inputs) if inputs is not None and _needs_transport(options) else None
 
     store = Store.for_config(config, options.root)
     with store:
         store.write_config(config)
         if not store.plan_path.is_file():
-            write_json_atomic(store.plan_path, parameter_plan(config, data).to_json(), checksum=True)
+            write_json_atomic(store.plan_path, parameter_plan(env).to_json(), checksum=True)
         if repair(store, config):
             for replicate in range(config.seeds):  # inputs no unit left to run would rewrite
                 if store.replicate_dir(replicate).is_dir():
-                    ensure_replicate_init(config, store, replicate, data)
-                    ensure_level_mask(config, store, replicate, 0)
-        executor = make_executor(config, str(store.directory), options, progress)
-        run_graph(config, store, executor, on_done)
+                    ensure_replicate_init(env, store, replicate)
+                    ensure_level_mask(env, store, replicate, 0)
+        executor = make_executor(config, str(store.directory), options, progress, blob if blob is not None else inputs)
+        run_graph(env, store, executor, on_done)
     return Result.load(store.directory, require_complete=True, audit=False)
+
+
+def _needs_transport(options: RunOptions) -> bool:
+    """Whether units run in other processes, which get the user's objects as bytes."""
+    return options.executor == "ray" or (options.workers > 1 and options.batch == 1)

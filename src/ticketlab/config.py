@@ -26,9 +26,6 @@ from typing import Any, Literal, get_args, get_origin
 
 from ticketlab.errors import ConfigError
 
-ARMS = ("ticket", "reinit", "random", "shuffle")
-CONTROL_ARMS = ARMS[1:]
-
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -37,6 +34,7 @@ class DataConfig:
     dataset: str = "mnist"
     data_dir: str | None = None
     split_seed: int = 0
+    fingerprint: str | None = None  # content hash (or version) of data given as Python objects
 
 
 @dataclass(frozen=True)
@@ -64,7 +62,8 @@ class TrainConfig:
 class PruneConfig:
     """How each IMP level's mask is made from the previous level's trained weights.
 
-    ``roles`` chooses what is prunable by what each parameter does (see ``ticketlab.roles``):
+    ``method`` names the pruning method (built in, or ``"package.module:object"``; see
+    ``ticketlab.method``). ``roles`` chooses what is prunable by what each parameter does (see ``ticketlab.roles``):
     Linear, Conv and attention weights by default; ``embedding``, ``norm``, ``bias`` and
     ``other`` on request. ``include`` patterns narrow that selection by name, ``exclude``
     patterns remove names. ``layerwise`` prunes ``rate`` of each layer's remaining weights
@@ -75,6 +74,7 @@ class PruneConfig:
     ``global_exclude``.
     """
 
+    method: str = "magnitude"
     strategy: Literal["layerwise", "global"] = "layerwise"
     rate: float = 0.2
     output_rate: float | None = 0.1
@@ -95,6 +95,14 @@ class Config:
     initial values; k>0 rewinds weights *and* optimizer state to iteration k of the dense run.
     ``control_levels`` trains the controls at those levels only (empty: every level), for long
     studies where a control at every level costs more than the comparison needs.
+
+    ``model`` is a built-in name, an import path ``"package.module:factory"`` (a callable
+    returning an ``nn.Module``), or ``python:<name>`` for a factory given to ``ticketlab.run``
+    as an object. ``init_weights`` starts every replicate from the given weights (safetensors,
+    or a state dict read with ``weights_only=True``) instead of drawing them from its seed.
+    ``model_fingerprint`` and ``data.fingerprint`` are filled in by ``ticketlab.run`` for
+    user-given models and data (names, shapes, dtypes and initial weights; content hash), so
+    changed inputs are a different experiment.
     """
 
     model: str = "lenet_300_100"
@@ -104,23 +112,29 @@ class Config:
     rewind_iteration: int = 0
     controls: tuple[str, ...] = ()
     control_levels: tuple[int, ...] = ()
+    init_weights: str | None = None
+    model_fingerprint: str | None = None
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> "Config":
+    def from_dict(cls, raw: dict[str, Any], resolve: bool = True) -> "Config":
         """Build and validate a Config from plain data (TOML/JSON/CLI); raises ConfigError.
 
         A training length given only as ``train.epochs`` replaces the default length in
         iterations (it would otherwise clash with it); giving both is still an error.
+        ``resolve=False`` checks values only, without looking up the model, dataset, method
+        and arms: reading a stored experiment never needs (or imports) their code.
         """
         train = raw.get("train") if isinstance(raw, dict) else None
         if isinstance(train, dict) and train.get("epochs") is not None and "iterations" not in train:
             raw = {**raw, "train": {**train, "iterations": None}}
         config = _build(cls, raw, path="")
         config.validate()
+        if resolve:
+            config.resolve_names()
         return config
 
     def replace(self, **changes: Any) -> "Config":
@@ -134,30 +148,43 @@ class Config:
         return Config.from_dict(raw)
 
     # ------------------------------------------------------------------ validation
-    def validate(self) -> None:
-        """Check value ranges and cross-field rules; raise ConfigError naming the bad value."""
+    def resolve_names(self) -> None:
+        """Check that the dataset, model, pruning method and control arms exist (ConfigError).
+
+        Built-in names are looked up in their registries; ``package.module:object`` paths are
+        imported. A model or dataset given to ``ticketlab.run`` as a Python object is recorded
+        as ``python:<name>`` and checked there, against the object.
+        """
         from ticketlab.data.base import DATASETS, _import_loaders
-        from ticketlab.models import model_names, is_known_model
+        from ticketlab.method import resolve_arm, resolve_method
+        from ticketlab.models import is_known_model, model_names
 
         _import_loaders()
-        if self.data.dataset not in DATASETS:
+        if not _user_object(self.data.dataset) and self.data.dataset not in DATASETS:
             raise ConfigError(
                 f"unknown dataset {self.data.dataset!r}; choose one of: {', '.join(sorted(DATASETS))}"
             )
+        if self.init_weights is not None and not Path(self.init_weights).is_file():
+            raise ConfigError(f"init_weights file {self.init_weights!r} does not exist; give a .safetensors or .pt file")
         if self.data.data_dir is not None and not Path(self.data.data_dir).is_dir():
             raise ConfigError(
                 f"data directory {self.data.data_dir!r} does not exist; pass --data-dir with the folder holding the dataset files"
             )
-        if not is_known_model(self.model):
+        if not _user_object(self.model) and not is_known_model(self.model):
             raise ConfigError(
                 f"unknown model {self.model!r}; choose one of: {', '.join(model_names())} "
-                "(or mlp_<width>_<width>..., e.g. mlp_300_100)"
+                "(or mlp_<width>_<width>..., e.g. mlp_300_100, or an import path 'package.module:factory')"
             )
+        resolve_method(self.prune.method)
+        for arm in self.controls:
+            _check(arm != "ticket", "the ticket is always trained; controls name the other arms")
+            resolve_arm(arm)
+
+    def validate(self) -> None:
+        """Check value ranges and cross-field rules; raise ConfigError naming the bad value."""
         _check(self.levels >= 0, f"levels must be >= 0, got {self.levels}")
         _check(self.seeds >= 1, f"seeds must be >= 1, got {self.seeds}")
         _check(self.seed >= 0, f"seed must be >= 0, got {self.seed}")
-        for arm in self.controls:
-            _check(arm in CONTROL_ARMS, f"unknown control {arm!r}; choose from: {', '.join(CONTROL_ARMS)}")
         _check(len(set(self.controls)) == len(self.controls), f"controls repeat an arm: {list(self.controls)}")
         _check(
             list(self.control_levels) == sorted(set(self.control_levels))
@@ -270,6 +297,12 @@ class RunOptions:
 
 
 # ---------------------------------------------------------------------------- helpers
+def _user_object(name: str) -> bool:
+    """An import path (``package.module:object``) or a Python object's label (``python:name``):
+    resolved where the object is built, not in a registry."""
+    return ":" in name
+
+
 def _check(condition: bool, message: str) -> None:
     if not condition:
         raise ConfigError(message)

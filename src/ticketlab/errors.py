@@ -22,6 +22,10 @@ class ExperimentLockedError(TicketlabError):
     """Another process is already running the experiment in this directory."""
 
 
+class UserCodeError(TicketlabError):
+    """The user's model factory, forward pass, loss or data raised; the message names which."""
+
+
 class StoreError(TicketlabError):
     """An experiment directory is not usable (wrong config, missing results)."""
 

@@ -1,11 +1,14 @@
 """The experiment as a graph of training units, and the loop that schedules it.
 
-Per replicate, level 0 trains the dense network; the ticket of level L needs level L's mask,
-which is pruned from level L-1's trained ticket; each control of level L needs that same
-mask. So a level's controls start as soon as its mask exists, in parallel with the next
-ticket. The scheduler is the same for every executor: it submits the units whose inputs
-exist, tickets first (they are the critical path), and makes the next mask when a ticket
-finishes. Resuming is running the graph again: finished units return their stored summary.
+Per replicate, level 0 trains the dense network; every unit of level L needs level L's mask;
+what *that* mask needs is declared by the pruning method (``PruningMethod.needs``): IMP needs
+level L-1's trained ticket, so its levels form a chain and a level's controls start as soon as
+its mask exists, in parallel with the next ticket; a method that prunes at initialisation
+needs no training, so all its masks exist at once and all levels train in parallel. The
+scheduler knows nothing else about the method. It is the same for every executor: it makes
+every mask whose inputs exist, submits the units whose mask exists, tickets first (they are
+the critical path). Resuming is running the graph again: finished units return their stored
+summary.
 
 The order is deterministic (never a set's or a hash's): ready units are taken by priority,
 then in ``all_units`` order, so the same command forms the same batches (``--batch``) and
@@ -19,7 +22,7 @@ from typing import Callable, Protocol
 
 from ticketlab.config import Config
 from ticketlab.store import Store
-from ticketlab.units import Unit, ensure_level_mask
+from ticketlab.units import Environment, Unit, ensure_level_mask, level_mask_inputs_ready
 
 
 class Executor(Protocol):
@@ -63,13 +66,14 @@ def blocked(unit: Unit, diverged: dict[int, int]) -> bool:
 
 
 def run_graph(
-    config: Config,
+    env: Environment,
     store: Store,
     executor: Executor,
     on_done: Callable[[Unit, dict], None] | None = None,
 ) -> list[dict]:
     """Run every unit of ``config`` not yet done; return the summaries in ``all_units`` order
     (units blocked by a diverged ticket have none)."""
+    config = env.config
     units = all_units(config)
     index = {unit: i for i, unit in enumerate(units)}
     pending = dict.fromkeys(units)  # ordered, unlike a set
@@ -87,21 +91,31 @@ def run_graph(
         rewind = config.rewind_iteration == 0 or store.rewind_path(unit.replicate).is_file()
         return rewind and store.level_mask_path(unit.replicate, unit.level).is_file()
 
+    def make_masks() -> None:
+        """Every missing mask whose inputs (as the method declares them) now exist."""
+        for replicate in range(config.seeds):
+            for level in range(1, config.levels + 1):
+                if level > diverged.get(replicate, level):
+                    break
+                if not store.level_mask_path(replicate, level).is_file():
+                    if not level_mask_inputs_ready(config, store, replicate, level):
+                        break
+                    ensure_level_mask(env, store, replicate, level)
+
     def ticket_finished(unit: Unit, summary: dict) -> None:
         if summary.get("status", "ok") != "ok":
             diverged[unit.replicate] = min(unit.level, diverged.get(unit.replicate, unit.level))
             for other in [u for u in pending if blocked(u, diverged)]:
                 del pending[other]
-        elif unit.level < config.levels:
-            ensure_level_mask(config, store, unit.replicate, unit.level + 1)
 
-    for unit in units:  # a resumed run may already have tickets whose next mask is missing
+    for unit in units:  # a resumed run may already have diverged tickets
         paths = store.unit(unit.replicate, unit.level, "ticket")
         if unit.arm == "ticket" and unit in pending and paths.done():
             ticket_finished(unit, store.summary(paths))
 
     try:
         while pending or in_flight:
+            make_masks()
             for unit in sorted((u for u in pending if ready(u)), key=priority):
                 if in_flight >= executor.capacity:
                     break

@@ -16,10 +16,8 @@ from pathlib import Path
 import torch
 
 from ticketlab.config import Config, RunOptions
-from ticketlab.data import Dataset
 from ticketlab.errors import ConfigError
-from ticketlab.train import total_iterations
-from ticketlab.units import meta_model, parameter_plan
+from ticketlab.units import Environment, parameter_plan
 
 MAX_UNITS = 1_000_000
 # fp32 bytes held per parameter while one unit trains: weights, gradient, two optimizer moments,
@@ -30,12 +28,16 @@ STORED_BYTES_PER_PARAM = 4 + 4 + 1
 GIB = 1024**3
 
 
-def preflight(config: Config, data: Dataset, options: RunOptions, device: torch.device) -> None:
+def preflight(env: Environment, options: RunOptions) -> None:
     """Raise ConfigError for anything that would fail after writing; write nothing."""
+    from ticketlab.inputs import probe
+
+    config = env.config
     check_out_dir(Path(options.root))
-    check_resources(config, data, options, device)
-    parameter_plan(config, data)
-    end = total_iterations(config.train, data)
+    check_resources(env, options)
+    parameter_plan(env)
+    probe(env.inputs, config, env.device)
+    end = env.end()
     if config.rewind_iteration >= end:
         raise ConfigError(
             f"rewind_iteration ({config.rewind_iteration}) must be below the training length ({end} iterations)"
@@ -46,15 +48,16 @@ def unit_count(config: Config) -> int:
     return config.seeds * (1 + config.levels * (1 + len(config.controls)))
 
 
-def check_resources(config: Config, data: Dataset, options: RunOptions, device: torch.device) -> None:
+def check_resources(env: Environment, options: RunOptions) -> None:
     """Refuse a model or a number of trainings that cannot fit in memory or on disk."""
+    config, device = env.config, env.device
     units = unit_count(config)
     if units > MAX_UNITS:
         raise ConfigError(
             f"{units:,} trainings ({config.seeds} seeds x {config.levels} levels x {1 + len(config.controls)} arms) "
             f"is more than {MAX_UNITS:,}; use fewer levels, seeds or controls"
         )
-    params = sum(p.numel() for p in meta_model(config, data).parameters())
+    params = sum(p.numel() for p in env.meta_model().parameters())
     parallel = max(options.workers, options.batch, 1) if device.type == "cpu" else max(options.batch, 1)
     needed = params * TRAINING_BYTES_PER_PARAM * parallel
     available = available_memory(device)

@@ -200,7 +200,7 @@ class Store:
             raise StoreError(f"{path} is damaged (it lacks the config, canonical and name keys); "
                              "restore it, or run the experiment from its original config to rewrite it")
         try:
-            config = Config.from_dict(record["config"])
+            config = Config.from_dict(record["config"], resolve=False)
         except ConfigError as exc:
             raise StoreError(f"{path} is damaged ({exc}); restore it, or run the experiment "
                              "from its original config to rewrite it") from None

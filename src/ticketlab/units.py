@@ -3,12 +3,15 @@
 ``run_unit`` is an idempotent function of the files in the store: if the unit's summary
 exists it returns it; if a checkpoint exists it resumes from it; otherwise it starts from
 the arm's starting point. Executors (in-process, process pool, Ray) only decide *where*
-and *when* it runs.
+and *when* it runs. What a unit builds its model, data and task from is an
+:class:`Environment`: the config's built-in names, or the user's objects carried to this
+process by value (``inputs``).
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -17,20 +20,21 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ticketlab.arms import ARMS, MODEL_PREFIX, OPTIM_PREFIX, load_training_state, replicate_seed
 from ticketlab.config import Config
-from ticketlab.data import Dataset, load_dataset
+from ticketlab.data import Dataset
 from ticketlab.errors import ConfigError
+from ticketlab.inputs import Inputs, builtin_inputs, user_code
 from ticketlab.io import remove_temporaries, save_tensors, update_manifest, write_json_atomic, write_jsonl_atomic
+from ticketlab.loop import Events, TrainState, last_finite, run_loop, summarize_history, total_iterations
 from ticketlab.masks import Mask
-from ticketlab.models import build_model
+from ticketlab.method import ArmContext, MaskContext, resolve_arm, resolve_method
+from ticketlab.method.arms.ticket import MODEL_PREFIX, OPTIM_PREFIX, load_training_state
 from ticketlab.optim import load_optimizer_state, make_optimizer, mask_optimizer_state_, optimizer_state_tensors
-from ticketlab.pruning import magnitude_prune
 from ticketlab.roles import ParameterPlan, plan_parameters
-from ticketlab.weights import cloned_state, load_state, state_of
-from ticketlab.seeding import derive_seed, torch_seed
+from ticketlab.seeding import derive_seed
+from ticketlab.steppers import SingleStepper
 from ticketlab.store import Store, UnitPaths
-from ticketlab.train import TrainState, last_finite, summarize_history, total_iterations, train
+from ticketlab.weights import cloned_state, load_state, state_of
 
 
 @dataclass(frozen=True)
@@ -48,12 +52,6 @@ class Unit:
 ProgressFn = Callable[[Unit, int, int], None]
 
 
-@functools.lru_cache(maxsize=4)
-def cached_dataset(name: str, data_dir: str | None, split_seed: int, device: str) -> Dataset:
-    """Load each dataset once per process; units of one experiment share it."""
-    return load_dataset(name, data_dir, split_seed, device)
-
-
 def resolve_device(device: str) -> torch.device:
     """``auto`` picks CUDA when present; asking for CUDA without it is a user error."""
     if device == "auto":
@@ -63,80 +61,170 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def experiment_dataset(config: Config, device: torch.device) -> Dataset:
-    return cached_dataset(config.data.dataset, config.data.data_dir, config.data.split_seed, str(device))
+def replicate_seed(config: Config, replicate: int) -> int:
+    return config.seed + replicate
 
 
-def fresh_weights(config: Config, data: Dataset, seed: int) -> dict[str, torch.Tensor]:
-    """A newly initialised model's state dict, from ``seed``."""
-    with torch_seed(seed):
-        model = build_model(config.model, data.input_shape, data.num_classes)
-    return cloned_state(model)
+@dataclass
+class Environment:
+    """An experiment's inputs in one process: model factory, data on the device, task."""
+
+    config: Config
+    inputs: Inputs
+    device: torch.device
+    data: Dataset
+    user: bool = False  # the model, data or task came from the user (their errors are reported as such)
+
+    @property
+    def task(self):
+        return self.inputs.task
+
+    def build(self, seed: int, device: torch.device | str | None = None) -> nn.Module:
+        return self.inputs.build(seed, self.device if device is None else device)
+
+    def fresh_weights(self, seed: int) -> dict[str, torch.Tensor]:
+        """A newly initialised model's weights, from ``seed`` (the user's factory for user models)."""
+        return cloned_state(self.build(seed, "cpu"))
+
+    def meta_model(self) -> nn.Module:
+        """The model with shapes but no storage (``meta``): names and sizes for free. A model that
+        cannot be built on ``meta`` (it reads a value while constructing) is built on the CPU."""
+        try:
+            with torch.device("meta"):
+                return self.inputs.build(0, "meta")
+        except (NotImplementedError, RuntimeError):
+            return self.build(0, "cpu")
+
+    def end(self) -> int:
+        return total_iterations(self.config.train, self.data)
 
 
-def ensure_replicate_init(config: Config, store: Store, replicate: int, data: Dataset) -> None:
+def inputs_key(blob: bytes | None) -> str | None:
+    return hashlib.sha256(blob).hexdigest() if blob is not None else None
+
+
+@functools.lru_cache(maxsize=4)
+def _environment(config_json: str, blob_key: str | None, device: str) -> Environment:
+    config = Config.from_dict(json.loads(config_json), resolve=False)
+    if blob_key is None:
+        inputs = builtin_inputs(config.model, config.data.dataset, config.data.data_dir, config.data.split_seed)
+    else:
+        inputs = _BLOBS[blob_key]
+    return Environment(config, inputs, torch.device(device), inputs.data.to(device), user=blob_key is not None)
+
+
+_BLOBS: dict[str, Inputs] = {}
+
+
+def environment(config: Config, device: torch.device | str = "cpu", inputs: bytes | Inputs | None = None) -> Environment:
+    """This process's environment of ``config`` (loaded once per process and device).
+
+    ``inputs`` are the user's objects, as :class:`Inputs` in the calling process or as
+    cloudpickle bytes in a worker; without them the config's built-in names are used.
+    """
+    key = None
+    if inputs is not None:
+        if isinstance(inputs, Inputs):
+            key = f"object:{id(inputs)}"
+            _BLOBS.setdefault(key, inputs)
+        else:
+            key = inputs_key(inputs)
+            if key not in _BLOBS:
+                import cloudpickle
+
+                _BLOBS[key] = cloudpickle.loads(inputs)
+    return _environment(json.dumps(config.to_dict(), sort_keys=True), key, str(torch.device(device)))
+
+
+# ---------------------------------------------------------------------------- files a unit needs
+def initial_weights(env: Environment, replicate: int) -> dict[str, torch.Tensor]:
+    """Replicate ``replicate``'s initial weights: drawn from its seed, or the user's given weights."""
+    config = env.config
+    if config.init_weights:
+        from ticketlab.inputs import load_init_weights
+
+        return load_init_weights(config.init_weights, env.meta_model())
+    return env.fresh_weights(derive_seed(replicate_seed(config, replicate), "init"))
+
+
+def ensure_replicate_init(env: Environment, store: Store, replicate: int) -> None:
     """Write the replicate's initial weights once (deterministic, so a race writes equal bytes)."""
     path = store.init_path(replicate)
     if not path.is_file():
-        seed = derive_seed(replicate_seed(config, replicate), "init")
-        save_tensors(fresh_weights(config, data, seed), path, checksum=True)
+        save_tensors(initial_weights(env, replicate), path, checksum=True)
 
 
-def ensure_level_mask(config: Config, store: Store, replicate: int, level: int) -> None:
-    """Make level ``level``'s ticket mask by pruning level-1's trained ticket (idempotent).
+def parameter_plan(env: Environment) -> ParameterPlan:
+    """What the experiment prunes (by role) and its output layer, traced on one example.
 
-    Needs only files: the previous mask and the previous ticket's final weights, both
-    verified. Level 0's (dense) mask is written by the dense unit; if it was set aside as
-    damaged after that unit finished, it is rebuilt here from the model's shapes.
+    The trace runs on the ``meta`` device (no compute) when the model builds and runs there,
+    else on the CPU; a forward pass that fails on the CPU too is the user's error, in one line.
+    """
+    from ticketlab.task import prediction
+
+    example = env.inputs.data.x_train[:2]
+    model = env.meta_model()
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    if device.type == "meta":
+        try:
+            return plan_parameters(model, env.config.prune, trace=lambda m: prediction(m(example.to("meta"))))
+        except (NotImplementedError, RuntimeError, TypeError, ValueError, IndexError):
+            model = env.build(0, "cpu")
+    with user_code("the model's forward pass", active=True):
+        return plan_parameters(model.eval(), env.config.prune, trace=lambda m: prediction(m(example)))
+
+
+def experiment_plan(env: Environment, store: Store) -> ParameterPlan:
+    """The plan recorded in the store (``parameters.json``), else traced now."""
+    return store.parameter_plan() or parameter_plan(env)
+
+
+def dense_mask(plan: ParameterPlan) -> Mask:
+    """Level 0's mask: every prunable weight kept."""
+    return Mask({n: torch.ones(plan.shapes[n], dtype=torch.bool) for n in plan.pruned})
+
+
+def level_mask_inputs_ready(config: Config, store: Store, replicate: int, level: int) -> bool:
+    """Whether level ``level``'s mask can be made now, from what the pruning method needs."""
+    from ticketlab.method import Need
+
+    if level == 0 or store.level_mask_path(replicate, level).is_file():
+        return True
+    if not level_mask_inputs_ready(config, store, replicate, level - 1):
+        return False
+    needs = resolve_method(config.prune.method).needs(level)
+    if Need.PREVIOUS_TRAINED in needs:
+        paths = store.unit(replicate, level - 1, "ticket")
+        return paths.done() and store.summary(paths).get("status", "ok") == "ok"
+    return True
+
+
+def ensure_level_mask(env: Environment, store: Store, replicate: int, level: int) -> None:
+    """Make level ``level``'s ticket mask with the experiment's pruning method (idempotent).
+
+    Level 0's (dense) mask is every prunable weight; a level's mask is the method's answer
+    given the previous level's mask and whatever else the method asks for, read from files.
     """
     path = store.level_mask_path(replicate, level)
     if path.is_file():
         return
+    plan = experiment_plan(env, store)
     if level == 0:
-        data = experiment_dataset(config, torch.device("cpu"))
-        dense_mask(config, data).save(path)
+        dense_mask(plan).save(path)
         return
-    ensure_level_mask(config, store, replicate, level - 1)
+    ensure_level_mask(env, store, replicate, level - 1)
+    ensure_replicate_init(env, store, replicate)
     previous = store.mask(store.level_mask_path(replicate, level - 1))
-    weights = store.tensors(store.unit(replicate, level - 1, "ticket").final)
-    plan = store.parameter_plan()
-    magnitude_prune(weights, previous, config.prune, plan.output if plan else None).save(path)
+    context = MaskContext(env.config, store, replicate, level, plan, previous)
+    method = resolve_method(env.config.prune.method)
+    with user_code(f"pruning method {method.name}", f"replicate {replicate} level {level}"):
+        mask = method.next_mask(context)
+    mask.save(path)
 
 
-def meta_model(config: Config, data: Dataset) -> nn.Module:
-    """The model with shapes but no storage (the ``meta`` device): sizes and names, no memory.
-
-    A user's model that cannot be built on ``meta`` (it reads a value while constructing) is
-    built on the CPU instead.
-    """
-    try:
-        with torch.device("meta"):
-            return build_model(config.model, data.input_shape, data.num_classes)
-    except (NotImplementedError, RuntimeError):
-        with torch_seed(0):
-            return build_model(config.model, data.input_shape, data.num_classes)
-
-
-def parameter_plan(config: Config, data: Dataset) -> ParameterPlan:
-    """What the experiment prunes (by role) and its output layer, traced on one example.
-
-    The trace runs on the ``meta`` device when the model was built there (no compute); a
-    ConfigError says when the roles and patterns select nothing.
-    """
-    model = meta_model(config, data)
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    example = data.x_train[:2].to(device)
-    return plan_parameters(model, config.prune, trace=lambda m: m(example))
-
-
-def dense_mask(config: Config, data: Dataset) -> Mask:
-    """Level 0's mask: every prunable weight kept."""
-    plan = parameter_plan(config, data)
-    return Mask({n: torch.ones(plan.shapes[n], dtype=torch.bool) for n in plan.pruned})
-
-
-class _StoreHooks:
-    """Training-loop callbacks that write checkpoints and the rewind point into the store."""
+# ---------------------------------------------------------------------------- events -> files
+class StoreEvents:
+    """Loop events of one unit: progress, checkpoints and the rewind point, written to the store."""
 
     def __init__(self, unit: Unit, paths: UnitPaths, store: Store, model, optimizer, masks, elapsed, progress, end):
         self.unit, self.paths, self.store = unit, paths, store
@@ -173,7 +261,7 @@ class _StoreHooks:
 
 @dataclass
 class PreparedUnit:
-    """A unit ready to train: model and optimizer at its start (or checkpoint), plus its hooks."""
+    """A unit ready to train: model and optimizer at its start (or checkpoint), plus its events."""
 
     unit: Unit
     paths: UnitPaths
@@ -182,52 +270,48 @@ class PreparedUnit:
     mask: Mask
     masks: dict[str, torch.Tensor] | None  # float {0,1} per pruned parameter; None for the dense run
     state: TrainState
-    hooks: "_StoreHooks"
+    events: StoreEvents
     end: int
     data_seed: int
     capture_steps: frozenset[int]
-    device: torch.device
+    env: Environment
 
 
 def prepare_unit(
-    config: Config, store_dir: str, unit: Unit, device: str = "cpu", progress: ProgressFn | None = None
+    env: Environment, store_dir: str, unit: Unit, progress: ProgressFn | None = None
 ) -> PreparedUnit | dict:
     """Load everything a unit needs; return its stored summary instead if it is already done.
 
     Every file it reads is verified against its checksum (``Store``); temporary files a killed
     write left in the unit's folder are removed first.
     """
+    config = env.config
     store = Store(store_dir)
     paths = store.unit(unit.replicate, unit.level, unit.arm)
     if paths.done():
         return store.summary(paths)
     remove_temporaries(paths.directory)
-    torch_device = resolve_device(device)
-    data = experiment_dataset(config, torch_device)
-    ensure_replicate_init(config, store, unit.replicate, data)
-
-    with torch_seed(0):  # weights are loaded below; this only makes construction deterministic
-        model = build_model(config.model, data.input_shape, data.num_classes).to(torch_device)
+    ensure_replicate_init(env, store, unit.replicate)
+    model = env.build(0)  # weights are loaded below; the seed only makes construction deterministic
+    context = ArmContext(config, store, unit.replicate, unit.level, env.fresh_weights)
+    arm = resolve_arm(unit.arm)
     if unit.level == 0:
-        mask = dense_mask(config, data)
-        if not store.level_mask_path(unit.replicate, 0).is_file():
-            mask.save(store.level_mask_path(unit.replicate, 0))
-    else:
-        ticket_mask = store.mask(store.level_mask_path(unit.replicate, unit.level))
-        mask = ARMS[unit.arm].make_mask(config, unit.replicate, unit.level, ticket_mask)
+        ensure_level_mask(env, store, unit.replicate, 0)
+    ticket_mask = store.mask(store.level_mask_path(unit.replicate, unit.level))
+    with user_code(f"control {unit.arm}", unit):
+        mask = arm.mask(ticket_mask, context) if unit.level > 0 else ticket_mask
     if not paths.mask.is_file():
         mask.save(paths.mask)
 
-    end = total_iterations(config.train, data)
-    optimizer = make_optimizer(model.parameters(), config.train, torch_device)
+    end = env.end()
+    optimizer = make_optimizer(model.parameters(), config.train, env.device)
     if paths.checkpoint.is_file():
         weights, optim_state, meta = load_training_state(store, paths.checkpoint)
         state = TrainState(meta["step"], meta["history"], meta["loss_sum"], meta["loss_count"])
         elapsed = meta["elapsed"]
     else:
-        start = ARMS[unit.arm].make_start(
-            config, store, unit.replicate, unit.level, mask, lambda seed: fresh_weights(config, data, seed)
-        )
+        with user_code(f"control {unit.arm}", unit):
+            start = arm.start(mask, context)
         weights, optim_state = start.weights, start.optimizer_state
         state, elapsed = TrainState(start.step), 0.0
         if not paths.start.is_file():
@@ -236,22 +320,22 @@ def prepare_unit(
     if optim_state:
         load_optimizer_state(optimizer, model, optim_state)
 
-    masks = {n: m.to(torch_device, torch.float32) for n, m in mask.items()}
-    hooks = _StoreHooks(unit, paths, store, model, optimizer, masks, elapsed, progress, end)
+    masks = {n: m.to(env.device, torch.float32) for n, m in mask.items()}
+    events = StoreEvents(unit, paths, store, model, optimizer, masks, elapsed, progress, end)
     capture = frozenset({config.rewind_iteration}) if unit.level == 0 and config.rewind_iteration > 0 else frozenset()
     return PreparedUnit(
-        unit, paths, model, optimizer, mask, masks if unit.level > 0 else None, state, hooks, end,
-        derive_seed(replicate_seed(config, unit.replicate), "data"), capture, torch_device,
+        unit, paths, model, optimizer, mask, masks if unit.level > 0 else None, state, events, end,
+        derive_seed(replicate_seed(config, unit.replicate), "data"), capture, env,
     )
 
 
-def finish_unit(config: Config, prepared: PreparedUnit, precision: str = "fp32") -> dict:
+def finish_unit(prepared: PreparedUnit, precision: str = "fp32") -> dict:
     """Write a trained unit's final weights, metrics and (last, as the done marker) its summary.
 
     A diverged unit gets no final weights (they are not finite): its metrics up to the
     divergence and a summary with ``status: diverged``, the step and its last finite evaluation.
     """
-    paths, state, unit = prepared.paths, prepared.state, prepared.unit
+    paths, state, unit, env = prepared.paths, prepared.state, prepared.unit, prepared.env
     if not state.diverged:
         save_tensors(state_of(prepared.model), paths.final, checksum=True)
     write_jsonl_atomic(paths.metrics, state.history, checksum=True)
@@ -259,15 +343,16 @@ def finish_unit(config: Config, prepared: PreparedUnit, precision: str = "fp32")
         "replicate": unit.replicate,
         "level": unit.level,
         "arm": unit.arm,
-        "seed": replicate_seed(config, unit.replicate),
+        "seed": replicate_seed(env.config, unit.replicate),
         "percent_remaining": 100.0 * prepared.mask.fraction_remaining(),
         "layer_percent_remaining": {n: 100.0 * f for n, f in prepared.mask.layer_fractions().items()},
         "start_step": state.history[0]["step"],
-        "wall_time_s": prepared.hooks.wall_time(),
-        "device": str(prepared.device),
+        "wall_time_s": prepared.events.wall_time(),
+        "device": str(env.device),
         "precision": precision,
-        # the accuracy resolution (one example) that the verdicts' zero-variance floor uses
-        "test_examples": int(experiment_dataset(config, prepared.device).y_test.numel()),
+        "metric": env.task.metric_name,
+        # the score's resolution (one example) that the verdicts' zero-variance floor uses
+        "test_examples": int(env.data.y_test.shape[0]),
         **(diverged_summary(unit, state) if state.diverged else {"status": "ok", **summarize_history(state.history)}),
     }
     write_json_atomic(paths.summary, summary, checksum=True)
@@ -280,11 +365,11 @@ def finish_unit(config: Config, prepared: PreparedUnit, precision: str = "fp32")
 def diverged_summary(unit: Unit, state: TrainState) -> dict:
     """The summary fields of a diverged unit: where, what, and the last finite evaluation.
 
-    The accuracy fields are present and null, so statistics leave the unit out of their
+    The score fields are present and null, so statistics leave the unit out of their
     intervals (and the verdict code can show the level as diverged from ``status``).
     """
     last = last_finite(state.history)
-    reached = (f"last finite evaluation: step {last['step']}, validation accuracy {last['val_acc']:.3f}"
+    reached = (f"last finite evaluation: step {last['step']}, validation score {last['val_acc']:.3f}"
                if last else "no finite evaluation")
     message = (f"{unit} diverged: non-finite {state.diverged} by step {state.step} ({reached}); "
                "lower the learning rate (--lr) or add warmup")
@@ -298,6 +383,18 @@ def diverged_summary(unit: Unit, state: TrainState) -> dict:
     }
 
 
+def train_prepared(prepared: PreparedUnit, precision: str = "fp32") -> None:
+    """Train one prepared unit to its end with the single-model stepper."""
+    env = prepared.env
+    stepper = SingleStepper(
+        prepared.model, prepared.optimizer, env.task, env.data.x_train, env.data.y_train, prepared.masks,
+        autocast_dtype=torch.bfloat16 if precision == "bf16" else None,
+    )
+    with user_code("training (the model's forward/backward or the loss)", prepared.unit, active=env.user):
+        run_loop(stepper, env.data, env.config.train, [prepared.state], [prepared.events], prepared.end,
+                 [prepared.data_seed], prepared.capture_steps)
+
+
 def run_unit(
     config: Config,
     store_dir: str,
@@ -305,15 +402,16 @@ def run_unit(
     device: str = "cpu",
     progress: ProgressFn | None = None,
     precision: str = "fp32",
+    inputs: bytes | Inputs | None = None,
 ) -> dict:
     """Run (or resume, or skip) one unit and return its summary record."""
-    prepared = prepare_unit(config, store_dir, unit, device, progress)
+    env = environment(config, resolve_device(device), inputs)
+    prepared = prepare_unit(env, store_dir, unit, progress)
     if isinstance(prepared, dict):
         return prepared
-    data = experiment_dataset(config, prepared.device)
-    prepared.state = train(
-        prepared.model, prepared.optimizer, data, config.train, prepared.state, prepared.end,
-        data_seed=prepared.data_seed, masks=prepared.masks, hooks=prepared.hooks,
-        capture_steps=prepared.capture_steps, autocast_dtype=torch.bfloat16 if precision == "bf16" else None,
-    )
-    return finish_unit(config, prepared, precision)
+    train_prepared(prepared, precision)
+    return finish_unit(prepared, precision)
+
+
+# Events is the protocol StoreEvents implements (re-exported for extensions).
+__all__ = ["Events", "Environment", "PreparedUnit", "Unit", "environment", "run_unit", "prepare_unit", "finish_unit"]

@@ -5,20 +5,26 @@ from __future__ import annotations
 from ticketlab.config import Config, RunOptions
 from ticketlab.executors.local import BatchedExecutor, InlineExecutor, ProcessPoolUnitExecutor
 from ticketlab.graph import Executor
+from ticketlab.inputs import Inputs
 from ticketlab.units import ProgressFn
 
 
-def make_executor(config: Config, store_dir: str, options: RunOptions, progress: ProgressFn | None) -> Executor:
-    """The executor ``options`` asks for. One local worker runs in-process (with live progress)."""
+def make_executor(config: Config, store_dir: str, options: RunOptions, progress: ProgressFn | None,
+                  inputs: "bytes | Inputs | None" = None) -> Executor:
+    """The executor ``options`` asks for. One local worker runs in-process (with live progress).
+
+    ``inputs`` are the user's objects: as they are for in-process execution, as cloudpickle
+    bytes for worker processes and Ray tasks (sent once per worker, not once per unit).
+    """
     if options.executor == "ray":
         from ticketlab.executors.ray import RayExecutor
 
-        return RayExecutor(config, store_dir, options)
+        return RayExecutor(config, store_dir, options, inputs)
     if options.batch > 1:
-        return BatchedExecutor(config, store_dir, options)
+        return BatchedExecutor(config, store_dir, options, inputs)
     if options.workers == 1:
-        return InlineExecutor(config, store_dir, options, progress)
-    return ProcessPoolUnitExecutor(config, store_dir, options)
+        return InlineExecutor(config, store_dir, options, progress, inputs)
+    return ProcessPoolUnitExecutor(config, store_dir, options, inputs)
 
 
 __all__ = ["make_executor", "BatchedExecutor", "InlineExecutor", "ProcessPoolUnitExecutor"]

@@ -35,8 +35,10 @@ class InlineExecutor:
 
     capacity = 1
 
-    def __init__(self, config: Config, store_dir: str, options: RunOptions, progress: ProgressFn | None) -> None:
+    def __init__(self, config: Config, store_dir: str, options: RunOptions, progress: ProgressFn | None,
+                 inputs=None) -> None:
         self.config, self.store_dir, self.options, self.progress = config, store_dir, options, progress
+        self.inputs = inputs
         self.queue: deque[Unit] = deque()
         set_threads(options.threads)
 
@@ -46,7 +48,8 @@ class InlineExecutor:
     def wait(self) -> list[tuple[Unit, dict]]:
         unit = self.queue.popleft()
         options = self.options
-        return [(unit, run_unit(self.config, self.store_dir, unit, options.device, self.progress, options.precision))]
+        return [(unit, run_unit(self.config, self.store_dir, unit, options.device, self.progress, options.precision,
+                                self.inputs))]
 
     def close(self) -> None:
         self.queue.clear()
@@ -60,8 +63,8 @@ class BatchedExecutor:
     K replicates of a level (and its controls) train together.
     """
 
-    def __init__(self, config: Config, store_dir: str, options: RunOptions) -> None:
-        self.config, self.store_dir, self.options = config, store_dir, options
+    def __init__(self, config: Config, store_dir: str, options: RunOptions, inputs=None) -> None:
+        self.config, self.store_dir, self.options, self.inputs = config, store_dir, options, inputs
         self.capacity = options.batch
         self.queue: list[Unit] = []
         set_threads(options.threads)
@@ -73,7 +76,7 @@ class BatchedExecutor:
         from ticketlab.batched import run_units_batched
 
         units, self.queue = self.queue, []
-        return run_units_batched(self.config, self.store_dir, units, self.options.device)
+        return run_units_batched(self.config, self.store_dir, units, self.options.device, self.inputs)
 
     def close(self) -> None:
         self.queue.clear()
@@ -98,28 +101,61 @@ def _die_with_parent(parent_pid: int) -> None:
 PR_SET_PDEATHSIG = 1
 
 
-def _worker_init(threads: int, parent_pid: int) -> None:
+_WORKER_INPUTS: bytes | None = None
+
+
+def _worker_init(threads: int, parent_pid: int, inputs: bytes | None) -> None:
+    global _WORKER_INPUTS
     _die_with_parent(parent_pid)
     set_threads(threads)
+    _WORKER_INPUTS = inputs
+
+
+def _run_in_worker(config: Config, store_dir: str, unit: Unit, device: str, precision: str) -> dict:
+    """``run_unit`` with the user's objects this worker received once, at start."""
+    return run_unit(config, store_dir, unit, device, None, precision, _WORKER_INPUTS)
+
+
+class _MainHidden:
+    """Hide ``__main__`` from spawned workers while the pool lives.
+
+    A spawned worker normally re-runs the parent's main script, which fails for a script read
+    from standard input (``'<stdin>'`` is no file) and re-executes any unguarded top-level code
+    of the user's script. Workers never need it: the user's objects reach them by value.
+    """
+
+    def __enter__(self) -> None:
+        main = sys.modules["__main__"]
+        self.saved = {k: main.__dict__[k] for k in ("__spec__", "__file__") if k in main.__dict__}
+        main.__dict__["__spec__"] = None
+        main.__dict__.pop("__file__", None)
+
+    def __exit__(self, *exc: object) -> None:
+        main = sys.modules["__main__"]
+        main.__dict__.update(self.saved)
+        if "__spec__" not in self.saved:
+            main.__dict__.pop("__spec__", None)
 
 
 class ProcessPoolUnitExecutor:
     """Runs up to ``workers`` units at once in spawned processes (safe with torch, any OS)."""
 
-    def __init__(self, config: Config, store_dir: str, options: RunOptions) -> None:
+    def __init__(self, config: Config, store_dir: str, options: RunOptions, inputs: bytes | None = None) -> None:
         self.config, self.store_dir, self.options = config, store_dir, options
         self.capacity = options.workers
+        self.main_hidden = _MainHidden()
+        self.main_hidden.__enter__()
         self.pool = ProcessPoolExecutor(
             max_workers=options.workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_worker_init,
-            initargs=(options.threads, os.getpid()),
+            initargs=(options.threads, os.getpid(), inputs),
         )
         self.futures: dict[Future, Unit] = {}
 
     def submit(self, unit: Unit) -> None:
         options = self.options
-        future = self.pool.submit(run_unit, self.config, self.store_dir, unit, options.device, None, options.precision)
+        future = self.pool.submit(_run_in_worker, self.config, self.store_dir, unit, options.device, options.precision)
         self.futures[future] = unit
 
     def wait(self) -> list[tuple[Unit, dict]]:
@@ -129,4 +165,7 @@ class ProcessPoolUnitExecutor:
     def close(self) -> None:
         for future in self.futures:
             future.cancel()
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        try:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+        finally:
+            self.main_hidden.__exit__()

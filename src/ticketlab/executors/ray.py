@@ -18,18 +18,18 @@ from ticketlab.units import Unit
 MAX_RETRIES = 3
 
 
-def _run_unit_task(config: Config, store_dir: str, unit: Unit, options: RunOptions) -> dict:
+def _run_unit_task(config: Config, store_dir: str, unit: Unit, options: RunOptions, inputs: bytes | None) -> dict:
     from ticketlab.executors.local import set_threads
     from ticketlab.units import run_unit
 
     set_threads(options.threads)
-    return run_unit(config, store_dir, unit, options.device, None, options.precision)
+    return run_unit(config, store_dir, unit, options.device, None, options.precision, inputs)
 
 
 class RayExecutor:
     """Submits units as Ray tasks (one CPU each, or one GPU each on CUDA) and waits on them."""
 
-    def __init__(self, config: Config, store_dir: str, options: RunOptions) -> None:
+    def __init__(self, config: Config, store_dir: str, options: RunOptions, inputs: bytes | None = None) -> None:
         try:
             import ray
         except ImportError:
@@ -47,9 +47,11 @@ class RayExecutor:
         self.store_dir = str(Path(store_dir).resolve())
         self.capacity = max(options.workers, int(ray.cluster_resources().get("CPU", 1)) // options.threads)
         self.refs: dict = {}
+        # the user's objects go into Ray's object store once; every task reads the same copy
+        self.inputs = ray.put(inputs) if inputs is not None else None
 
     def submit(self, unit: Unit) -> None:
-        ref = self.task.remote(self.config, self.store_dir, unit, self.options)
+        ref = self.task.remote(self.config, self.store_dir, unit, self.options, self.inputs)
         self.refs[ref] = unit
 
     def wait(self) -> list[tuple[Unit, dict]]:

@@ -1,0 +1,292 @@
+"""The user's objects as one value every process can rebuild: model factory, data and task.
+
+A built-in experiment names its model and dataset, and each process looks them up. A user's
+experiment passes Python objects (a factory, tensors, a ``torch.utils.data.Dataset``, a task)
+or import paths (``"package.module:factory"``). Objects travel to worker processes and Ray
+tasks *by value* with cloudpickle, as Ray itself does, so a factory defined in ``__main__``,
+in a notebook cell or in a script read from standard input works everywhere. The config
+records an import path when the object has one (``python:<name>`` otherwise), and the
+experiment's name covers a *fingerprint* of the data and of the model, so changed inputs never
+reuse old results. Reading results (``show``, ``report``, ``Result.load``) never needs any of it.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from ticketlab.data import Dataset, load_dataset
+from ticketlab.errors import ConfigError, UserCodeError
+from ticketlab.seeding import torch_seed
+from ticketlab.task import Task
+
+ModelFactory = Callable[[], nn.Module]
+
+
+@dataclass
+class Inputs:
+    """What a unit builds its training from. ``data`` is CPU tensors; each process moves it once."""
+
+    model_factory: ModelFactory
+    data: Dataset
+    task: Task
+
+    def build(self, seed: int, device: torch.device | str = "cpu") -> nn.Module:
+        """A new model from the factory, its initialisation drawn from ``seed``."""
+        with torch_seed(seed), user_code("the model factory"):
+            model = self.model_factory()
+        if not isinstance(model, nn.Module):
+            raise UserCodeError(f"the model factory returned {type(model).__name__}, not a torch.nn.Module")
+        return model.to(device)
+
+
+class user_code:
+    """Turn an exception raised in the user's code into one line naming the component."""
+
+    def __init__(self, component: str, unit: object | None = None, active: bool = True) -> None:
+        self.component, self.unit, self.active = component, unit, active
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, exc, tb) -> bool:
+        if not self.active or exc is None or isinstance(exc, (UserCodeError, ConfigError, KeyboardInterrupt)):
+            return False
+        if not isinstance(exc, Exception):
+            return False
+        where = f" in {self.unit}" if self.unit is not None else ""
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise UserCodeError(f"{self.component} failed{where}: {type(exc).__name__}: {message}") from exc
+
+
+def object_label(obj: Any) -> str:
+    """An import path for ``obj`` when one finds it again, else ``python:<qualified name>``."""
+    module, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
+    if module and qualname and module != "__main__" and "<" not in qualname:
+        try:
+            found = importlib.import_module(module)
+            for part in qualname.split("."):
+                found = getattr(found, part)
+            if found is obj:
+                return f"{module}:{qualname}"
+        except (ImportError, AttributeError):
+            pass
+    return f"python:{qualname or type(obj).__name__}"
+
+
+# ---------------------------------------------------------------------------- data
+def _as_tensors(split: Any, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x, y) from a pair of tensors or a map-style torch Dataset of (x, y) items (stacked once)."""
+    if isinstance(split, (tuple, list)) and len(split) == 2 and all(isinstance(t, torch.Tensor) for t in split):
+        x, y = split
+    elif isinstance(split, torch.utils.data.Dataset):
+        try:
+            items = [split[i] for i in range(len(split))]  # type: ignore[arg-type]
+            x = torch.stack([torch.as_tensor(item[0]) for item in items])
+            y = torch.stack([torch.as_tensor(item[1]) for item in items])
+        except Exception as exc:  # noqa: BLE001 - the user's Dataset
+            raise UserCodeError(f"the {name} dataset could not be read as (input, label) items: "
+                                f"{type(exc).__name__}: {exc}") from exc
+    else:
+        raise ConfigError(f"data[{name!r}] must be an (inputs, labels) pair of tensors or a torch Dataset, "
+                          f"got {type(split).__name__}")
+    if x.shape[0] != y.shape[0]:
+        raise ConfigError(f"data[{name!r}] has {x.shape[0]} inputs but {y.shape[0]} labels")
+    if x.shape[0] == 0:
+        raise ConfigError(f"data[{name!r}] is empty")
+    if torch.is_floating_point(x) and not bool(torch.isfinite(x).all()):
+        raise ConfigError(f"data[{name!r}] inputs contain NaN or infinity")
+    return x.detach().cpu(), y.detach().cpu()
+
+
+def user_dataset(data: Any, num_classes: int | None = None) -> Dataset:
+    """A Dataset from the user's ``{"train": ..., "val": ..., "test": ...}`` (``val`` drives early
+    stopping; without ``test`` the validation split is reported as test too, with a warning-free
+    but explicit duplication)."""
+    if isinstance(data, Dataset):
+        return data
+    if not isinstance(data, dict) or "train" not in data or "val" not in data:
+        raise ConfigError("data must be a dict with 'train' and 'val' (and 'test') splits, each (inputs, labels) "
+                          "or a torch Dataset")
+    unknown = sorted(set(data) - {"train", "val", "test"})
+    if unknown:
+        raise ConfigError(f"data has an unknown split {unknown[0]!r}; use train, val and test")
+    x_train, y_train = _as_tensors(data["train"], "train")
+    x_val, y_val = _as_tensors(data["val"], "val")
+    x_test, y_test = _as_tensors(data.get("test", data["val"]), "test")
+    if num_classes is None:
+        num_classes = int(y_train.max()) + 1 if not torch.is_floating_point(y_train) and y_train.numel() else 1
+    return Dataset("user", x_train, y_train, x_val, y_val, x_test, y_test, num_classes)
+
+
+def data_fingerprint(data: Dataset, version: str | None = None) -> str:
+    """SHA-256 of every tensor's dtype, shape and bytes (or of the user's version string)."""
+    digest = hashlib.sha256()
+    if version is not None:
+        digest.update(f"version:{version}".encode())
+        return digest.hexdigest()[:16]
+    for name in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
+        tensor = getattr(data, name).contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()[:16]
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """SHA-256 of parameter and buffer names, shapes, dtypes and values (the initial weights)."""
+    from ticketlab.weights import state_of
+
+    digest = hashlib.sha256()
+    for name, tensor in state_of(model).items():
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------- built-ins
+def builtin_factory(model: str, input_shape: tuple[int, ...], num_classes: int) -> ModelFactory:
+    from ticketlab.models import build_model
+
+    return functools.partial(build_model, model, input_shape, num_classes)
+
+
+def import_factory(path: str) -> ModelFactory:
+    from ticketlab.method.registry import import_object
+
+    factory = import_object(path, "model")
+    if not callable(factory):
+        raise ConfigError(f"model {path!r} is not callable; give a function or class that returns an nn.Module")
+    return factory
+
+
+def named_dataset(dataset: str, data_dir: str | None, split_seed: int) -> Dataset:
+    """A built-in dataset, or ``"package.module:function"`` returning the splits ``run(data=...)`` takes."""
+    if ":" not in dataset:
+        return load_dataset(dataset, data_dir, split_seed, "cpu")
+    from ticketlab.method.registry import import_object
+
+    loader = import_object(dataset, "dataset")
+    with user_code(f"the dataset function {dataset}"):
+        splits = loader()
+    return user_dataset(splits)
+
+
+@functools.lru_cache(maxsize=4)
+def builtin_inputs(model: str, dataset: str, data_dir: str | None, split_seed: int) -> Inputs:
+    """Inputs of an experiment that names its model and dataset (built in or import paths)."""
+    data = named_dataset(dataset, data_dir, split_seed)
+    factory = import_factory(model) if ":" in model else builtin_factory(model, data.input_shape, data.num_classes)
+    return Inputs(factory, data, Task().bind(data.y_train))
+
+
+def load_init_weights(path: str, model: nn.Module) -> dict[str, torch.Tensor]:
+    """Initial weights from ``path`` (safetensors, or a state dict loaded with ``weights_only=True``:
+    no code runs), checked name by name against ``model`` (which may live on ``meta``)."""
+    from ticketlab.weights import state_of
+
+    try:
+        if str(path).endswith(".safetensors"):
+            from safetensors.torch import load_file
+
+            weights = load_file(path)
+        else:
+            weights = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file
+        raise ConfigError(f"init_weights {path!r} cannot be read: {type(exc).__name__}: {exc}") from None
+    if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        raise ConfigError(f"init_weights {path!r} is not a state dict of tensors")
+    expected = {k: v for k, v in state_of(model).items()}
+    weights = {k: v for k, v in weights.items() if k in expected or k not in _aliases(model)}
+    missing = sorted(set(expected) - set(weights))
+    unexpected = sorted(set(weights) - set(expected))
+    if missing or unexpected:
+        what = f"lacks {missing[0]}" if missing else f"has {unexpected[0]}, which the model does not"
+        raise ConfigError(f"init_weights {path!r} does not fit the model: it {what}")
+    for name, tensor in weights.items():
+        if tuple(tensor.shape) != tuple(expected[name].shape):
+            raise ConfigError(f"init_weights {path!r}: {name} has shape {list(tensor.shape)}, "
+                              f"the model's is {list(expected[name].shape)}")
+    return {k: weights[k].to(expected[k].dtype).clone() for k in expected}
+
+
+def _aliases(model: nn.Module) -> dict[str, str]:
+    from ticketlab.roles import tied_aliases
+
+    return tied_aliases(model)
+
+
+def prepare_inputs(config: Any, model: Any = None, data: Any = None, task: Task | None = None,
+                   data_version: str | None = None) -> tuple[Any, Inputs | None]:
+    """The config with the user's objects recorded (labels, fingerprints) and their Inputs.
+
+    Returns ``(config, None)`` for a purely built-in experiment, which every process rebuilds
+    from names. Nothing is written; errors are ConfigError or UserCodeError.
+    """
+    from ticketlab.config import Config
+
+    raw = config.to_dict() if isinstance(config, Config) else dict(config or {})
+    if model is not None:
+        raw["model"] = model if isinstance(model, str) else object_label(model)
+    if data is not None:
+        raw["data"] = {**raw.get("data", {}), "dataset": f"python:{getattr(data, 'name', None) or 'data'}"}
+    config = Config.from_dict(raw)
+    user_model = model is not None or ":" in config.model
+    user_data = data is not None or ":" in config.data.dataset
+    if not (user_model or user_data or task is not None or config.init_weights):
+        return config, None
+    if data is not None:
+        dataset = user_dataset(data)
+    else:
+        dataset = named_dataset(config.data.dataset, config.data.data_dir, config.data.split_seed)
+    if model is None:
+        factory = import_factory(config.model) if ":" in config.model else builtin_factory(
+            config.model, dataset.input_shape, dataset.num_classes)
+    elif isinstance(model, str):
+        factory = import_factory(model) if ":" in model else builtin_factory(model, dataset.input_shape, dataset.num_classes)
+    elif callable(model):
+        factory = model
+    else:
+        raise ConfigError(f"model must be a built-in name, an import path or a callable returning an nn.Module, "
+                          f"got {type(model).__name__}")
+    if task is not None and not isinstance(task, Task):
+        raise ConfigError(f"task must be a ticketlab.Task, got {type(task).__name__}")
+    inputs = Inputs(factory, dataset, (task or Task()).bind(dataset.y_train))
+    changes: dict[str, Any] = {}
+    if user_model or config.init_weights:
+        built = inputs.build(0, "cpu")
+        if config.init_weights:
+            from ticketlab.weights import load_state
+
+            load_state(built, load_init_weights(config.init_weights, built))
+        changes["model_fingerprint"] = model_fingerprint(built)
+    if user_data:
+        changes["data"] = {"fingerprint": data_fingerprint(dataset, data_version)}
+    return (config.replace(**changes) if changes else config), inputs
+
+
+def probe(inputs: Inputs, config: Any, device: torch.device) -> None:
+    """Build the model and run one forward and backward pass on one batch, before anything is
+    written: the user's factory, model, data and loss fail here as one line, not mid-experiment."""
+    model = inputs.build(0, device)
+    model.train()
+    batch = min(config.train.batch_size, inputs.data.x_train.shape[0])
+    x, y = inputs.data.x_train[:batch].to(device), inputs.data.y_train[:batch].to(device)
+    from ticketlab.task import prediction
+
+    with user_code("the model's forward pass"):
+        output = model(x)
+    pred = prediction(output)
+    inputs.task.check(pred.detach(), y)
+    with user_code("the loss"):
+        loss = inputs.task.loss_of(pred, y)
+    if loss.dim() != 0:
+        raise ConfigError(f"the loss must be a scalar (the batch mean), got shape {list(loss.shape)}")
+    with user_code("the backward pass"):
+        loss.backward()

@@ -1,0 +1,230 @@
+"""The one training loop: K replicates (K = 1 for one model) stepped together, with events.
+
+The loop owns what every training shares: the learning-rate schedule, each replicate's data
+order, evaluation records, divergence detection, and when to checkpoint and capture the
+rewind point. *How* a step is computed belongs to a :class:`Stepper` (one model; K stacked
+replicates; later, sparse kernels), and *what happens* at an evaluation, a checkpoint or a
+capture belongs to each replicate's :class:`Events` (the unit runner writes files there). A
+new behaviour is a new stepper or new events, never a second loop.
+
+Data is a tensor on the device; each epoch draws one random permutation per replicate (a pure
+function of its data-order seed and the epoch, so a resumed run sees exactly the batches an
+uninterrupted one would) and batches are index slices of it. Nothing syncs with the host
+inside a step: losses accumulate on the device and are read at evaluations. Divergence is
+checked where the loop syncs anyway: at every evaluation (the weights' finiteness rides in the
+evaluation's single ``tolist``) and before every checkpoint and capture, so no non-finite state
+is ever saved; a replicate that diverges stops being recorded at once.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence
+
+import torch
+
+from ticketlab.config import TrainConfig
+from ticketlab.data import Dataset
+from ticketlab.optim import learning_rate, lr_change_points
+from ticketlab.seeding import derive_seed
+
+EVAL_CHUNK = 4096
+METRICS = ("val_loss", "val_acc", "test_loss", "test_acc")
+
+
+@dataclass
+class TrainState:
+    """Everything that evolves during one replicate's training, apart from weights and optimizer."""
+
+    step: int
+    history: list[dict[str, float | None]] = field(default_factory=list)
+    loss_sum: float = 0.0
+    loss_count: int = 0
+    diverged: str | None = None  # what went non-finite, when training stopped on divergence
+
+
+class Stepper(Protocol):
+    """Computes steps and evaluations of ``size`` replicates; the loop never sees a model."""
+
+    size: int
+
+    def set_lr(self, lr: float) -> None: ...
+
+    def step(self, index: torch.Tensor) -> torch.Tensor:
+        """One optimizer step of every replicate on its own batch (``index``: [K, B] example
+        indices into the training set), pruned weights re-masked after it; [K] mean losses."""
+        ...
+
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[K] mean loss and [K] mean score on a shared evaluation set (no host sync)."""
+        ...
+
+    def finite(self) -> torch.Tensor:
+        """[K] float: 1.0 where every parameter of replicate k is finite (no host sync)."""
+        ...
+
+    def sync(self, k: int) -> None:
+        """Make replicate k's own model and optimizer hold its current state (before saving)."""
+        ...
+
+
+class Events(Protocol):
+    """What happens to one replicate at the loop's events (the unit runner writes files)."""
+
+    def on_eval(self, state: TrainState) -> None: ...
+
+    def on_checkpoint(self, state: TrainState) -> None: ...
+
+    def on_capture(self, state: TrainState) -> None: ...
+
+
+def steps_per_epoch(dataset: Dataset, batch_size: int) -> int:
+    """Full batches per epoch (the last partial batch is dropped so every step has equal size)."""
+    return max(1, dataset.x_train.shape[0] // batch_size)
+
+
+def total_iterations(train: TrainConfig, dataset: Dataset) -> int:
+    """Training length in iterations; epochs are converted with the dataset's batches per epoch."""
+    if train.iterations is not None:
+        return train.iterations
+    return train.epochs * steps_per_epoch(dataset, train.batch_size)
+
+
+def epoch_permutation(data_seed: int, epoch: int, n: int, device: torch.device) -> torch.Tensor:
+    """The example order of one epoch, a pure function of (seed, epoch)."""
+    generator = torch.Generator().manual_seed(derive_seed(data_seed, "epoch", epoch))
+    return torch.randperm(n, generator=generator).to(device, non_blocking=True)
+
+
+def non_finite(record: dict[str, float | None], weights_finite: bool = True) -> str | None:
+    """What in an evaluation record (and the weights) is not finite, or None."""
+    words = {"train_loss": "training loss", "val_loss": "validation loss", "test_loss": "test loss"}
+    bad = [word for k, word in words.items() if record.get(k) is not None and not math.isfinite(record[k])]
+    if not weights_finite:
+        bad.append("weights")
+    return ", ".join(bad) or None
+
+
+def _record_evals(stepper: Stepper, data: Dataset, states: Sequence[TrainState], events: Sequence[Events],
+                  step: int, train_losses: list[float] | None) -> None:
+    """Append an evaluation to each live replicate's history; mark the ones that went non-finite."""
+    val_loss, val_acc = stepper.evaluate(data.x_val, data.y_val)
+    test_loss, test_acc = stepper.evaluate(data.x_test, data.y_test)
+    finite = stepper.finite().to(val_loss.device)
+    table = torch.stack([val_loss, val_acc, test_loss, test_acc, finite]).T.tolist()  # one host sync
+    for k, (state, values) in enumerate(zip(states, table)):
+        if state.diverged:
+            continue
+        record: dict[str, float | None] = dict(zip(METRICS, values[:4]))
+        record["step"] = step
+        record["train_loss"] = train_losses[k] if train_losses is not None else None  # null before training
+        state.step = step
+        state.history.append(record)
+        state.diverged = non_finite(record, values[4] == 1.0)
+        events[k].on_eval(state)
+
+
+def _save_points(stepper: Stepper, states: Sequence[TrainState], events: Sequence[Events], loss_acc: torch.Tensor,
+                 loss_count: int, done: int, capture: bool, checkpoint: bool) -> None:
+    """Capture the rewind point and checkpoint the live replicates whose state is finite."""
+    sums, finite = torch.stack([loss_acc, stepper.finite().to(loss_acc.device)]).tolist()
+    for k, state in enumerate(states):
+        if state.diverged:
+            continue
+        if not math.isfinite(sums[k]) or finite[k] != 1.0:
+            state.diverged = "training loss or weights"
+            continue
+        stepper.sync(k)
+        state.loss_sum, state.loss_count = sums[k], loss_count
+        if capture:
+            events[k].on_capture(state)
+        if checkpoint:
+            events[k].on_checkpoint(state)
+
+
+def run_loop(
+    stepper: Stepper,
+    data: Dataset,
+    train: TrainConfig,
+    states: Sequence[TrainState],
+    events: Sequence[Events],
+    end: int,
+    data_seeds: Sequence[int],
+    capture_steps: frozenset[int] = frozenset(),
+) -> None:
+    """Train every replicate from their shared ``states[k].step`` to ``end``.
+
+    An evaluation is recorded at the first step of a fresh run, at every multiple of
+    ``eval_every`` and at ``end``; checkpoints every ``checkpoint_every`` steps; the rewind point
+    is captured at ``capture_steps``. Afterwards each live replicate's model holds its weights.
+    """
+    start = states[0].step
+    if any(s.step != start for s in states):
+        raise ValueError("replicates stepped together must share their start step")
+    device = data.x_train.device
+    if not states[0].history:
+        _record_evals(stepper, data, states, events, start, None)
+
+    n = data.x_train.shape[0]
+    batch = min(train.batch_size, n)
+    per_epoch = steps_per_epoch(data, batch)
+    lr_points = set(lr_change_points(train, start, end))
+    loss_acc = torch.tensor([s.loss_sum for s in states], device=device)
+    loss_count = states[0].loss_count
+    epoch, order = -1, None
+    every, checkpoint_every = train.eval_every, train.checkpoint_every
+
+    for step in range(start, end):
+        if step in lr_points:
+            stepper.set_lr(learning_rate(train, step))
+        step_epoch, offset = divmod(step, per_epoch)
+        if step_epoch != epoch:
+            epoch = step_epoch
+            order = torch.stack([epoch_permutation(seed, epoch, n, device) for seed in data_seeds])
+        loss_acc += stepper.step(order[:, offset * batch : (offset + 1) * batch]).detach()
+        loss_count += 1
+
+        done = step + 1
+        if done % every == 0 or done == end:
+            train_losses = [total / loss_count for total in loss_acc.tolist()]  # mean in float64
+            loss_acc.zero_()
+            loss_count = 0
+            _record_evals(stepper, data, states, events, done, train_losses)
+        for state in states:
+            if not state.diverged:
+                state.step = done
+        capture = done in capture_steps
+        checkpoint = done % checkpoint_every == 0 and done < end
+        if capture or checkpoint:
+            _save_points(stepper, states, events, loss_acc, loss_count, done, capture, checkpoint)
+        if all(state.diverged for state in states):
+            break
+    for k, state in enumerate(states):
+        if not state.diverged:
+            stepper.sync(k)
+        state.loss_sum, state.loss_count = 0.0, 0
+
+
+def last_finite(history: list[dict[str, float | None]]) -> dict[str, float | None] | None:
+    """The last evaluation with finite losses (what a diverged unit reached before diverging)."""
+    return next((r for r in reversed(history) if not non_finite(r)), None)
+
+
+def early_stop(history: list[dict[str, float]]) -> dict[str, float]:
+    """The evaluation with minimum validation loss (earliest on ties): the paper's early-stopping point."""
+    return min(history, key=lambda r: (r["val_loss"], r["step"]))
+
+
+def summarize_history(history: list[dict[str, float]]) -> dict[str, float]:
+    """Early-stopping iteration and the scores there and at the end of training."""
+    best, last = early_stop(history), history[-1]
+    return {
+        "early_stop_step": int(best["step"]),
+        "test_acc_at_early_stop": best["test_acc"],
+        "val_acc_at_early_stop": best["val_acc"],
+        "val_loss_at_early_stop": best["val_loss"],
+        "final_test_acc": last["test_acc"],
+        "final_val_acc": last["val_acc"],
+        "final_step": int(last["step"]),
+    }

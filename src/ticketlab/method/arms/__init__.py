@@ -1,0 +1,1 @@
+"""Built-in arms, one per file: the ticket and the controls that could refute it."""

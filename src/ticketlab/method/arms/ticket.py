@@ -1,0 +1,46 @@
+"""The ticket: the level's mask, survivors rewound to their initial values (k = 0) or to the
+dense run's weights *and optimizer state* at iteration k (late rewinding). At level 0 the
+mask is all ones and training starts from initialisation: the dense run, which *produces*
+the rewind point."""
+
+from __future__ import annotations
+
+import json
+
+from ticketlab.masks import Mask
+from ticketlab.method.base import ArmContext, StartPoint
+from ticketlab.optim import mask_optimizer_state_
+
+MODEL_PREFIX = "model/"
+OPTIM_PREFIX = "optim/"
+
+
+def split_prefixed(tensors: dict, prefix: str) -> dict:
+    return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+def load_training_state(store, path) -> tuple[dict, dict, dict]:
+    """(weights, optimizer state, metadata) from a checkpoint or rewind file, verified."""
+    tensors, metadata = store.tensors_and_metadata(path)
+    meta = json.loads(metadata.get("state", "{}"))
+    return split_prefixed(tensors, MODEL_PREFIX), split_prefixed(tensors, OPTIM_PREFIX), meta
+
+
+def rewound_start(mask: Mask, ctx: ArmContext) -> StartPoint:
+    """Initial weights (k = 0, and always at level 0) or the dense run at iteration k, masked."""
+    store = ctx.store
+    if ctx.level == 0 or ctx.config.rewind_iteration == 0:
+        return StartPoint(mask.applied_to(store.tensors(store.init_path(ctx.replicate))))
+    weights, optimizer_state, meta = load_training_state(store, store.rewind_path(ctx.replicate))
+    mask_optimizer_state_(optimizer_state, mask.tensors)
+    return StartPoint(mask.applied_to(weights), optimizer_state, int(meta["step"]))
+
+
+class TicketArm:
+    name = "ticket"
+
+    def mask(self, ticket: Mask, ctx: ArmContext) -> Mask:
+        return ticket
+
+    def start(self, mask: Mask, ctx: ArmContext) -> StartPoint:
+        return rewound_start(mask, ctx)

@@ -1,0 +1,110 @@
+"""The two extension points: a pruning method makes each level's mask, an arm makes a unit.
+
+A **pruning method** declares what it needs to make level L's mask (``needs``) and returns it
+(``next_mask``). The scheduler reads the declaration: IMP needs the previous level's trained
+ticket, so its levels form a chain; a method that prunes at initialisation needs only the
+initial weights (and a few batches), so every level's mask can be made at once and all levels
+train in parallel. Neither the scheduler nor the units know which method runs.
+
+An **arm** is one way to train at a level, given that level's ticket mask: the ticket itself
+or a control that could refute it. It returns the mask it trains with (``mask``) and where
+training starts (``start``: weights, optimizer state, iteration). Everything else (training,
+checkpoints, storage, statistics) is shared by all arms.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Protocol, runtime_checkable
+
+import torch
+
+from ticketlab.masks import Mask
+from ticketlab.seeding import derive_seed
+
+if TYPE_CHECKING:
+    from ticketlab.config import Config
+    from ticketlab.roles import ParameterPlan
+    from ticketlab.store import Store
+
+
+class Need(enum.Enum):
+    """Inputs a pruning method can ask for when making level L's mask."""
+
+    PREVIOUS_TRAINED = "the previous level's trained ticket"
+    INIT = "the replicate's initial weights"
+    BATCHES = "the model and a few training batches"
+
+
+Weights = dict[str, torch.Tensor]
+
+
+@dataclass
+class MaskContext:
+    """Everything a pruning method may read to make ``level``'s mask of ``replicate``.
+
+    Inputs are loaded lazily (and verified) only when the method asks for them, so IMP never
+    builds the model and a method at initialisation never reads trained weights.
+    """
+
+    config: "Config"
+    store: "Store"
+    replicate: int
+    level: int
+    plan: "ParameterPlan | None"
+    previous: Mask  # the mask of level - 1 (all ones at level 1)
+
+    @property
+    def seed(self) -> int:
+        """The replicate's base seed (``config.seed + replicate``)."""
+        return self.config.seed + self.replicate
+
+    def trained(self, level: int) -> Weights:
+        """The final weights of the ticket trained at ``level``."""
+        return self.store.tensors(self.store.unit(self.replicate, level, "ticket").final)
+
+    def init(self) -> Weights:
+        return self.store.tensors(self.store.init_path(self.replicate))
+
+
+@dataclass
+class StartPoint:
+    """Where a unit's training begins: weights, optimizer state and iteration."""
+
+    weights: Weights
+    optimizer_state: Weights = field(default_factory=dict)
+    step: int = 0
+
+
+@dataclass
+class ArmContext:
+    """What an arm may read: the experiment, the unit, and a fresh initialisation on demand."""
+
+    config: "Config"
+    store: "Store"
+    replicate: int
+    level: int
+    fresh_weights: Callable[[int], Weights]  # a new model's weights from a seed (the user's factory)
+
+    def seed(self, purpose: str) -> int:
+        """A seed of this arm's own stream: a function of (replicate seed, purpose, level)."""
+        return derive_seed(self.config.seed + self.replicate, purpose, self.level)
+
+
+@runtime_checkable
+class PruningMethod(Protocol):
+    name: str
+
+    def needs(self, level: int) -> set[Need]: ...
+
+    def next_mask(self, ctx: MaskContext) -> Mask: ...
+
+
+@runtime_checkable
+class Arm(Protocol):
+    name: str
+
+    def mask(self, ticket: Mask, ctx: ArmContext) -> Mask: ...
+
+    def start(self, mask: Mask, ctx: ArmContext) -> StartPoint: ...
