@@ -5,7 +5,7 @@ function of the data-order seed and the epoch number, so a resumed run sees exac
 batches an uninterrupted one would) and batches are index slices of it. The loop never
 syncs with the host inside a step: the training loss accumulates on the device and is read
 only at evaluation points. Pruned weights are kept at exactly zero by one fused
-``_foreach_mul_`` after each optimizer step; because Adam and SGD update each weight from its
+``_foreach_mul_`` after each optimizer step; because Adam(W) and SGD update each weight from its
 own gradient and state only, the moments of pruned weights can never reach a surviving
 weight, and they are zeroed whenever state is saved or restored (see ``optim``).
 
