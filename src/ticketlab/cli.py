@@ -108,9 +108,9 @@ def _table(raw: dict[str, Any], parents: list[str]) -> dict[str, Any]:
 @app.command("run")
 def run_command(
     config_file: Optional[Path] = typer.Argument(None, help="TOML or JSON experiment config; flags override it."),
-    dataset: Optional[str] = typer.Option(None, help="mnist (full), mnist5k, mnist1d, digits or cifar10."),
+    dataset: Optional[str] = typer.Option(None, help="mnist (full), mnist5k, mnist1d, digits, cifar10 or modadd."),
     data_dir: Optional[str] = typer.Option(None, help="Folder with dataset files (MNIST IDX, CIFAR-10 binary)."),
-    model: Optional[str] = typer.Option(None, help="lenet_300_100, mlp_<w1>_<w2>..., conv2, conv4, conv6."),
+    model: Optional[str] = typer.Option(None, help="lenet_300_100, mlp_<w1>_<w2>..., conv2, conv4, conv6, transformer_modadd (modadd only)."),
     levels: Optional[int] = typer.Option(None, help="Pruning rounds after the dense run."),
     seed: Optional[int] = typer.Option(None, help="Base seed; replicate r uses seed + r."),
     seeds: Optional[int] = typer.Option(None, help="Independent replicates (IMP chains)."),
@@ -121,7 +121,7 @@ def run_command(
     epochs: Optional[int] = typer.Option(None, help="Training length in epochs (instead of iterations)."),
     batch_size: Optional[int] = typer.Option(None, help="Minibatch size."),
     lr: Optional[float] = typer.Option(None, help="Learning rate."),
-    optimizer: Optional[str] = typer.Option(None, help="adam or sgd."),
+    optimizer: Optional[str] = typer.Option(None, help="adam, adamw or sgd."),
     strategy: Optional[str] = typer.Option(None, help="layerwise or global magnitude pruning."),
     rate: Optional[float] = typer.Option(None, help="Fraction of remaining weights pruned per round."),
     output_rate: Optional[float] = typer.Option(None, help="Rate for the output layer (layerwise)."),

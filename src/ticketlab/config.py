@@ -41,10 +41,13 @@ class DataConfig:
 class TrainConfig:
     """One training run. Defaults are the paper's LeNet-300-100 setting (Adam 1.2e-3, batch 60).
 
+    ``weight_decay`` is an L2 term in the gradient for ``adam`` and ``sgd``, and decoupled
+    (shrinking weights directly, Loshchilov & Hutter) for ``adamw``.
+
     The length is in iterations (``iterations``) or epochs (``epochs``), not both.
     """
 
-    optimizer: Literal["adam", "sgd"] = "adam"
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     lr: float = 1.2e-3
     momentum: float = 0.9
     weight_decay: float = 0.0

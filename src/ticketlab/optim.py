@@ -20,13 +20,17 @@ from ticketlab.config import TrainConfig
 
 
 def make_optimizer(params: Iterable[torch.Tensor], train: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
-    """Adam (fused where this torch supports it on ``device``) or SGD with momentum and weight decay."""
+    """Adam or AdamW (fused where this torch supports it on ``device``), or SGD with momentum.
+
+    ``weight_decay`` is L2 in the gradient for Adam and SGD and decoupled for AdamW.
+    """
     params = list(params)
-    if train.optimizer == "adam":
+    if train.optimizer in ("adam", "adamw"):
+        cls = torch.optim.AdamW if train.optimizer == "adamw" else torch.optim.Adam
         kwargs: dict = {"lr": train.lr, "weight_decay": train.weight_decay}
-        if _supports_fused(torch.optim.Adam, device):
+        if _supports_fused(cls, device):
             kwargs["fused"] = True
-        return torch.optim.Adam(params, **kwargs)
+        return cls(params, **kwargs)
     kwargs = {"lr": train.lr, "momentum": train.momentum, "weight_decay": train.weight_decay}
     if _supports_fused(torch.optim.SGD, device) and train.momentum > 0:
         kwargs["fused"] = True

@@ -13,7 +13,8 @@ from ticketlab.errors import ConfigError
 
 @dataclass(frozen=True)
 class Dataset:
-    """Train/validation/test splits as tensors (features float32, labels int64)."""
+    """Train/validation/test splits as tensors (features float32, or int64 token ids for
+    token datasets such as modadd; labels int64)."""
 
     name: str
     x_train: torch.Tensor
@@ -74,4 +75,4 @@ def load_dataset(
 
 def _import_loaders() -> None:
     """Import the loader modules so their @register decorators run."""
-    from ticketlab.data import digits, mnist, mnist1d, cifar10  # noqa: F401
+    from ticketlab.data import digits, mnist, mnist1d, cifar10, modadd  # noqa: F401

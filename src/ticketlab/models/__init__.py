@@ -58,4 +58,4 @@ def build_model(name: str, input_shape: tuple[int, ...], num_classes: int) -> nn
 
 
 def _import_families() -> None:
-    from ticketlab.models import conv, mlp  # noqa: F401
+    from ticketlab.models import conv, mlp, transformer  # noqa: F401
