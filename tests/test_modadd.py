@@ -12,7 +12,7 @@ from ticketlab.errors import ConfigError
 from ticketlab.masks import prunable_names
 from ticketlab.models import build_model
 from ticketlab.optim import make_optimizer
-from ticketlab.units import meta_model
+from ticketlab.units import environment
 
 MODEL = "transformer_modadd"
 
@@ -52,7 +52,7 @@ def test_modadd_small_modulus_and_no_data_dir(tmp_path):
 def test_transformer_builds_on_meta_and_cpu_with_attention_weights():
     config = Config.from_dict({"model": MODEL, "data": {"dataset": "modadd"}})
     d = load_dataset("modadd")
-    meta = meta_model(config, d)
+    meta = environment(config).meta_model()
     assert next(meta.parameters()).device.type == "meta"
     torch.manual_seed(0)
     model = build_model(MODEL, d.input_shape, d.num_classes)
@@ -62,10 +62,12 @@ def test_transformer_builds_on_meta_and_cpu_with_attention_weights():
     assert "embed.weight" in names
     logits = model(d.x_test[:17])
     assert logits.shape == (17, P)
-    # the default prunes Linear weights only; include patterns reach the attention projection
-    assert not any("in_proj" in n for n in prunable_names(model, config.prune))
-    with_attn = config.replace(prune={"include": ["in_proj_weight$", r"linear[12]\.weight$"]})
-    assert any(n.endswith("in_proj_weight") for n in prunable_names(model, with_attn.prune))
+    # by role: attention projections (in_proj_weight, out_proj), the feed-forward and the head;
+    # not the embeddings, norms or biases
+    pruned = prunable_names(model, config.prune)
+    assert any(n.endswith("self_attn.in_proj_weight") for n in pruned)
+    assert any(n.endswith("self_attn.out_proj.weight") for n in pruned) and "head.weight" in pruned
+    assert not any("embed" in n or "norm" in n or "bias" in n for n in pruned)
 
 
 def test_transformer_train_and_eval_modes_agree_exactly():

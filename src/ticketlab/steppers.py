@@ -11,7 +11,7 @@
                           results equal sequential training up to floating-point reassociation.
 
 Pruned weights are kept at exactly zero by one fused ``_foreach_mul_`` after each optimizer
-step; because Adam and SGD update each weight from its own gradient and state only, the
+step; because Adam(W) and SGD update each weight from its own gradient and state only, the
 moments of pruned weights never reach a surviving weight (and are zeroed whenever state is
 saved or restored; see ``optim``).
 """
