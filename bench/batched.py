@@ -48,7 +48,7 @@ def experiment(dataset: str, model: str, k: int, iterations: int) -> Config:
 
 def timed_run(config: Config, batch: int) -> tuple[float, ticketlab.Result]:
     options = RunOptions(root=tempfile.mkdtemp(prefix="bench-batched-"), device="cpu", threads=1,
-                         batch=batch, progress=False)
+                         batch=batch, probe_batch=False, progress=False)
     start = time.perf_counter()
     result = ticketlab.run(config, options)
     return time.perf_counter() - start, result

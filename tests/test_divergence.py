@@ -29,7 +29,7 @@ def _strict_jsonl(path: Path) -> list[dict]:
     return [json.loads(line, parse_constant=reject) for line in path.read_text().splitlines()]
 
 
-@pytest.mark.parametrize("flags", [["--workers", "1"], ["--batch", "2", "--seeds", "2"]], ids=["single", "batched"])
+@pytest.mark.parametrize("flags", [["--workers", "1"], ["--batch", "2", "--no-probe-batch", "--seeds", "2"]], ids=["single", "batched"])
 def test_divergence_stops_the_unit_and_blocks_later_levels(flags, tmp_path, capsys):
     out = tmp_path / "out"
     code, stdout, err = cli(["run", *DIVERGING, *flags, "--out", str(out)], capsys)

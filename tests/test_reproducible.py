@@ -55,7 +55,7 @@ def test_batched_run_is_bit_identical_under_different_hash_seeds(tmp_path):
     last bits of the results with them. Ties in the schedule now break by the unit order."""
     args = ["run", "--dataset", "digits", "--model", "mlp_16", "--levels", "2", "--seeds", "2",
             "--rewind-iteration", "10", "--controls", "reinit,random,weight_shuffle", "--iterations", "60",
-            "--eval-every", "20", "--batch", "4", "--no-progress", "--no-report", "--device", "cpu"]
+            "--eval-every", "20", "--batch", "4", "--no-probe-batch", "--no-progress", "--no-report", "--device", "cpu"]
     runs, batches = {}, {}
     for seed in ("0", "4242"):
         environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": seed}

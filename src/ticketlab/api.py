@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
 from dataclasses import dataclass
 
 import cloudpickle
@@ -10,7 +12,7 @@ from typing import Any, Callable
 
 from ticketlab.audit import repair, scan
 from ticketlab.config import Config, RunOptions
-from ticketlab.errors import StoreError
+from ticketlab.errors import PerformanceNote, StoreError
 from ticketlab.executors import make_executor
 from ticketlab.graph import all_units, blocked, diverged_levels, run_graph
 from ticketlab.masks import Mask
@@ -133,15 +135,19 @@ def run(
     """
     options = options or RunOptions()
     options.validate()
-    options = options.resolved()
+    requested, options = options, options.resolved()
     config, inputs = prepare_inputs(config if config is not None else {}, model, data, task, data_version)
     device = resolve_device(options.device)
     env = environment(config, device, inputs)  # missing or malformed data fails here, before any write
     preflight(env, options)
     if options.batch > 1:
-        from ticketlab.batched import check_batchable
+        from ticketlab.batched import check_batchable, choose_batch
 
         check_batchable(env)
+        if options.probe_batch:
+            width, note = choose_batch(env, options.batch)
+            warnings.warn(note, PerformanceNote, stacklevel=2)
+            options = dataclasses.replace(requested, batch=width).resolved()  # K=1: the usual parallel workers
     blob = cloudpickle.dumps(inputs) if inputs is not None and _needs_transport(options) else None
 
     store = Store.for_config(config, options.root)

@@ -64,3 +64,62 @@ def run_units_batched(config: Config, store_dir: str, units: Sequence[Unit], dev
         train_batched(group)
         results.extend((p.unit, finish_unit(p)) for p in group)
     return results
+
+
+def measure_speedup(env: Environment, k: int, steps: int = 20, warmup: int = 3) -> float:
+    """Replicate-steps per second stacked K-wide over sequential, measured on this machine now.
+
+    Both sides train real replicates of the experiment's model on its data with its optimizer
+    (dense, fresh weights: masks cost the same on both sides) for ``steps`` steps after
+    ``warmup``; the probe takes well under a second for small models.
+    """
+    import time
+
+    import torch
+
+    from ticketlab.optim import make_optimizer
+    from ticketlab.steppers import SingleStepper
+
+    data, train = env.data, env.config.train
+    batch = min(train.batch_size, data.x_train.shape[0])
+    generator = torch.Generator().manual_seed(0)
+    index = torch.randint(0, data.x_train.shape[0], (k, batch), generator=generator).to(env.device)
+    models = [env.build(seed) for seed in range(k)]
+    optimizers = [make_optimizer(m.parameters(), train, env.device) for m in models]
+    single = SingleStepper(models[0], optimizers[0], env.task, data.x_train, data.y_train, None)
+    stacked = StackedStepper(models, optimizers, [None] * k, env.task, data.x_train, data.y_train, train, env.device)
+
+    def rate(step, width: int) -> float:
+        for _ in range(warmup):
+            step()
+        if env.device.type == "cuda":
+            torch.cuda.synchronize(env.device)
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        if env.device.type == "cuda":
+            torch.cuda.synchronize(env.device)
+        return width * steps / (time.perf_counter() - start)
+
+    sequential = rate(lambda: single.step(index[:1]), 1)
+    together = rate(lambda: stacked.step(index), k)
+    return together / sequential
+
+
+def choose_batch(env: Environment, requested: int) -> tuple[int, str]:
+    """The widest K <= ``requested`` (halving) that beats sequential training here, and a note.
+
+    ``--batch`` must never make a run slower: on a CPU, where a step is compute-bound, stacking
+    can lose to sequential steps (K=16 LeNet-300-100 replicates ran at 0.64x on a 2-core
+    laptop CPU), so the width comes from a short measured probe, and 1 (sequential) when no
+    width wins.
+    """
+    k, tried = requested, []
+    while k > 1:
+        speedup = measure_speedup(env, k)
+        tried.append(f"K={k}: {speedup:.2f}x")
+        if speedup > 1.05:
+            return k, f"--batch {requested}: probe measured {', '.join(tried)} of sequential speed; using K={k}"
+        k //= 2
+    return 1, (f"--batch {requested}: probe measured {', '.join(tried)} of sequential speed on this machine, "
+               "so replicates train sequentially instead")

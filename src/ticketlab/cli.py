@@ -114,7 +114,7 @@ def run_command(
     levels: Optional[int] = typer.Option(None, help="Pruning rounds after the dense run."),
     seed: Optional[int] = typer.Option(None, help="Base seed; replicate r uses seed + r."),
     seeds: Optional[int] = typer.Option(None, help="Independent replicates (IMP chains)."),
-    controls: Optional[str] = typer.Option(None, help="Comma-separated control arms: reinit,random,shuffle."),
+    controls: Optional[str] = typer.Option(None, help="Comma-separated control arms: reinit, random, weight_shuffle (or package.module:Arm)."),
     control_levels: Optional[str] = typer.Option(None, help="Comma-separated levels where controls train (default: all)."),
     rewind_iteration: Optional[int] = typer.Option(None, help="Rewind survivors to iteration k (0 = initialisation)."),
     iterations: Optional[int] = typer.Option(None, help="Training length in iterations."),
@@ -131,6 +131,7 @@ def run_command(
     threads: int = typer.Option(1, help="Torch threads per training process."),
     workers: int = typer.Option(0, help="Trainings run in parallel (local processes or Ray tasks); 0 = one per CPU core."),
     batch: int = typer.Option(1, help="Train up to K ready units as one batched computation (pays for tiny models)."),
+    probe_batch: bool = typer.Option(True, help="Measure --batch K against sequential first and never train slower."),
     precision: str = typer.Option("fp32", help="fp32, or bf16 autocast for forward passes (for GPUs)."),
     executor: str = typer.Option("local", help="local or ray."),
     ray_address: Optional[str] = typer.Option(None, help="Ray cluster address (default: start a local one)."),
@@ -159,7 +160,7 @@ def run_command(
         _table(raw, ["train"]).update(iterations=iterations, epochs=epochs)
     config = Config.from_dict(raw)
     options = RunOptions(root=out, device=device, threads=threads, workers=workers,
-                         batch=batch, precision=precision, executor=executor, ray_address=ray_address, progress=progress)
+                         batch=batch, probe_batch=probe_batch, precision=precision, executor=executor, ray_address=ray_address, progress=progress)
 
     started = time.perf_counter()
     with _progress_display(config, enabled=progress) as (on_progress, on_done):

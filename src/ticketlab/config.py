@@ -277,6 +277,7 @@ class RunOptions:
     executor: Literal["local", "ray"] = "local"
     ray_address: str | None = None
     progress: bool = True
+    probe_batch: bool = True  # measure --batch K against sequential first; never train slower
 
     def resolved(self) -> "RunOptions":
         """A copy with ``workers=0`` (auto) replaced by a number: parallel by default, one

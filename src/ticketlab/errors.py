@@ -32,3 +32,7 @@ class StoreError(TicketlabError):
 
 class IntegrityWarning(UserWarning):
     """Something in the store was not as written (set aside and recomputed) or cannot be verified."""
+
+
+class PerformanceNote(UserWarning):
+    """A run option was changed for speed, with the measurement that decided it (e.g. --batch)."""
