@@ -9,7 +9,7 @@ Layout (``r`` = replicate, ``L`` = level)::
             rewind.safetensors           weights + optimizer state at iteration k (late rewinding)
             level_<LL>/
                 mask.safetensors         the ticket's mask at this level
-                <arm>/                   ticket (dense at level 0), reinit, random, shuffle
+                <arm>/                   ticket (dense at level 0), reinit, random, weight_shuffle, ...
                     mask.safetensors     the mask this arm trained with
                     start.safetensors    the weights it started from
                     checkpoint.safetensors  while training; removed when done

@@ -49,14 +49,16 @@ FIGURES: dict[str, str] = {
 }
 
 #: One colour per arm, the same in every figure.
-ARM_COLORS: dict[str, str] = {"ticket": "#1f77b4", "reinit": "#ff7f0e", "random": "#2ca02c", "shuffle": "#d62728"}
+ARM_COLORS: dict[str, str] = {"ticket": "#1f77b4", "reinit": "#ff7f0e", "random": "#2ca02c",
+                              "weight_shuffle": "#d62728", "shuffle": "#9467bd"}
 ARM_LABELS: dict[str, str] = {
     "ticket": "ticket (IMP mask, rewound weights)",
     "reinit": "reinit (same mask, fresh init)",
     "random": "random (random mask)",
-    "shuffle": "shuffle (mask shuffled per layer)",
+    "weight_shuffle": "weight_shuffle (IMP mask, init values permuted)",
+    "shuffle": "shuffle (older runs: mask shuffled per layer)",
 }
-ARM_MARKERS: dict[str, str] = {"ticket": "o", "reinit": "s", "random": "^", "shuffle": "D"}
+ARM_MARKERS: dict[str, str] = {"ticket": "o", "reinit": "s", "random": "^", "weight_shuffle": "D", "shuffle": "v"}
 _LAYER_MARKERS = "osD^v<>ph*"
 _DENSE_COLOR = "#555555"
 _MAX_TICKS = 8
