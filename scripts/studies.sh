@@ -30,7 +30,11 @@ export OMP_NUM_THREADS=1
 #    replicates and controls trained as one batched computation.
 .venv/bin/ticketlab run --dataset mnist1d --model mlp_100_100 --levels 18 --seeds 5 \
     --controls random --iterations 4000 --lr 2e-3 --batch-size 100 --eval-every 100 --batch 10 \
-    --workers 1 --out "$OUT" --no-progress
+    --no-probe-batch --workers 1 --out "$OUT" --no-progress
+
+# 4. The Transformer receipt: a one-layer Transformer on (a + b) mod 59, 3 seeds, global IMP to
+#    8.6% of the pruned weights (91.4% sparsity), reinit, random and weight_shuffle controls.
+.venv/bin/ticketlab run scripts/modadd_study.toml --workers 1 --threads 1 --out "$OUT" --no-progress
 
 # The rows beside the paper's Figures 3-4 (docs/results.md section 1), read from studies 1 and 1b.
 .venv/bin/python scripts/paper_comparison.py "$OUT"/mnist-lenet_300_100-0bb4160c2ecc "$OUT"/mnist-lenet_300_100-a584bfd462af

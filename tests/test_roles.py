@@ -13,6 +13,8 @@ from ticketlab.pruning import magnitude_prune
 from ticketlab.roles import plan_parameters
 from ticketlab.weights import load_state, state_of
 
+from user_code.models import TinyGPT
+
 
 class Conv1D(nn.Module):
     """The shape of Hugging Face's GPT-2 ``Conv1D``: a linear layer with a [in, out] weight."""
@@ -41,20 +43,6 @@ class HeadFirst(nn.Module):
         h = self.norm(self.body(x)).unsqueeze(1)
         h = self.attn(h, h, h, need_weights=False)[0].squeeze(1)
         return self.head(self.mlp(h))
-
-
-class TinyGPT(nn.Module):
-    """Tied input/output embeddings, as GPT-2 ties ``wte`` and ``lm_head``."""
-
-    def __init__(self, vocab: int = 11, width: int = 8) -> None:
-        super().__init__()
-        self.wte = nn.Embedding(vocab, width)
-        self.block = nn.Linear(width, width)
-        self.lm_head = nn.Linear(width, vocab, bias=False)
-        self.lm_head.weight = self.wte.weight
-
-    def forward(self, tokens):
-        return self.lm_head(torch.relu(self.block(self.wte(tokens))))
 
 
 def test_roles_select_conv1d_and_attention_but_not_norms():
@@ -102,7 +90,7 @@ def test_output_layer_can_be_named():
 
 
 def test_tied_weights_share_one_mask_and_are_stored_once():
-    model = TinyGPT()
+    model = TinyGPT(vocab=11, width=8)
     tokens = torch.randint(0, 11, (2, 5))
     plan = plan_parameters(model, PruneConfig(), trace=lambda m: m(tokens))
     assert plan.aliases == {"lm_head.weight": "wte.weight"}
@@ -114,7 +102,7 @@ def test_tied_weights_share_one_mask_and_are_stored_once():
     from safetensors.torch import save
 
     save({k: v.contiguous() for k, v in state.items()})  # shared tensors used to be refused here
-    other = TinyGPT()
+    other = TinyGPT(vocab=11, width=8)
     load_state(other, {k: v.clone() for k, v in state.items()})
     assert other.lm_head.weight is other.wte.weight and torch.equal(other.wte.weight, model.wte.weight)
     mask.apply_(other)
