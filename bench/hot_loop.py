@@ -35,7 +35,7 @@ from ticketlab.data import load_dataset
 from ticketlab.masks import prunable_names
 from ticketlab.models import build_model
 from ticketlab.optim import make_optimizer
-from ticketlab.loop import TrainState, run_loop
+from ticketlab.loop import TrainState, eval_batches, run_loop
 from ticketlab.steppers import SingleStepper
 from ticketlab.task import Task
 
@@ -93,7 +93,7 @@ class Ours:
         # A non-empty history skips the loop's initial evaluation; the end-of-call one remains.
         self.state = TrainState(step=0, history=[{"step": 0}])
 
-        self.stepper = SingleStepper(model, self.optimizer, Task().bind(data.y_train), data.x_train, data.y_train, masks)
+        self.stepper = SingleStepper(model, self.optimizer, Task().bind(data.y_train), data, masks)
         self.events = NoEvents()
 
     def run(self, steps: int) -> None:
@@ -212,8 +212,8 @@ def main() -> None:
     eval_times = []
     for _ in range(max(5, args.rounds)):
         start = time.perf_counter()
-        stepper.evaluate(data.x_val, data.y_val)
-        stepper.evaluate(data.x_test, data.y_test)
+        stepper.evaluate(eval_batches(data, "val"))
+        stepper.evaluate(eval_batches(data, "test"))
         eval_times.append(time.perf_counter() - start)
     eval_s = median(eval_times)
 

@@ -170,3 +170,50 @@ def test_cli_reports_user_code_errors_in_one_line(tmp_path):
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert lines == ["error: the model factory failed: ValueError: width must be positive"], done.stderr
+
+
+def _loaders(seed: int = 0):
+    """Splits as DataLoader factories: the streamed path for data that does not fit in memory."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    splits = models.classification_data(seed=seed)
+    return {name: (lambda x=x, y=y, shuffle=(name == "train"): DataLoader(TensorDataset(x, y), batch_size=32,
+                                                                         shuffle=shuffle, drop_last=shuffle))
+            for name, (x, y) in splits.items()}
+
+
+def test_streamed_loaders_train_resume_exactly_and_need_a_data_version(tmp_path):
+    config = {"levels": 1, "seeds": 1, "controls": ["random"],
+              "train": {"iterations": 50, "eval_every": 10, "checkpoint_every": 20, "batch_size": 32, "lr": 0.01}}
+    with pytest.raises(ConfigError, match="data_version"):
+        ticketlab.run(config, opts(tmp_path / "x"), model=models.WithDropout, data=_loaders())
+    streamed = ticketlab.run(config, opts(tmp_path / "a"), model=models.WithDropout, data=_loaders(), data_version="v1")
+    assert all(r["status"] == "ok" for r in streamed.runs) and streamed.runs[0]["final_test_acc"] > 0.5
+    again = ticketlab.run(config, opts(tmp_path / "b"), model=models.WithDropout, data=_loaders(), data_version="v1")
+    assert streamed.metrics(1) == again.metrics(1)  # seeded epochs: the same batches every run
+    # killed after a checkpoint and resumed: the run skips to exactly the batch it would have seen
+    from ticketlab.units import Unit, run_unit
+
+    class Crash(Exception):
+        pass
+
+    def crash(unit, step, end):
+        if step >= 30:
+            raise Crash
+
+    store = again.store
+    level_1 = store.unit(0, 1, "ticket")
+    for name in ("summary.json", "final.safetensors", "metrics.jsonl"):
+        (level_1.directory / name).unlink()
+    from ticketlab.io import update_manifest
+
+    update_manifest(level_1.directory, {n: None for n in ("summary.json", "final.safetensors", "metrics.jsonl")})
+    from ticketlab.inputs import prepare_inputs
+
+    config_obj, user_inputs = prepare_inputs(config, models.WithDropout, _loaders(), None, "v1")
+    with pytest.raises(Crash):
+        run_unit(config_obj, str(store.directory), Unit(0, 1, "ticket"), "cpu", progress=crash, inputs=user_inputs)
+    assert level_1.checkpoint.is_file()
+    resumed = run_unit(config_obj, str(store.directory), Unit(0, 1, "ticket"), "cpu", inputs=user_inputs)
+    assert resumed["final_test_acc"] == streamed.select("ticket", 1)[0]["final_test_acc"]
+    assert store.jsonl(level_1.metrics) == streamed.metrics(1)

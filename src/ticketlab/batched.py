@@ -17,6 +17,7 @@ from collections import defaultdict
 from typing import Sequence
 
 from ticketlab.config import Config
+from ticketlab.data import Dataset
 from ticketlab.errors import ConfigError
 from ticketlab.inputs import Inputs, user_code
 from ticketlab.loop import run_loop
@@ -26,6 +27,9 @@ from ticketlab.units import Environment, PreparedUnit, Unit, environment, finish
 
 def check_batchable(env: Environment) -> None:
     """ConfigError (one line) when ``--batch K`` cannot train this model's replicates together."""
+    if not isinstance(env.data, Dataset):
+        raise ConfigError("--batch needs the data in memory (tensors or a torch Dataset), not streamed loaders; "
+                          "use --batch 1")
     where = randomness_in(env.meta_model())
     if where:
         raise ConfigError(
@@ -86,7 +90,7 @@ def measure_speedup(env: Environment, k: int, steps: int = 20, warmup: int = 3) 
     index = torch.randint(0, data.x_train.shape[0], (k, batch), generator=generator).to(env.device)
     models = [env.build(seed) for seed in range(k)]
     optimizers = [make_optimizer(m.parameters(), train, env.device) for m in models]
-    single = SingleStepper(models[0], optimizers[0], env.task, data.x_train, data.y_train, None)
+    single = SingleStepper(models[0], optimizers[0], env.task, data, None)
     stacked = StackedStepper(models, optimizers, [None] * k, env.task, data.x_train, data.y_train, train, env.device)
 
     def rate(step, width: int) -> float:

@@ -16,7 +16,7 @@ import functools
 import hashlib
 import importlib
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 from torch import nn
@@ -26,6 +26,9 @@ from ticketlab.errors import ConfigError, UserCodeError
 from ticketlab.seeding import torch_seed
 from ticketlab.task import Task
 
+if TYPE_CHECKING:
+    from ticketlab.data.stream import StreamingData
+
 ModelFactory = Callable[[], nn.Module]
 
 
@@ -34,7 +37,7 @@ class Inputs:
     """What a unit builds its training from. ``data`` is CPU tensors; each process moves it once."""
 
     model_factory: ModelFactory
-    data: Dataset
+    data: "Dataset | StreamingData"
     task: Task
 
     def build(self, seed: int, device: torch.device | str = "cpu") -> nn.Module:
@@ -105,18 +108,29 @@ def _as_tensors(split: Any, name: str) -> tuple[torch.Tensor, torch.Tensor]:
     return x.detach().cpu(), y.detach().cpu()
 
 
-def user_dataset(data: Any, num_classes: int | None = None) -> Dataset:
-    """A Dataset from the user's ``{"train": ..., "val": ..., "test": ...}`` (``val`` drives early
-    stopping; without ``test`` the validation split is reported as test too, with a warning-free
-    but explicit duplication)."""
-    if isinstance(data, Dataset):
+def user_dataset(data: Any, num_classes: int | None = None) -> "Dataset | StreamingData":
+    """Data from the user's ``{"train": ..., "val": ..., "test": ...}`` (``val`` drives early
+    stopping; without ``test`` the validation split is also reported as the test split).
+
+    Each split is an ``(inputs, labels)`` pair of tensors or a torch ``Dataset`` (stacked once
+    into tensors: the all-on-device fast path), or, for data that does not fit, a zero-argument
+    factory returning an iterable of batches, e.g. ``lambda: DataLoader(...)`` (streamed).
+    """
+    from ticketlab.data.stream import StreamingData
+
+    if isinstance(data, (Dataset, StreamingData)):
         return data
     if not isinstance(data, dict) or "train" not in data or "val" not in data:
-        raise ConfigError("data must be a dict with 'train' and 'val' (and 'test') splits, each (inputs, labels) "
-                          "or a torch Dataset")
+        raise ConfigError("data must be a dict with 'train' and 'val' (and 'test') splits, each (inputs, labels), "
+                          "a torch Dataset, or a function returning a DataLoader")
     unknown = sorted(set(data) - {"train", "val", "test"})
     if unknown:
         raise ConfigError(f"data has an unknown split {unknown[0]!r}; use train, val and test")
+    factories = [callable(v) and not isinstance(v, torch.utils.data.Dataset) for v in data.values()]
+    if any(factories):
+        if not all(factories):
+            raise ConfigError("give every split as a loader factory, or none: streaming and in-memory splits do not mix")
+        return StreamingData.from_factories(data)
     x_train, y_train = _as_tensors(data["train"], "train")
     x_val, y_val = _as_tensors(data["val"], "val")
     x_test, y_test = _as_tensors(data.get("test", data["val"]), "test")
@@ -126,11 +140,15 @@ def user_dataset(data: Any, num_classes: int | None = None) -> Dataset:
 
 
 def data_fingerprint(data: Dataset, version: str | None = None) -> str:
-    """SHA-256 of every tensor's dtype, shape and bytes (or of the user's version string)."""
+    """SHA-256 of every tensor's dtype, shape and bytes (or of the user's version string:
+    streamed data cannot be hashed without reading it all, so it needs one)."""
     digest = hashlib.sha256()
     if version is not None:
         digest.update(f"version:{version}".encode())
         return digest.hexdigest()[:16]
+    if not isinstance(data, Dataset):
+        raise ConfigError("streamed data needs data_version='...' (a name for this version of the data), "
+                          "so that changed data is a new experiment")
     for name in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
         tensor = getattr(data, name).contiguous()
         digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
@@ -181,9 +199,13 @@ def named_dataset(dataset: str, data_dir: str | None, split_seed: int) -> Datase
 @functools.lru_cache(maxsize=4)
 def builtin_inputs(model: str, dataset: str, data_dir: str | None, split_seed: int) -> Inputs:
     """Inputs of an experiment that names its model and dataset (built in or import paths)."""
+    for kind, name in (("model", model), ("data", dataset)):
+        if name.startswith("python:"):
+            raise ConfigError(f"this experiment's {kind} was given as a Python object ({name}); "
+                              f"pass it again (ticketlab.run(..., {kind}=...)) to run or resume it")
     data = named_dataset(dataset, data_dir, split_seed)
     factory = import_factory(model) if ":" in model else builtin_factory(model, data.input_shape, data.num_classes)
-    return Inputs(factory, data, Task().bind(data.y_train))
+    return Inputs(factory, data, Task().bind(data.train_targets()))
 
 
 def load_init_weights(path: str, model: nn.Module) -> dict[str, torch.Tensor]:
@@ -257,7 +279,7 @@ def prepare_inputs(config: Any, model: Any = None, data: Any = None, task: Task 
                           f"got {type(model).__name__}")
     if task is not None and not isinstance(task, Task):
         raise ConfigError(f"task must be a ticketlab.Task, got {type(task).__name__}")
-    inputs = Inputs(factory, dataset, (task or Task()).bind(dataset.y_train))
+    inputs = Inputs(factory, dataset, (task or Task()).bind(dataset.train_targets()))
     changes: dict[str, Any] = {}
     if user_model or config.init_weights:
         built = inputs.build(0, "cpu")
@@ -276,8 +298,8 @@ def probe(inputs: Inputs, config: Any, device: torch.device) -> None:
     written: the user's factory, model, data and loss fail here as one line, not mid-experiment."""
     model = inputs.build(0, device)
     model.train()
-    batch = min(config.train.batch_size, inputs.data.x_train.shape[0])
-    x, y = inputs.data.x_train[:batch].to(device), inputs.data.y_train[:batch].to(device)
+    x, y = inputs.data.sample(config.train.batch_size)
+    x, y = x.to(device), y.to(device)
     from ticketlab.task import prediction
 
     with user_code("the model's forward pass"):

@@ -9,7 +9,8 @@ new behaviour is a new stepper or new events, never a second loop.
 
 Data is a tensor on the device; each epoch draws one random permutation per replicate (a pure
 function of its data-order seed and the epoch, so a resumed run sees exactly the batches an
-uninterrupted one would) and batches are index slices of it. Nothing syncs with the host
+uninterrupted one would) and batches are index slices of it. Data too large for that streams
+from the user's loaders (``data.stream``), seeded the same way. Nothing syncs with the host
 inside a step: losses accumulate on the device and are read at evaluations. Divergence is
 checked where the loop syncs anyway: at every evaluation (the weights' finiteness rides in the
 evaluation's single ``tolist``) and before every checkpoint and capture, so no non-finite state
@@ -20,12 +21,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Iterable, Iterator, Protocol, Sequence
 
 import torch
 
 from ticketlab.config import TrainConfig
 from ticketlab.data import Dataset
+from ticketlab.data.stream import StreamingData
+from ticketlab.errors import ConfigError
 from ticketlab.optim import learning_rate, lr_change_points
 from ticketlab.seeding import derive_seed
 
@@ -51,13 +54,14 @@ class Stepper(Protocol):
 
     def set_lr(self, lr: float) -> None: ...
 
-    def step(self, index: torch.Tensor) -> torch.Tensor:
-        """One optimizer step of every replicate on its own batch (``index``: [K, B] example
-        indices into the training set), pruned weights re-masked after it; [K] mean losses."""
+    def step(self, batch: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """One optimizer step of every replicate on its own batch, pruned weights re-masked after
+        it; returns [K] mean losses. ``batch`` is [K, B] example indices into the in-memory
+        training set, or (for streamed data, K = 1) an ``(inputs, labels)`` pair."""
         ...
 
-    def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """[K] mean loss and [K] mean score on a shared evaluation set (no host sync)."""
+    def evaluate(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """[K] mean loss and [K] mean score over a shared evaluation set (no host sync)."""
         ...
 
     def finite(self) -> torch.Tensor:
@@ -79,9 +83,52 @@ class Events(Protocol):
     def on_capture(self, state: TrainState) -> None: ...
 
 
-def steps_per_epoch(dataset: Dataset, batch_size: int) -> int:
-    """Full batches per epoch (the last partial batch is dropped so every step has equal size)."""
+def steps_per_epoch(dataset: "Dataset | StreamingData", batch_size: int) -> int:
+    """Full batches per epoch (the last partial batch is dropped so every step has equal size);
+    for streamed data, the batches its training loader yields."""
+    if isinstance(dataset, StreamingData):
+        return dataset.batches_per_epoch
     return max(1, dataset.x_train.shape[0] // batch_size)
+
+
+def eval_batches(data: "Dataset | StreamingData", split: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The ``val`` or ``test`` split in evaluation chunks (tensor slices, or the streamed batches)."""
+    if isinstance(data, StreamingData):
+        yield from data.split(split)
+        return
+    x, y = (data.x_val, data.y_val) if split == "val" else (data.x_test, data.y_test)
+    for start in range(0, x.shape[0], EVAL_CHUNK):
+        yield x[start : start + EVAL_CHUNK], y[start : start + EVAL_CHUNK]
+
+
+class _TrainingBatches:
+    """Each step's batch: [K, B] indices into in-memory data, or the next streamed batch."""
+
+    def __init__(self, data: "Dataset | StreamingData", batch_size: int, data_seeds: Sequence[int]) -> None:
+        self.data, self.seeds = data, list(data_seeds)
+        self.streamed = isinstance(data, StreamingData)
+        if not self.streamed:
+            self.n = data.x_train.shape[0]
+            self.batch = min(batch_size, self.n)
+            self.device = data.x_train.device
+        self.per_epoch = steps_per_epoch(data, batch_size if self.streamed else self.batch)
+        self.epoch, self.order, self.stream = -1, None, None
+
+    def __call__(self, step: int):
+        epoch, offset = divmod(step, self.per_epoch)
+        if epoch != self.epoch:
+            self.epoch = epoch
+            if self.streamed:
+                self.stream = self.data.epoch(self.seeds[0], epoch, skip=offset)
+            else:
+                self.order = torch.stack([epoch_permutation(seed, epoch, self.n, self.device) for seed in self.seeds])
+        if self.streamed:
+            batch = next(self.stream, None)
+            if batch is None:
+                raise ConfigError(f"the train loader ended after {offset} of the {self.per_epoch} batches it "
+                                  "yielded in the first epoch; every epoch must yield the same number of batches")
+            return batch
+        return self.order[:, offset * self.batch : (offset + 1) * self.batch]
 
 
 def total_iterations(train: TrainConfig, dataset: Dataset) -> int:
@@ -109,8 +156,8 @@ def non_finite(record: dict[str, float | None], weights_finite: bool = True) -> 
 def _record_evals(stepper: Stepper, data: Dataset, states: Sequence[TrainState], events: Sequence[Events],
                   step: int, train_losses: list[float] | None) -> None:
     """Append an evaluation to each live replicate's history; mark the ones that went non-finite."""
-    val_loss, val_acc = stepper.evaluate(data.x_val, data.y_val)
-    test_loss, test_acc = stepper.evaluate(data.x_test, data.y_test)
+    val_loss, val_acc = stepper.evaluate(eval_batches(data, "val"))
+    test_loss, test_acc = stepper.evaluate(eval_batches(data, "test"))
     finite = stepper.finite().to(val_loss.device)
     table = torch.stack([val_loss, val_acc, test_loss, test_acc, finite]).T.tolist()  # one host sync
     for k, (state, values) in enumerate(zip(states, table)):
@@ -162,27 +209,22 @@ def run_loop(
     start = states[0].step
     if any(s.step != start for s in states):
         raise ValueError("replicates stepped together must share their start step")
-    device = data.x_train.device
+    if isinstance(data, StreamingData) and len(states) > 1:
+        raise ValueError("streamed data trains one replicate at a time")
+    device = data.device if isinstance(data, StreamingData) else data.x_train.device
     if not states[0].history:
         _record_evals(stepper, data, states, events, start, None)
 
-    n = data.x_train.shape[0]
-    batch = min(train.batch_size, n)
-    per_epoch = steps_per_epoch(data, batch)
+    batches = _TrainingBatches(data, train.batch_size, data_seeds)
     lr_points = set(lr_change_points(train, start, end))
     loss_acc = torch.tensor([s.loss_sum for s in states], device=device)
     loss_count = states[0].loss_count
-    epoch, order = -1, None
     every, checkpoint_every = train.eval_every, train.checkpoint_every
 
     for step in range(start, end):
         if step in lr_points:
             stepper.set_lr(learning_rate(train, step))
-        step_epoch, offset = divmod(step, per_epoch)
-        if step_epoch != epoch:
-            epoch = step_epoch
-            order = torch.stack([epoch_permutation(seed, epoch, n, device) for seed in data_seeds])
-        loss_acc += stepper.step(order[:, offset * batch : (offset + 1) * batch]).detach()
+        loss_acc += stepper.step(batches(step)).detach()
         loss_count += 1
 
         done = step + 1

@@ -25,7 +25,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
 
-from ticketlab.loop import EVAL_CHUNK
 from ticketlab.models.mlp import MLP
 from ticketlab.optim import make_optimizer
 from ticketlab.task import Task, prediction
@@ -36,10 +35,10 @@ class SingleStepper:
 
     size = 1
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, task: Task, x: torch.Tensor,
-                 y: torch.Tensor, masks: dict[str, torch.Tensor] | None, autocast_dtype: torch.dtype | None = None):
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, task: Task, data,
+                 masks: dict[str, torch.Tensor] | None, autocast_dtype: torch.dtype | None = None):
         self.model, self.optimizer, self.task = model, optimizer, task
-        self.x, self.y = x, y
+        self.x, self.y = getattr(data, "x_train", None), getattr(data, "y_train", None)  # None: streamed
         params = dict(model.named_parameters())
         self.params = list(params.values())
         self.masked = [params[n] for n in masks] if masks else []
@@ -64,9 +63,12 @@ class SingleStepper:
             return F.cross_entropy(pred, yb)
         return self.task.loss_of(pred, yb)
 
-    def step(self, index: torch.Tensor) -> torch.Tensor:
-        rows = index[0]
-        xb, yb = self.x[rows], self.y[rows]
+    def step(self, batch) -> torch.Tensor:
+        if isinstance(batch, tuple):
+            xb, yb = batch
+        else:
+            rows = batch[0]
+            xb, yb = self.x[rows], self.y[rows]
         if self.autocast is None:
             loss = self._loss(xb, yb)
         else:
@@ -79,14 +81,16 @@ class SingleStepper:
         return loss.detach().view(1)
 
     @torch.no_grad()
-    def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def evaluate(self, batches) -> tuple[torch.Tensor, torch.Tensor]:
         self.model.eval()
-        loss_total = torch.zeros((), device=x.device)
-        score_total = torch.zeros((), device=x.device)
-        for start in range(0, x.shape[0], EVAL_CHUNK):
-            pred = prediction(self.model(x[start : start + EVAL_CHUNK])).float()
-            target = y[start : start + EVAL_CHUNK]
+        device = next(self.model.parameters()).device
+        loss_total = torch.zeros((), device=device)
+        score_total = torch.zeros((), device=device)
+        count = 0
+        for x, target in batches:
+            pred = prediction(self.model(x)).float()
             n = target.shape[0]
+            count += n
             if self.fast_loss and pred.dim() == 2:
                 loss_total += F.cross_entropy(pred, target, reduction="sum")
                 score_total += (pred.argmax(1) == target).sum()
@@ -94,7 +98,7 @@ class SingleStepper:
                 loss_total += self.task.loss_of(pred, target) * n
                 score_total += self.task.score_of(pred, target) * n
         self.model.train()
-        n = max(1, x.shape[0])
+        n = max(1, count)
         return (loss_total / n).view(1), (score_total / n).view(1)
 
     def finite(self) -> torch.Tensor:
@@ -227,15 +231,16 @@ class StackedStepper:
         return losses
 
     @torch.no_grad()
-    def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def evaluate(self, batches) -> tuple[torch.Tensor, torch.Tensor]:
         self.template.eval()
         k = self.size
-        loss = torch.zeros(k, device=x.device)
-        score = torch.zeros(k, device=x.device)
-        for start in range(0, x.shape[0], EVAL_CHUNK):
-            pred = self.forward(x[start : start + EVAL_CHUNK], shared_input=True).float()  # [K, N, ...]
-            target = y[start : start + EVAL_CHUNK]
+        loss = torch.zeros(k, device=self.x.device)
+        score = torch.zeros(k, device=self.x.device)
+        count = 0
+        for x, target in batches:
+            pred = self.forward(x, shared_input=True).float()  # [K, N, ...]
             n = target.shape[0]
+            count += n
             if self.default_classification and pred.dim() == 3:
                 loss += F.cross_entropy(pred.transpose(1, 2), target.expand(k, -1), reduction="none").sum(1)
                 score += (pred.argmax(2) == target).sum(1)
@@ -243,7 +248,7 @@ class StackedStepper:
                 loss += vmap(self.task.loss_of, in_dims=(0, None))(pred, target) * n
                 score += vmap(self.task.score_of, in_dims=(0, None))(pred, target) * n
         self.template.train()
-        n = max(1, x.shape[0])
+        n = max(1, count)
         return loss / n, score / n
 
     def finite(self) -> torch.Tensor:

@@ -10,6 +10,7 @@ process by value (``inputs``).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -28,7 +29,7 @@ from ticketlab.io import remove_temporaries, save_tensors, update_manifest, writ
 from ticketlab.loop import Events, TrainState, last_finite, run_loop, summarize_history, total_iterations
 from ticketlab.masks import Mask
 from ticketlab.method import ArmContext, MaskContext, resolve_arm, resolve_method
-from ticketlab.method.arms.ticket import MODEL_PREFIX, OPTIM_PREFIX, load_training_state
+from ticketlab.method.arms.ticket import MODEL_PREFIX, OPTIM_PREFIX, load_training_state, split_prefixed
 from ticketlab.optim import load_optimizer_state, make_optimizer, mask_optimizer_state_, optimizer_state_tensors
 from ticketlab.roles import ParameterPlan, plan_parameters
 from ticketlab.seeding import derive_seed
@@ -162,7 +163,7 @@ def parameter_plan(env: Environment) -> ParameterPlan:
     """
     from ticketlab.task import prediction
 
-    example = env.inputs.data.x_train[:2]
+    example = env.inputs.data.sample(2)[0]
     model = env.meta_model()
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     if device.type == "meta":
@@ -240,11 +241,15 @@ class StoreEvents:
         mask_optimizer_state_(optim_state, self.masks)
         tensors = {MODEL_PREFIX + k: v for k, v in state_of(self.model).items()}
         tensors.update({OPTIM_PREFIX + k: v for k, v in optim_state.items()})
+        tensors.update({RNG_PREFIX + k: v for k, v in rng_state(self.model).items()})
         return tensors
 
     def on_eval(self, state: TrainState) -> None:
         if self.progress:
-            self.progress(self.unit, state.step, self.end)
+            try:
+                self.progress(self.unit, state.step, self.end)
+            except Exception as exc:  # the caller's callback: not the user's model, re-raised as is
+                raise _CallbackError(exc) from exc
 
     def on_checkpoint(self, state: TrainState) -> None:
         meta = {"step": state.step, "history": state.history, "loss_sum": state.loss_sum,
@@ -275,6 +280,7 @@ class PreparedUnit:
     data_seed: int
     capture_steps: frozenset[int]
     env: Environment
+    rng: dict[str, torch.Tensor]  # the torch RNG to train under (Dropout): a seed, or a checkpoint's state
 
 
 def prepare_unit(
@@ -309,11 +315,12 @@ def prepare_unit(
         weights, optim_state, meta = load_training_state(store, paths.checkpoint)
         state = TrainState(meta["step"], meta["history"], meta["loss_sum"], meta["loss_count"])
         elapsed = meta["elapsed"]
+        rng = split_prefixed(store.tensors(paths.checkpoint), RNG_PREFIX) or None
     else:
         with user_code(f"control {unit.arm}", unit):
             start = arm.start(mask, context)
         weights, optim_state = start.weights, start.optimizer_state
-        state, elapsed = TrainState(start.step), 0.0
+        state, elapsed, rng = TrainState(start.step), 0.0, None
         if not paths.start.is_file():
             save_tensors(weights, paths.start, checksum=True)
     load_state(model, weights)
@@ -323,9 +330,10 @@ def prepare_unit(
     masks = {n: m.to(env.device, torch.float32) for n, m in mask.items()}
     events = StoreEvents(unit, paths, store, model, optimizer, masks, elapsed, progress, end)
     capture = frozenset({config.rewind_iteration}) if unit.level == 0 and config.rewind_iteration > 0 else frozenset()
+    seed = replicate_seed(config, unit.replicate)
     return PreparedUnit(
         unit, paths, model, optimizer, mask, masks if unit.level > 0 else None, state, events, end,
-        derive_seed(replicate_seed(config, unit.replicate), "data"), capture, env,
+        derive_seed(seed, "data"), capture, env, rng or {"seed": torch.tensor(derive_seed(seed, "rng", unit.level, unit.arm))},
     )
 
 
@@ -352,7 +360,7 @@ def finish_unit(prepared: PreparedUnit, precision: str = "fp32") -> dict:
         "precision": precision,
         "metric": env.task.metric_name,
         # the score's resolution (one example) that the verdicts' zero-variance floor uses
-        "test_examples": int(env.data.y_test.shape[0]),
+        "test_examples": env.data.test_examples(),
         **(diverged_summary(unit, state) if state.diverged else {"status": "ok", **summarize_history(state.history)}),
     }
     write_json_atomic(paths.summary, summary, checksum=True)
@@ -383,16 +391,56 @@ def diverged_summary(unit: Unit, state: TrainState) -> dict:
     }
 
 
+RNG_PREFIX = "rng/"
+
+
+class _CallbackError(BaseException):
+    """Carries an exception of the progress callback past ``user_code`` (which would otherwise
+    blame the model) up to ``train_prepared``, which re-raises the original."""
+
+    def __init__(self, original: Exception) -> None:
+        super().__init__(original)
+        self.original = original
+
+
+def rng_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The torch RNG state that random layers (Dropout) draw from, saved with each checkpoint."""
+    state = {"cpu": torch.get_rng_state()}
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+@contextlib.contextmanager
+def seeded_rng(rng: dict[str, torch.Tensor], device: torch.device):
+    """Train under the unit's own torch RNG: seeded per unit, or restored from its checkpoint, so a
+    model with Dropout trains reproducibly and resumes exactly. The caller's RNG is untouched."""
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        if "seed" in rng:
+            torch.manual_seed(int(rng["seed"]))
+        else:
+            torch.set_rng_state(rng["cpu"])
+            if "cuda" in rng and devices:
+                torch.cuda.set_rng_state(rng["cuda"], device)
+        yield
+
+
 def train_prepared(prepared: PreparedUnit, precision: str = "fp32") -> None:
     """Train one prepared unit to its end with the single-model stepper."""
     env = prepared.env
     stepper = SingleStepper(
-        prepared.model, prepared.optimizer, env.task, env.data.x_train, env.data.y_train, prepared.masks,
+        prepared.model, prepared.optimizer, env.task, env.data, prepared.masks,
         autocast_dtype=torch.bfloat16 if precision == "bf16" else None,
     )
-    with user_code("training (the model's forward/backward or the loss)", prepared.unit, active=env.user):
-        run_loop(stepper, env.data, env.config.train, [prepared.state], [prepared.events], prepared.end,
-                 [prepared.data_seed], prepared.capture_steps)
+    try:
+        with user_code("training (the model's forward/backward or the loss)", prepared.unit, active=env.user), \
+                seeded_rng(prepared.rng, env.device):
+            run_loop(stepper, env.data, env.config.train, [prepared.state], [prepared.events], prepared.end,
+                     [prepared.data_seed], prepared.capture_steps)
+    except _CallbackError as wrapped:
+        raise wrapped.original from None
 
 
 def run_unit(

@@ -30,6 +30,16 @@ class Dataset:
         """Shape of one example, e.g. (1, 28, 28) or (40,)."""
         return tuple(self.x_train.shape[1:])
 
+    def sample(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first ``n`` training examples (tracing the model, probing the user's code)."""
+        return self.x_train[:n], self.y_train[:n]
+
+    def train_targets(self) -> torch.Tensor:
+        return self.y_train
+
+    def test_examples(self) -> int:
+        return int(self.y_test.shape[0])
+
     def to(self, device: torch.device | str) -> "Dataset":
         """The same dataset with every tensor moved to ``device``."""
         moved = {

@@ -1,0 +1,97 @@
+"""Data that streams from the user's DataLoaders instead of living whole on the device.
+
+For data that does not fit in memory, each split is a *factory*: a zero-argument callable
+returning an iterable of ``(inputs, labels)`` batches (typically ``lambda: DataLoader(...)``).
+Each epoch the training factory is called under a torch RNG seeded from (data-order seed,
+epoch), so a shuffling DataLoader gives the same order in every run, and a resumed run skips
+to exactly the batch an uninterrupted one would train on next. Batches move to the device as
+they arrive. The all-on-device tensors (``Dataset``) stay the fast path wherever data fits.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field, replace
+from typing import Callable, Iterable, Iterator
+
+import torch
+
+from ticketlab.errors import ConfigError, UserCodeError
+from ticketlab.seeding import derive_seed, torch_seed
+
+BatchFactory = Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]]
+
+
+def _pair(batch: object, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    if not (isinstance(batch, (tuple, list)) and len(batch) == 2 and all(isinstance(t, torch.Tensor) for t in batch)):
+        raise ConfigError(f"the {split} loader must yield (inputs, labels) tensor pairs, got {type(batch).__name__}")
+    return batch[0], batch[1]
+
+
+@dataclass(frozen=True)
+class StreamingData:
+    """Train/validation/test batch factories, with what is known about them up front."""
+
+    name: str
+    train: BatchFactory
+    val: BatchFactory
+    test: BatchFactory
+    example: tuple[torch.Tensor, torch.Tensor]  # the first training batch (CPU): tracing, probing, task
+    batches_per_epoch: int
+    test_size: int
+    num_classes: int
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @classmethod
+    def from_factories(cls, splits: dict[str, BatchFactory]) -> "StreamingData":
+        """Check each factory once (it yields pairs) and count the training batches per epoch."""
+        try:
+            first = _pair(next(iter(splits["train"]())), "train")
+            train_loader = splits["train"]()
+            per_epoch = len(train_loader) if hasattr(train_loader, "__len__") else sum(1 for _ in train_loader)
+            test_size = sum(_pair(b, "test")[1].shape[0] for b in splits.get("test", splits["val"])())
+        except (ConfigError, UserCodeError):
+            raise
+        except StopIteration:
+            raise ConfigError("the train loader yields no batches") from None
+        except Exception as exc:  # noqa: BLE001 - the user's loader
+            raise UserCodeError(f"the data loader failed: {type(exc).__name__}: {exc}") from exc
+        labels = first[1]
+        classes = int(labels.max()) + 1 if not torch.is_floating_point(labels) and labels.numel() else 1
+        return cls("stream", splits["train"], splits["val"], splits.get("test", splits["val"]),
+                   (first[0].cpu(), first[1].cpu()), max(1, per_epoch), test_size, classes)
+
+    # The parts of the Dataset interface the engine uses.
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.example[0].shape[1:])
+
+    def sample(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.example[0][:n], self.example[1][:n]
+
+    def train_targets(self) -> torch.Tensor:
+        return self.example[1]
+
+    def test_examples(self) -> int:
+        return self.test_size
+
+    def to(self, device: torch.device | str) -> "StreamingData":
+        return replace(self, device=torch.device(device))
+
+    # Iteration.
+    def _moved(self, batches: Iterable, split: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for batch in batches:
+            x, y = _pair(batch, split)
+            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+    def epoch(self, data_seed: int, epoch: int, skip: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Epoch ``epoch``'s training batches in this seed's order, the first ``skip`` left out."""
+        # A DataLoader draws its shuffling seed lazily, at the first batch: fetch it in the block.
+        with torch_seed(derive_seed(data_seed, "epoch", epoch)):
+            iterator = iter(self.train())
+            head = next(iterator, None)
+        batches = itertools.chain([] if head is None else [head], iterator)
+        return self._moved(itertools.islice(batches, skip, None), "train")
+
+    def split(self, name: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self._moved((self.val if name == "val" else self.test)(), name)
