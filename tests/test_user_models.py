@@ -170,3 +170,16 @@ def test_cli_reports_user_code_errors_in_one_line(tmp_path):
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert lines == ["error: the model factory failed: ValueError: width must be positive"], done.stderr
+
+
+def test_models_with_batchnorm_are_fingerprinted():
+    """BatchNorm's 0-dim ``num_batches_tracked`` buffer once made model_fingerprint raise."""
+    from ticketlab.inputs import model_fingerprint
+
+    torch.manual_seed(0)
+    a = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    torch.manual_seed(0)
+    b = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    assert model_fingerprint(a) == model_fingerprint(b)
+    b[1].num_batches_tracked += 1
+    assert model_fingerprint(a) != model_fingerprint(b)
