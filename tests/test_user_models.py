@@ -217,3 +217,15 @@ def test_streamed_loaders_train_resume_exactly_and_need_a_data_version(tmp_path)
     resumed = run_unit(config_obj, str(store.directory), Unit(0, 1, "ticket"), "cpu", inputs=user_inputs)
     assert resumed["final_test_acc"] == streamed.select("ticket", 1)[0]["final_test_acc"]
     assert store.jsonl(level_1.metrics) == streamed.metrics(1)
+
+def test_models_with_batchnorm_are_fingerprinted():
+    """BatchNorm's 0-dim ``num_batches_tracked`` buffer once made model_fingerprint raise."""
+    from ticketlab.inputs import model_fingerprint
+
+    torch.manual_seed(0)
+    a = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    torch.manual_seed(0)
+    b = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    assert model_fingerprint(a) == model_fingerprint(b)
+    b[1].num_batches_tracked += 1
+    assert model_fingerprint(a) != model_fingerprint(b)

@@ -139,6 +139,11 @@ def user_dataset(data: Any, num_classes: int | None = None) -> "Dataset | Stream
     return Dataset("user", x_train, y_train, x_val, y_val, x_test, y_test, num_classes)
 
 
+def _raw_bytes(tensor: torch.Tensor) -> bytes:
+    """A contiguous tensor's bytes; 0-dim tensors (BatchNorm's ``num_batches_tracked``) included."""
+    return tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b""
+
+
 def data_fingerprint(data: Dataset, version: str | None = None) -> str:
     """SHA-256 of every tensor's dtype, shape and bytes (or of the user's version string:
     streamed data cannot be hashed without reading it all, so it needs one)."""
@@ -152,7 +157,7 @@ def data_fingerprint(data: Dataset, version: str | None = None) -> str:
     for name in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
         tensor = getattr(data, name).contiguous()
         digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        digest.update(_raw_bytes(tensor))
     return digest.hexdigest()[:16]
 
 
@@ -164,7 +169,7 @@ def model_fingerprint(model: nn.Module) -> str:
     for name, tensor in state_of(model).items():
         tensor = tensor.detach().cpu().contiguous()
         digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        digest.update(_raw_bytes(tensor))
     return digest.hexdigest()[:16]
 
 
