@@ -218,6 +218,7 @@ def test_streamed_loaders_train_resume_exactly_and_need_a_data_version(tmp_path)
     assert resumed["final_test_acc"] == streamed.select("ticket", 1)[0]["final_test_acc"]
     assert store.jsonl(level_1.metrics) == streamed.metrics(1)
 
+
 def test_models_with_batchnorm_are_fingerprinted():
     """BatchNorm's 0-dim ``num_batches_tracked`` buffer once made model_fingerprint raise."""
     from ticketlab.inputs import model_fingerprint
