@@ -56,7 +56,7 @@ class Stepper(Protocol):
 
     def step(self, batch: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """One optimizer step of every replicate on its own batch, pruned weights re-masked after
-        it; returns [K] mean losses. ``batch`` is [K, B] example indices into the in-memory
+        it; returns the [K] mean losses, detached (a 0-d tensor when K = 1). ``batch`` is [K, B] example indices into the in-memory
         training set, or (for streamed data, K = 1) an ``(inputs, labels)`` pair."""
         ...
 
@@ -113,22 +113,25 @@ class _TrainingBatches:
             self.device = data.x_train.device
         self.per_epoch = steps_per_epoch(data, batch_size if self.streamed else self.batch)
         self.epoch, self.order, self.stream = -1, None, None
+        self.batch_at = self._streamed if self.streamed else self._in_memory  # chosen once, not per step
 
-    def __call__(self, step: int):
+    def _in_memory(self, step: int) -> torch.Tensor:
         epoch, offset = divmod(step, self.per_epoch)
         if epoch != self.epoch:
             self.epoch = epoch
-            if self.streamed:
-                self.stream = self.data.epoch(self.seeds[0], epoch, skip=offset)
-            else:
-                self.order = torch.stack([epoch_permutation(seed, epoch, self.n, self.device) for seed in self.seeds])
-        if self.streamed:
-            batch = next(self.stream, None)
-            if batch is None:
-                raise ConfigError(f"the train loader ended after {offset} of the {self.per_epoch} batches it "
-                                  "yielded in the first epoch; every epoch must yield the same number of batches")
-            return batch
+            self.order = torch.stack([epoch_permutation(seed, epoch, self.n, self.device) for seed in self.seeds])
         return self.order[:, offset * self.batch : (offset + 1) * self.batch]
+
+    def _streamed(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        epoch, offset = divmod(step, self.per_epoch)
+        if epoch != self.epoch:
+            self.epoch = epoch
+            self.stream = self.data.epoch(self.seeds[0], epoch, skip=offset)
+        batch = next(self.stream, None)
+        if batch is None:
+            raise ConfigError(f"the train loader ended after {offset} of the {self.per_epoch} batches it "
+                              "yielded in the first epoch; every epoch must yield the same number of batches")
+        return batch
 
 
 def total_iterations(train: TrainConfig, dataset: Dataset) -> int:
@@ -215,7 +218,7 @@ def run_loop(
     if not states[0].history:
         _record_evals(stepper, data, states, events, start, None)
 
-    batches = _TrainingBatches(data, train.batch_size, data_seeds)
+    batch_at = _TrainingBatches(data, train.batch_size, data_seeds).batch_at
     lr_points = set(lr_change_points(train, start, end))
     loss_acc = torch.tensor([s.loss_sum for s in states], device=device)
     loss_count = states[0].loss_count
@@ -224,7 +227,7 @@ def run_loop(
     for step in range(start, end):
         if step in lr_points:
             stepper.set_lr(learning_rate(train, step))
-        loss_acc += stepper.step(batches(step)).detach()
+        loss_acc += stepper.step(batch_at(step))
         loss_count += 1
 
         done = step + 1

@@ -78,7 +78,7 @@ class SingleStepper:
         loss.backward()
         self.optimizer.step()
         self.apply_masks_()
-        return loss.detach().view(1)
+        return loss.detach()
 
     @torch.no_grad()
     def evaluate(self, batches) -> tuple[torch.Tensor, torch.Tensor]:
@@ -228,7 +228,7 @@ class StackedStepper:
         losses.sum().backward()
         self.optimizer.step()
         self.apply_masks_()
-        return losses
+        return losses.detach()
 
     @torch.no_grad()
     def evaluate(self, batches) -> tuple[torch.Tensor, torch.Tensor]:
