@@ -255,8 +255,10 @@ class Config:
         return level >= 1 and (not self.control_levels or level in self.control_levels)
 
     def experiment_name(self) -> str:
-        """Directory name: readable prefix plus the config hash."""
-        return f"{self.data.dataset}-{self.model}-{self.digest()}"
+        """Directory name: readable prefix plus the config hash. Import paths and Python objects
+        contribute their last name (``mypkg.nets:make_net`` -> ``make_net``), so the name stays a
+        portable file name; the hash is what identifies the experiment."""
+        return f"{_readable(self.data.dataset)}-{_readable(self.model)}-{self.digest()}"
 
 
 @dataclass(frozen=True)
@@ -301,6 +303,11 @@ class RunOptions:
 
 
 # ---------------------------------------------------------------------------- helpers
+def _readable(name: str) -> str:
+    """``name``'s last component, with only letters, digits, ``_`` and ``.`` (at most 40)."""
+    return re.sub(r"[^A-Za-z0-9_.]+", "_", name.rsplit(":", 1)[-1])[:40] or "user"
+
+
 def _user_object(name: str) -> bool:
     """An import path (``package.module:object``) or a Python object's label (``python:name``):
     resolved where the object is built, not in a registry."""

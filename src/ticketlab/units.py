@@ -232,6 +232,9 @@ class StoreEvents:
         self.model, self.optimizer, self.masks = model, optimizer, masks
         self.elapsed, self.started = elapsed, time.perf_counter()
         self.progress, self.end = progress, end
+        # what to save as the RNG state: the process's (sequential training draws from it), or a
+        # fixed record when the unit draws no random numbers itself (stacked training)
+        self.fixed_rng: dict[str, torch.Tensor] | None = None
 
     def wall_time(self) -> float:
         return self.elapsed + time.perf_counter() - self.started
@@ -241,7 +244,8 @@ class StoreEvents:
         mask_optimizer_state_(optim_state, self.masks)
         tensors = {MODEL_PREFIX + k: v for k, v in state_of(self.model).items()}
         tensors.update({OPTIM_PREFIX + k: v for k, v in optim_state.items()})
-        tensors.update({RNG_PREFIX + k: v for k, v in rng_state(self.model).items()})
+        rng = self.fixed_rng if self.fixed_rng is not None else rng_state(self.model)
+        tensors.update({RNG_PREFIX + k: v for k, v in rng.items()})
         return tensors
 
     def on_eval(self, state: TrainState) -> None:
