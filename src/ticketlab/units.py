@@ -216,7 +216,7 @@ def ensure_level_mask(env: Environment, store: Store, replicate: int, level: int
     ensure_level_mask(env, store, replicate, level - 1)
     ensure_replicate_init(env, store, replicate)
     previous = store.mask(store.level_mask_path(replicate, level - 1))
-    context = MaskContext(env.config, store, replicate, level, plan, previous)
+    context = MaskContext(env.config, store, replicate, level, plan, previous, env)
     method = resolve_method(env.config.prune.method)
     with user_code(f"pruning method {method.name}", f"replicate {replicate} level {level}"):
         mask = method.next_mask(context)

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, Protocol, runtime_checkable
 
 import torch
+from torch import nn
 
 from ticketlab.masks import Mask
 from ticketlab.seeding import derive_seed
@@ -54,6 +55,7 @@ class MaskContext:
     level: int
     plan: "ParameterPlan | None"
     previous: Mask  # the mask of level - 1 (all ones at level 1)
+    environment: Any = None  # the units' Environment: model factory, data and task (Need.BATCHES)
 
     @property
     def seed(self) -> int:
@@ -66,6 +68,34 @@ class MaskContext:
 
     def init(self) -> Weights:
         return self.store.tensors(self.store.init_path(self.replicate))
+
+    def model(self, weights: Weights | None = None) -> nn.Module:
+        """The user's model on the CPU, holding ``weights`` (default: this replicate's initial
+        weights), in training mode: what a method at initialisation scores."""
+        from ticketlab.weights import load_state
+
+        model = self.environment.build(0, "cpu")
+        load_state(model, self.init() if weights is None else weights)
+        return model.train()
+
+    def batches(self, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The first ``count`` training batches in this replicate's data order (CPU tensors)."""
+        from ticketlab.loop import epoch_permutation
+
+        data = self.environment.inputs.data
+        if not hasattr(data, "x_train"):  # streamed data: its first batches as the loader yields them
+            stream = data.to("cpu").epoch(derive_seed(self.seed, "data"), 0)
+            return [next(stream) for _ in range(count)]
+        size = min(self.config.train.batch_size, data.x_train.shape[0])
+        order = epoch_permutation(derive_seed(self.seed, "data"), 0, data.x_train.shape[0], torch.device("cpu"))
+        spans = [order[i * size : (i + 1) * size] for i in range(count) if (i + 1) * size <= order.numel()]
+        return [(data.x_train[rows], data.y_train[rows]) for rows in spans]
+
+    def loss(self, output: Any, target: torch.Tensor) -> torch.Tensor:
+        """The experiment's training loss of a model output (the task's, as training uses it)."""
+        from ticketlab.task import prediction
+
+        return self.environment.task.loss_of(prediction(output), target)
 
 
 @dataclass

@@ -13,7 +13,15 @@ from typing import Any
 from ticketlab.errors import ConfigError
 from ticketlab.method.base import Arm, PruningMethod
 
-METHODS = {"magnitude": "ticketlab.method.magnitude:MagnitudePruning"}
+METHODS = {
+    "magnitude": "ticketlab.method.magnitude:MagnitudePruning",
+    # pruning at initialisation, to the same sparsity as IMP's level L
+    "snip": "ticketlab.method.snip:SNIP",
+    "grasp": "ticketlab.method.grasp:GraSP",
+    "synflow": "ticketlab.method.synflow:SynFlow",
+    "magnitude_init": "ticketlab.method.magnitude_init:MagnitudeAtInit",
+    "random_init": "ticketlab.method.random_init:RandomAtInit",
+}
 ARMS = {
     "ticket": "ticketlab.method.arms.ticket:TicketArm",
     "reinit": "ticketlab.method.arms.reinit:ReinitArm",

@@ -1,0 +1,25 @@
+"""Random pruning at initialisation: each level keeps a uniformly random subset of exactly
+(1 - rate)^L of all prunable weights (global, so layers keep different counts by chance only in
+proportion to their size). The baseline every method must beat."""
+
+from __future__ import annotations
+
+import torch
+
+from ticketlab.masks import Mask
+from ticketlab.method.at_init import keep_fraction, keep_top
+from ticketlab.method.base import MaskContext, Need
+from ticketlab.seeding import derive_seed
+
+
+class RandomAtInit:
+    name = "random_init"
+
+    def needs(self, level: int) -> set[Need]:
+        return {Need.INIT}
+
+    def next_mask(self, ctx: MaskContext) -> Mask:
+        generator = torch.Generator().manual_seed(derive_seed(ctx.seed, "random_init", ctx.level))
+        dense = Mask({n: torch.ones_like(m) for n, m in ctx.previous.items()})
+        scores = {n: torch.rand(m.shape, generator=generator) for n, m in dense.items()}
+        return keep_top(scores, dense, keep_fraction(ctx))

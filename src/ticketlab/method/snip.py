@@ -1,0 +1,33 @@
+"""SNIP (Lee et al. 2019): keep the weights whose removal changes the loss most at
+initialisation, scored by connection sensitivity |g ⊙ w| (g: the gradient of the training loss,
+summed over a few batches)."""
+
+from __future__ import annotations
+
+import torch
+
+from ticketlab.masks import Mask
+from ticketlab.method.at_init import SCORE_BATCHES, keep_fraction, keep_top
+from ticketlab.method.base import MaskContext, Need
+
+
+def snip_scores(model: torch.nn.Module, names: list[str], batches, loss) -> dict[str, torch.Tensor]:
+    """|dL/dw ⊙ w| for the parameters ``names``, the loss summed over ``batches``."""
+    params = dict(model.named_parameters())
+    model.zero_grad(set_to_none=True)
+    for x, y in batches:
+        loss(model(x), y).backward()
+    return {n: (params[n].grad * params[n]).abs().detach() for n in names}
+
+
+class SNIP:
+    name = "snip"
+
+    def needs(self, level: int) -> set[Need]:
+        return {Need.INIT, Need.BATCHES}
+
+    def next_mask(self, ctx: MaskContext) -> Mask:
+        model = ctx.model()
+        dense = Mask({n: torch.ones_like(m) for n, m in ctx.previous.items()})
+        scores = snip_scores(model, list(dense), ctx.batches(SCORE_BATCHES), ctx.loss)
+        return keep_top(scores, dense, keep_fraction(ctx))

@@ -1,0 +1,102 @@
+"""Pruning at initialisation: each method against an independent oracle, and end to end."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import ticketlab
+from ticketlab.io import load_tensors
+from ticketlab.masks import Mask
+from ticketlab.method.at_init import keep_top
+from ticketlab.method.grasp import hessian_gradient
+from ticketlab.method.snip import snip_scores
+from ticketlab.method.synflow import synflow_scores
+
+from conftest import tiny_config
+
+
+def two_layer(bias: bool = False) -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(5, 4, bias=bias), nn.ReLU(), nn.Linear(4, 3, bias=bias))
+
+
+def batch():
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(7, 5, generator=g), torch.randint(0, 3, (7,), generator=g)
+
+
+def test_snip_scores_equal_hand_computed_gradient_times_weight():
+    model = two_layer()
+    x, y = batch()
+    scores = snip_scores(model, ["0.weight", "2.weight"], [(x, y)], F.cross_entropy)
+    w1, w2 = model[0].weight.detach(), model[2].weight.detach()
+    pre = x @ w1.T
+    hidden = pre.clamp(min=0)
+    p = torch.softmax(hidden @ w2.T, dim=1)
+    delta = (p - F.one_hot(y, 3).float()) / x.shape[0]        # dL/dlogits of the mean cross-entropy
+    grad_w2 = delta.T @ hidden
+    grad_w1 = ((delta @ w2) * (pre > 0).float()).T @ x
+    torch.testing.assert_close(scores["2.weight"], (grad_w2 * w2).abs())
+    torch.testing.assert_close(scores["0.weight"], (grad_w1 * w1).abs())
+
+
+def test_grasp_hessian_gradient_product_matches_the_explicit_hessian():
+    model = two_layer()
+    x, y = batch()
+    names = ["0.weight", "2.weight"]
+    hg = hessian_gradient(model, names, [(x, y)], F.cross_entropy)
+    w1, w2 = model[0].weight.detach(), model[2].weight.detach()
+    sizes = [w1.numel(), w2.numel()]
+
+    def loss_of(flat):
+        a, b = flat.split(sizes)
+        return F.cross_entropy(torch.relu(x @ a.view_as(w1).T) @ b.view_as(w2).T, y)
+
+    flat = torch.cat([w1.flatten(), w2.flatten()])
+    gradient = torch.autograd.functional.jacobian(loss_of, flat)
+    hessian = torch.autograd.functional.hessian(loss_of, flat)
+    expected = (hessian @ gradient).split(sizes)
+    torch.testing.assert_close(hg["0.weight"].flatten(), expected[0], atol=1e-6, rtol=1e-4)
+    torch.testing.assert_close(hg["2.weight"].flatten(), expected[1], atol=1e-6, rtol=1e-4)
+
+
+def test_synflow_scores_are_conserved_at_every_hidden_neuron():
+    """Tanaka et al.'s conservation law: a hidden neuron's incoming scores sum to its outgoing."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 5, bias=False), nn.ReLU(), nn.Linear(5, 4, bias=False), nn.ReLU(),
+                          nn.Linear(4, 2, bias=False))
+    scores = synflow_scores(model, ["0.weight", "2.weight", "4.weight"], torch.zeros(1, 6))
+    torch.testing.assert_close(scores["0.weight"].sum(1), scores["2.weight"].sum(0))
+    torch.testing.assert_close(scores["2.weight"].sum(1), scores["4.weight"].sum(0))
+    # and the total score of every layer is the same (the network's path norm)
+    totals = [scores[n].sum() for n in scores]
+    torch.testing.assert_close(torch.stack(totals), totals[0].expand(3))
+
+
+def test_keep_top_is_global_exact_and_stable():
+    like = Mask({"a": torch.ones(10, dtype=torch.bool), "b": torch.ones(30, dtype=torch.bool)})
+    scores = {"a": torch.arange(10.0), "b": torch.zeros(30)}
+    kept = keep_top(scores, like, 0.25)
+    assert int(kept["a"].sum()) + int(kept["b"].sum()) == 10
+    # 9 positive scores, then the first of the 31 tied zeros by position: a[0], never b
+    assert bool(kept["a"].all()) and int(kept["b"].sum()) == 0
+
+
+@pytest.mark.parametrize("method", ["snip", "grasp", "synflow", "magnitude_init", "random_init"])
+def test_method_at_init_reaches_imp_sparsities_with_every_mask_made_before_training(tmp_path, method):
+    config = tiny_config(levels=2, controls=["random", "reinit"], prune={"method": method},
+                         train={"iterations": 40, "eval_every": 20})
+    result = ticketlab.run(config, ticketlab.RunOptions(root=str(tmp_path), device="cpu", progress=False, workers=1))
+    fractions = [result.mask(level).fraction_remaining() for level in range(3)]
+    total = sum(result.mask(0).sizes().values())
+    assert [round(f * total) for f in fractions] == [total, round(0.8 * total), round(0.64 * total)]
+    assert all(r["status"] == "ok" for r in result.runs)
+    if method == "magnitude_init":  # keeps exactly the largest initial weights
+        init = load_tensors(result.store.init_path(0))
+        mask = result.mask(2)
+        kept = torch.cat([init[n][mask[n]].abs() for n in mask])
+        dropped = torch.cat([init[n][~mask[n]].abs() for n in mask])
+        assert kept.min() >= dropped.max()
