@@ -122,7 +122,11 @@ def run_command(
     batch_size: Optional[int] = typer.Option(None, help="Minibatch size."),
     lr: Optional[float] = typer.Option(None, help="Learning rate."),
     optimizer: Optional[str] = typer.Option(None, help="adam, adamw or sgd."),
+    method: Optional[str] = typer.Option(None, help="Pruning method: magnitude (IMP), snip, grasp, synflow, magnitude_init, random_init, or package.module:Method."),
     strategy: Optional[str] = typer.Option(None, help="layerwise or global magnitude pruning."),
+    roles: Optional[str] = typer.Option(None, help="Comma-separated prunable roles (default linear,conv,attention; also embedding, norm, bias, other)."),
+    init_weights: Optional[str] = typer.Option(None, help="Start every replicate from these weights (.safetensors, or a state dict read with weights_only)."),
+    weight_decay: Optional[float] = typer.Option(None, help="Weight decay (L2 for adam/sgd, decoupled for adamw)."),
     rate: Optional[float] = typer.Option(None, help="Fraction of remaining weights pruned per round."),
     output_rate: Optional[float] = typer.Option(None, help="Rate for the output layer (layerwise)."),
     eval_every: Optional[int] = typer.Option(None, help="Evaluate every N iterations."),
@@ -152,7 +156,9 @@ def run_command(
         ("seed", seed), ("seeds", seeds), ("controls", _csv(controls)),
         ("control_levels", _int_csv(control_levels, "--control-levels")), ("rewind_iteration", rewind_iteration),
         ("train.batch_size", batch_size), ("train.lr", lr), ("train.optimizer", optimizer),
-        ("prune.strategy", strategy), ("prune.rate", rate), ("prune.output_rate", output_rate),
+        ("prune.method", method), ("prune.strategy", strategy), ("prune.roles", _csv(roles)),
+        ("init_weights", init_weights), ("train.weight_decay", weight_decay),
+        ("prune.rate", rate), ("prune.output_rate", output_rate),
         ("train.eval_every", eval_every),
     ]:
         _set(raw, dotted, value)
