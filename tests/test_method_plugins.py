@@ -22,7 +22,6 @@ def test_method_that_needs_no_training_makes_every_mask_before_any_ticket_trains
     store_dir = []
 
     def on_done(unit, summary):
-        store = ticketlab.Result  # noqa: F841 - only the order matters
         order.append((unit.level, unit.arm))
         if not store_dir:
             from ticketlab.store import Store

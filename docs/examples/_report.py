@@ -1,8 +1,36 @@
-"""Shared printing for the examples: what was pruned, how much is left, and the accuracies."""
+"""What the examples share: their command line, running, splitting data, and the printout
+(what was pruned, how much is left, and the scores of the ticket and its controls)."""
 
 from __future__ import annotations
 
+import argparse
+
+import torch
+
+import ticketlab
 from ticketlab.roles import ParameterPlan
+
+
+def command_line(doc: str, argv: list[str] | None) -> argparse.Namespace:
+    """``--quick`` (a seconds-long smoke run) and ``--out`` (where experiments go)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a tiny run (seconds), to check that it works")
+    parser.add_argument("--out", default="experiments/examples", help="where experiments are written")
+    return parser.parse_args(argv)
+
+
+def run_example(config: dict, args: argparse.Namespace, **inputs) -> ticketlab.Result:
+    """``ticketlab.run`` on one CPU worker with the example's model and data, then the printout."""
+    options = ticketlab.RunOptions(root=args.out, workers=1, progress=False, device="cpu")
+    result = ticketlab.run(config, options, **inputs)
+    report(result)
+    return result
+
+
+def splits(x: torch.Tensor, y: torch.Tensor, train: int, val: int) -> dict:
+    """The first ``train`` examples, the next ``val``, and the rest as test (shuffle first)."""
+    return {"train": (x[:train], y[:train]), "val": (x[train : train + val], y[train : train + val]),
+            "test": (x[train + val :], y[train + val :])}
 
 
 def report(result) -> None:

@@ -18,14 +18,11 @@ Run::
 
 from __future__ import annotations
 
-import argparse
-
 import torch
 from torch import nn
 from sklearn.datasets import load_digits
 
-import ticketlab
-from _report import report
+from _report import command_line, run_example, splits
 
 
 class DigitsCNN(nn.Module):
@@ -49,17 +46,12 @@ def digits_data(seed: int = 0) -> dict:
     y = torch.tensor(digits.target, dtype=torch.int64)
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
     x, y = x[order], y[order]
-    train, val = slice(0, 1200), slice(1200, 1500)
-    mean, std = x[train].mean(), x[train].std()  # statistics of the training part only
-    x = (x - mean) / std
-    return {"train": (x[train], y[train]), "val": (x[val], y[val]), "test": (x[1500:], y[1500:])}
+    x = (x - x[:1200].mean()) / x[:1200].std()  # statistics of the training part only
+    return splits(x, y, train=1200, val=300)
 
 
 def main(argv: list[str] | None = None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a tiny run (seconds), to check that it works")
-    parser.add_argument("--out", default="experiments/examples", help="where experiments are written")
-    args = parser.parse_args(argv)
+    args = command_line(__doc__, argv)
 
     config = {
         "levels": 4, "seeds": 1, "controls": ["reinit", "random"],
@@ -69,9 +61,7 @@ def main(argv: list[str] | None = None):
     if args.quick:
         config.update(levels=1, train={"iterations": 40, "eval_every": 20, "batch_size": 64, "lr": 1e-3})
 
-    result = ticketlab.run(config, ticketlab.RunOptions(root=args.out, workers=1, progress=False, device="cpu"),
-                           model=DigitsCNN, data=digits_data())
-    report(result)
+    result = run_example(config, args, model=DigitsCNN, data=digits_data())
     return result
 
 

@@ -22,13 +22,11 @@ Run::
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import torch
 
-import ticketlab
-from _report import report
+from _report import command_line, run_example, splits
 
 VOCAB, LENGTH, A, B = 50, 16, 1, 2  # token 0 is left for padding; 3.. are filler
 
@@ -51,16 +49,11 @@ def order_data(n: int = 3000, seed: int = 0) -> dict:
     x.scatter_(1, positions[:, :1], A)
     x.scatter_(1, positions[:, 1:], B)
     y = (positions[:, 0] < positions[:, 1]).long()
-    cut = (int(0.7 * n), int(0.85 * n))
-    return {"train": (x[: cut[0]], y[: cut[0]]), "val": (x[cut[0] : cut[1]], y[cut[0] : cut[1]]),
-            "test": (x[cut[1] :], y[cut[1] :])}
+    return splits(x, y, train=int(0.7 * n), val=int(0.85 * n) - int(0.7 * n))
 
 
 def main(argv: list[str] | None = None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a tiny run (seconds), to check that it works")
-    parser.add_argument("--out", default="experiments/examples", help="where experiments are written")
-    args = parser.parse_args(argv)
+    args = command_line(__doc__, argv)
     try:
         import transformers  # noqa: F401
     except ImportError:
@@ -74,9 +67,7 @@ def main(argv: list[str] | None = None):
     if args.quick:
         config.update(levels=1, train={"iterations": 30, "eval_every": 15, "batch_size": 32, "lr": 1e-3})
 
-    result = ticketlab.run(config, ticketlab.RunOptions(root=args.out, workers=1, progress=False, device="cpu"),
-                           model=make_model, data=order_data())
-    report(result)
+    result = run_example(config, args, model=make_model, data=order_data())
     return result
 
 

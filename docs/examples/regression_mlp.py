@@ -17,14 +17,12 @@ Run::
 
 from __future__ import annotations
 
-import argparse
-
 import torch
 from torch import nn
 from sklearn.datasets import load_diabetes
 
 import ticketlab
-from _report import report
+from _report import command_line, run_example, splits
 
 
 class MLP(nn.Module):
@@ -43,17 +41,13 @@ def diabetes_data(seed: int = 0) -> dict:
     x, y = torch.tensor(x, dtype=torch.float32), torch.tensor(y, dtype=torch.float32)
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
     x, y = x[order], y[order]
-    train, val, test = slice(0, 300), slice(300, 370), slice(370, None)
-    x = (x - x[train].mean(0)) / x[train].std(0)
-    y = (y - y[train].mean()) / y[train].std()
-    return {"train": (x[train], y[train]), "val": (x[val], y[val]), "test": (x[test], y[test])}
+    x = (x - x[:300].mean(0)) / x[:300].std(0)  # statistics of the training part only
+    y = (y - y[:300].mean()) / y[:300].std()
+    return splits(x, y, train=300, val=70)
 
 
 def main(argv: list[str] | None = None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a tiny run (seconds), to check that it works")
-    parser.add_argument("--out", default="experiments/examples", help="where experiments are written")
-    args = parser.parse_args(argv)
+    args = command_line(__doc__, argv)
 
     config = {
         "levels": 4, "seeds": 1, "controls": ["reinit", "random"],
@@ -63,9 +57,7 @@ def main(argv: list[str] | None = None):
     if args.quick:
         config.update(levels=1, train={"iterations": 40, "eval_every": 20, "batch_size": 32, "lr": 1e-3})
 
-    result = ticketlab.run(config, ticketlab.RunOptions(root=args.out, workers=1, progress=False, device="cpu"),
-                           model=MLP, data=diabetes_data(), task=ticketlab.Task("regression"))
-    report(result)
+    result = run_example(config, args, model=MLP, data=diabetes_data(), task=ticketlab.Task("regression"))
     return result
 
 

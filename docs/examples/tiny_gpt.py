@@ -22,13 +22,10 @@ Run::
 
 from __future__ import annotations
 
-import argparse
-
 import torch
 from torch import nn
 
-import ticketlab
-from _report import report
+from _report import command_line, run_example, splits
 
 VOCAB, LENGTH = 16, 10
 
@@ -59,16 +56,11 @@ def counting_data(n: int = 2000, seed: int = 0) -> dict:
     step = torch.randint(1, 4, (n, 1), generator=g)
     seq = (start + step * torch.arange(LENGTH + 1)) % VOCAB
     x, y = seq[:, :-1], seq[:, 1:]
-    cut = (int(0.7 * n), int(0.85 * n))
-    return {"train": (x[: cut[0]], y[: cut[0]]), "val": (x[cut[0] : cut[1]], y[cut[0] : cut[1]]),
-            "test": (x[cut[1] :], y[cut[1] :])}
+    return splits(x, y, train=int(0.7 * n), val=int(0.85 * n) - int(0.7 * n))
 
 
 def main(argv: list[str] | None = None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a tiny run (seconds), to check that it works")
-    parser.add_argument("--out", default="experiments/examples", help="where experiments are written")
-    args = parser.parse_args(argv)
+    args = command_line(__doc__, argv)
 
     config = {
         "levels": 4, "seeds": 1, "controls": ["reinit", "random"],
@@ -78,9 +70,7 @@ def main(argv: list[str] | None = None):
     if args.quick:
         config.update(levels=1, train={"iterations": 30, "eval_every": 15, "batch_size": 64, "lr": 3e-3})
 
-    result = ticketlab.run(config, ticketlab.RunOptions(root=args.out, workers=1, progress=False, device="cpu"),
-                           model=TinyGPT, data=counting_data())
-    report(result)
+    result = run_example(config, args, model=TinyGPT, data=counting_data())
     plan = result.store.json(result.store.plan_path)
     mask = result.mask(max(result.levels()))
     print(f"tied: {plan['aliases']}; masks stored for: {sorted(mask)}")

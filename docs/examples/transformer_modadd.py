@@ -23,14 +23,11 @@ Run::
 
 from __future__ import annotations
 
-import argparse
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-import ticketlab
-from _report import report
+from _report import command_line, run_example, splits
 
 P = 29
 
@@ -66,16 +63,11 @@ def modadd_data(p: int = P, seed: int = 0) -> dict:
     y = (a + b) % p
     order = torch.randperm(p * p, generator=torch.Generator().manual_seed(seed))
     x, y = x[order], y[order]
-    cut = (int(0.8 * p * p), int(0.9 * p * p))
-    return {"train": (x[: cut[0]], y[: cut[0]]), "val": (x[cut[0] : cut[1]], y[cut[0] : cut[1]]),
-            "test": (x[cut[1] :], y[cut[1] :])}
+    return splits(x, y, train=int(0.8 * p * p), val=int(0.9 * p * p) - int(0.8 * p * p))
 
 
 def main(argv: list[str] | None = None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a tiny run (seconds), to check that it works")
-    parser.add_argument("--out", default="experiments/examples", help="where experiments are written")
-    args = parser.parse_args(argv)
+    args = command_line(__doc__, argv)
 
     train = {"optimizer": "adamw", "lr": 3e-3, "weight_decay": 1.0, "batch_size": 256, "iterations": 1000,
              "warmup_iterations": 50, "milestones": [750], "eval_every": 100}
@@ -85,9 +77,7 @@ def main(argv: list[str] | None = None):
         config.update(levels=1, train={**train, "iterations": 40, "warmup_iterations": 5, "milestones": [],
                                        "eval_every": 20})
 
-    result = ticketlab.run(config, ticketlab.RunOptions(root=args.out, workers=1, progress=False, device="cpu"),
-                           model=ModAddTransformer, data=modadd_data())
-    report(result)
+    result = run_example(config, args, model=ModAddTransformer, data=modadd_data())
     return result
 
 

@@ -27,6 +27,11 @@ def keep_fraction(ctx: MaskContext) -> float:
     return (1.0 - ctx.config.prune.rate) ** ctx.level
 
 
+def dense_mask(ctx: MaskContext) -> Mask:
+    """Every prunable weight kept: where a method at initialisation starts, whatever the level."""
+    return Mask({n: torch.ones_like(m) for n, m in ctx.previous.items()})
+
+
 def keep_top(scores: dict[str, torch.Tensor], like: Mask, fraction: float) -> Mask:
     """A mask keeping the ``fraction`` of all entries of ``like`` with the highest scores."""
     names = list(like)

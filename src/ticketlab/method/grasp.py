@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from ticketlab.masks import Mask
-from ticketlab.method.at_init import SCORE_BATCHES, keep_fraction, keep_top
+from ticketlab.method.at_init import SCORE_BATCHES, dense_mask, keep_fraction, keep_top
 from ticketlab.method.base import MaskContext, Need
 
 
@@ -37,7 +37,7 @@ class GraSP:
 
     def next_mask(self, ctx: MaskContext) -> Mask:
         model = ctx.model()
-        dense = Mask({n: torch.ones_like(m) for n, m in ctx.previous.items()})
+        dense = dense_mask(ctx)
         params = dict(model.named_parameters())
         hg = hessian_gradient(model, list(dense), ctx.batches(SCORE_BATCHES), ctx.loss)
         scores = {n: (params[n].detach() * hg[n]) for n in dense}

@@ -3,10 +3,8 @@ simplest baseline of Frankle et al. 2021."""
 
 from __future__ import annotations
 
-import torch
-
 from ticketlab.masks import Mask
-from ticketlab.method.at_init import keep_fraction, keep_top
+from ticketlab.method.at_init import dense_mask, keep_fraction, keep_top
 from ticketlab.method.base import MaskContext, Need
 
 
@@ -18,5 +16,5 @@ class MagnitudeAtInit:
 
     def next_mask(self, ctx: MaskContext) -> Mask:
         init = ctx.init()
-        dense = Mask({n: torch.ones_like(m) for n, m in ctx.previous.items()})
+        dense = dense_mask(ctx)
         return keep_top({n: init[n].abs() for n in dense}, dense, keep_fraction(ctx))

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from ticketlab.masks import Mask
-from ticketlab.method.at_init import SCORE_BATCHES, keep_fraction, keep_top
+from ticketlab.method.at_init import SCORE_BATCHES, dense_mask, keep_fraction, keep_top
 from ticketlab.method.base import MaskContext, Need
 
 
@@ -28,6 +28,6 @@ class SNIP:
 
     def next_mask(self, ctx: MaskContext) -> Mask:
         model = ctx.model()
-        dense = Mask({n: torch.ones_like(m) for n, m in ctx.previous.items()})
+        dense = dense_mask(ctx)
         scores = snip_scores(model, list(dense), ctx.batches(SCORE_BATCHES), ctx.loss)
         return keep_top(scores, dense, keep_fraction(ctx))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from ticketlab.masks import Mask
-from ticketlab.method.at_init import keep_fraction, keep_top
+from ticketlab.method.at_init import dense_mask, keep_fraction, keep_top
 from ticketlab.method.base import MaskContext, Need
 
 ITERATIONS = 100
@@ -48,7 +48,7 @@ class SynFlow:
 
     def next_mask(self, ctx: MaskContext) -> Mask:
         names = list(ctx.previous)
-        mask = Mask({n: torch.ones_like(m) for n, m in ctx.previous.items()})
+        mask = dense_mask(ctx)
         target = keep_fraction(ctx)
         example = ctx.batches(1)[0][0]
         for round_ in range(1, ITERATIONS + 1):
