@@ -38,3 +38,13 @@ export OMP_NUM_THREADS=1
 
 # The rows beside the paper's Figures 3-4 (docs/results.md section 1), read from studies 1 and 1b.
 .venv/bin/python scripts/paper_comparison.py "$OUT"/mnist-lenet_300_100-0bb4160c2ecc "$OUT"/mnist-lenet_300_100-a584bfd462af
+
+# 5. Pruning at initialisation beside IMP (issue 10, part 1), on mnist5k with study 2's training
+#    setting: SNIP, GraSP, SynFlow, magnitude-at-init and random-at-init at IMP's 16 sparsities,
+#    3 seeds, with the two ablations of Frankle et al. 2021 at 21.1% and 2.9% remaining: `random`
+#    (the mask shuffled within each layer: same per-layer counts) and `reinit`.
+for method in snip grasp synflow magnitude_init random_init; do
+    .venv/bin/ticketlab run --dataset mnist5k --model lenet_300_100 --levels 16 --seeds 3 --method "$method" \
+        --controls reinit,random --control-levels 7,16 --iterations 3000 --eval-every 50 --workers 2 \
+        --out "$OUT" --no-progress
+done
