@@ -182,6 +182,16 @@ def run_command(
         sys.exit(EXIT_DIVERGED)
 
 
+@app.command("compare")
+def compare_command(
+    experiment_dirs: list[Path] = typer.Argument(..., help="Experiment directories (e.g. IMP and methods at initialisation)."),
+) -> None:
+    """Accuracy at equal sparsity across experiments, each ticket beside its controls, and the cost of each."""
+    from ticketlab.compare import comparison_markdown
+
+    console.print(comparison_markdown([str(d) for d in experiment_dirs]), markup=False, highlight=False, soft_wrap=True)
+
+
 @app.command("check")
 def check_command(experiment_dir: Path = typer.Argument(..., help="An experiment directory.")) -> None:
     """Verify every file of an experiment; print what is damaged and what a re-run recomputes."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from ticketlab.masks import Mask
-from ticketlab.method.at_init import dense_mask, keep_fraction, keep_top
+from ticketlab.method.at_init import dense_mask, keep_count, keep_top
 from ticketlab.method.base import MaskContext, Need
 
 ITERATIONS = 100
@@ -49,10 +49,11 @@ class SynFlow:
     def next_mask(self, ctx: MaskContext) -> Mask:
         names = list(ctx.previous)
         mask = dense_mask(ctx)
-        target = keep_fraction(ctx)
+        total, target = sum(m.numel() for m in mask.values()), keep_count(ctx)
         example = ctx.batches(1)[0][0]
-        for round_ in range(1, ITERATIONS + 1):
+        for round_ in range(1, ITERATIONS + 1):  # exponential schedule: total * (target/total)^(r/n)
             scores = synflow_scores(ctx.model(), names, example, mask)
             scores = {n: torch.where(mask[n], scores[n], torch.full_like(scores[n], -1.0)) for n in names}
-            mask = keep_top(scores, mask, target ** (round_ / ITERATIONS))
+            count = target if round_ == ITERATIONS else round(total * (target / total) ** (round_ / ITERATIONS))
+            mask = keep_top(scores, mask, count)
         return mask
