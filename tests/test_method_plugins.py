@@ -53,3 +53,41 @@ def test_unknown_and_removed_plugins_are_one_line_errors():
         Config.from_dict({"controls": ["shuffle"]})
     # stored experiments with the old arm still read (names are not resolved when reading)
     assert Config.from_dict({"controls": ["shuffle"]}, resolve=False).controls == ("shuffle",)
+
+
+def test_scheduler_never_reads_a_summary_a_worker_is_still_writing(tmp_path):
+    """A worker writes summary.json before recording its checksum; until the executor reports
+    the unit finished, the scheduler must not read it (it once did, and saw a 'damaged' file)."""
+    from ticketlab.graph import run_graph
+    from ticketlab.store import Store
+    from ticketlab.units import environment, run_unit
+
+    config = tiny_config(levels=1, seeds=2, train={"iterations": 20, "eval_every": 10})
+    store = Store.for_config(config, tmp_path)
+
+    class MidWriteExecutor:
+        """Two units 'in flight'; each has a summary file on disk without its checksum until it finishes."""
+
+        capacity = 2
+
+        def __init__(self) -> None:
+            self.queue = []
+
+        def submit(self, unit) -> None:
+            paths = store.unit(unit.replicate, unit.level, unit.arm)
+            paths.directory.mkdir(parents=True, exist_ok=True)
+            paths.summary.write_text('{"half": "written"}')
+            self.queue.append(unit)
+
+        def wait(self):
+            unit = self.queue.pop(0)
+            store.unit(unit.replicate, unit.level, unit.arm).summary.unlink()
+            return [(unit, run_unit(config, str(store.directory), unit, "cpu"))]
+
+        def close(self) -> None:
+            pass
+
+    with store:
+        store.write_config(config)
+        summaries = run_graph(environment(config), store, MidWriteExecutor())
+    assert len(summaries) == 4 and all(s["status"] == "ok" for s in summaries)

@@ -91,6 +91,11 @@ def run_graph(
         rewind = config.rewind_iteration == 0 or store.rewind_path(unit.replicate).is_file()
         return rewind and store.level_mask_path(unit.replicate, unit.level).is_file()
 
+    trained_tickets: set[tuple[int, int]] = set()  # (replicate, level) of tickets finished without diverging
+
+    def ticket_ok(replicate: int, level: int) -> bool:
+        return (replicate, level) in trained_tickets
+
     def make_masks() -> None:
         """Every missing mask whose inputs (as the method declares them) now exist."""
         for replicate in range(config.seeds):
@@ -98,12 +103,14 @@ def run_graph(
                 if level > diverged.get(replicate, level):
                     break
                 if not store.level_mask_path(replicate, level).is_file():
-                    if not level_mask_inputs_ready(config, store, replicate, level):
+                    if not level_mask_inputs_ready(config, store, replicate, level, ticket_ok):
                         break
                     ensure_level_mask(env, store, replicate, level)
 
     def ticket_finished(unit: Unit, summary: dict) -> None:
-        if summary.get("status", "ok") != "ok":
+        if summary.get("status", "ok") == "ok":
+            trained_tickets.add((unit.replicate, unit.level))
+        else:
             diverged[unit.replicate] = min(unit.level, diverged.get(unit.replicate, unit.level))
             for other in [u for u in pending if blocked(u, diverged)]:
                 del pending[other]

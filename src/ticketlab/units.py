@@ -185,19 +185,22 @@ def dense_mask(plan: ParameterPlan) -> Mask:
     return Mask({n: torch.ones(plan.shapes[n], dtype=torch.bool) for n in plan.pruned})
 
 
-def level_mask_inputs_ready(config: Config, store: Store, replicate: int, level: int) -> bool:
-    """Whether level ``level``'s mask can be made now, from what the pruning method needs."""
+def level_mask_inputs_ready(config: Config, store: Store, replicate: int, level: int,
+                            trained: Callable[[int, int], bool]) -> bool:
+    """Whether level ``level``'s mask can be made now, from what the pruning method needs.
+
+    ``trained(replicate, level)`` says whether that ticket has *finished* and did not diverge,
+    as the scheduler knows it: a summary file that merely exists may still be mid-write by a
+    worker (its checksum not yet recorded), so the store is not polled for it.
+    """
     from ticketlab.method import Need
 
     if level == 0 or store.level_mask_path(replicate, level).is_file():
         return True
-    if not level_mask_inputs_ready(config, store, replicate, level - 1):
+    if not level_mask_inputs_ready(config, store, replicate, level - 1, trained):
         return False
     needs = resolve_method(config.prune.method).needs(level)
-    if Need.PREVIOUS_TRAINED in needs:
-        paths = store.unit(replicate, level - 1, "ticket")
-        return paths.done() and store.summary(paths).get("status", "ok") == "ok"
-    return True
+    return Need.PREVIOUS_TRAINED not in needs or trained(replicate, level - 1)
 
 
 def ensure_level_mask(env: Environment, store: Store, replicate: int, level: int) -> None:
