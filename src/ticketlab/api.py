@@ -21,7 +21,7 @@ from ticketlab.store import Store
 from ticketlab.inputs import prepare_inputs
 from ticketlab.task import Task
 from ticketlab.units import (
-    ProgressFn, Unit, ensure_level_mask, ensure_replicate_init, environment, parameter_plan, resolve_device,
+    ProgressFn, Unit, ensure_level_mask, ensure_replicate_init, environment, resolve_device,
 )
 from ticketlab.io import write_json_atomic
 from ticketlab.verdicts import Criteria, VerdictTable, verdict_table
@@ -139,7 +139,7 @@ def run(
     config, inputs = prepare_inputs(config if config is not None else {}, model, data, task, data_version)
     device = resolve_device(options.device)
     env = environment(config, device, inputs)  # missing or malformed data fails here, before any write
-    preflight(env, options)
+    plan = preflight(env, options)
     if options.batch > 1:
         from ticketlab.batched import check_batchable, choose_batch
 
@@ -154,7 +154,7 @@ def run(
     with store:
         store.write_config(config)
         if not store.plan_path.is_file():
-            write_json_atomic(store.plan_path, parameter_plan(env).to_json(), checksum=True)
+            write_json_atomic(store.plan_path, plan.to_json(), checksum=True)
         if repair(store, config):
             for replicate in range(config.seeds):  # inputs no unit left to run would rewrite
                 if store.replicate_dir(replicate).is_dir():

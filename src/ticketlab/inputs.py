@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 import torch
@@ -39,6 +39,17 @@ class Inputs:
     model_factory: ModelFactory
     data: "Dataset | StreamingData"
     task: Task
+    _moved: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def on(self, device: torch.device) -> "Dataset | StreamingData":
+        """The data on ``device``, moved once per process (the copies are not pickled)."""
+        key = str(device)
+        if key not in self._moved:
+            self._moved[key] = self.data.to(device)
+        return self._moved[key]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_moved": {}}
 
     def build(self, seed: int, device: torch.device | str = "cpu") -> nn.Module:
         """A new model from the factory, its initialisation drawn from ``seed``."""
@@ -154,19 +165,20 @@ def data_fingerprint(data: Dataset, version: str | None = None) -> str:
     if not isinstance(data, Dataset):
         raise ConfigError("streamed data needs data_version='...' (a name for this version of the data), "
                           "so that changed data is a new experiment")
-    for name in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
-        tensor = getattr(data, name).contiguous()
-        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        digest.update(_raw_bytes(tensor))
-    return digest.hexdigest()[:16]
+    names = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+    return _tensors_digest(digest, {name: getattr(data, name) for name in names})
 
 
 def model_fingerprint(model: nn.Module) -> str:
     """SHA-256 of parameter and buffer names, shapes, dtypes and values (the initial weights)."""
     from ticketlab.weights import state_of
 
-    digest = hashlib.sha256()
-    for name, tensor in state_of(model).items():
+    return _tensors_digest(hashlib.sha256(), state_of(model))
+
+
+def _tensors_digest(digest: "hashlib._Hash", tensors: dict[str, torch.Tensor]) -> str:
+    """``digest`` updated with each tensor's name, dtype, shape and bytes, as 16 hex digits."""
+    for name, tensor in tensors.items():
         tensor = tensor.detach().cpu().contiguous()
         digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
         digest.update(_raw_bytes(tensor))
@@ -216,6 +228,7 @@ def builtin_inputs(model: str, dataset: str, data_dir: str | None, split_seed: i
 def load_init_weights(path: str, model: nn.Module) -> dict[str, torch.Tensor]:
     """Initial weights from ``path`` (safetensors, or a state dict loaded with ``weights_only=True``:
     no code runs), checked name by name against ``model`` (which may live on ``meta``)."""
+    from ticketlab.roles import tied_aliases
     from ticketlab.weights import state_of
 
     try:
@@ -229,8 +242,9 @@ def load_init_weights(path: str, model: nn.Module) -> dict[str, torch.Tensor]:
         raise ConfigError(f"init_weights {path!r} cannot be read: {type(exc).__name__}: {exc}") from None
     if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
         raise ConfigError(f"init_weights {path!r} is not a state dict of tensors")
-    expected = {k: v for k, v in state_of(model).items()}
-    weights = {k: v for k, v in weights.items() if k in expected or k not in _aliases(model)}
+    expected = state_of(model)
+    aliases = tied_aliases(model)  # a full state_dict lists tied tensors under every name
+    weights = {k: v for k, v in weights.items() if k not in aliases}
     missing = sorted(set(expected) - set(weights))
     unexpected = sorted(set(weights) - set(expected))
     if missing or unexpected:
@@ -241,12 +255,6 @@ def load_init_weights(path: str, model: nn.Module) -> dict[str, torch.Tensor]:
             raise ConfigError(f"init_weights {path!r}: {name} has shape {list(tensor.shape)}, "
                               f"the model's is {list(expected[name].shape)}")
     return {k: weights[k].to(expected[k].dtype).clone() for k in expected}
-
-
-def _aliases(model: nn.Module) -> dict[str, str]:
-    from ticketlab.roles import tied_aliases
-
-    return tied_aliases(model)
 
 
 def prepare_inputs(config: Any, model: Any = None, data: Any = None, task: Task | None = None,

@@ -101,7 +101,7 @@ def eval_batches(data: "Dataset | StreamingData", split: str) -> Iterator[tuple[
         yield x[start : start + EVAL_CHUNK], y[start : start + EVAL_CHUNK]
 
 
-class _TrainingBatches:
+class TrainingBatches:
     """Each step's batch: [K, B] indices into in-memory data, or the next streamed batch."""
 
     def __init__(self, data: "Dataset | StreamingData", batch_size: int, data_seeds: Sequence[int]) -> None:
@@ -218,7 +218,7 @@ def run_loop(
     if not states[0].history:
         _record_evals(stepper, data, states, events, start, None)
 
-    batch_at = _TrainingBatches(data, train.batch_size, data_seeds).batch_at
+    batch_at = TrainingBatches(data, train.batch_size, data_seeds).batch_at
     lr_points = set(lr_change_points(train, start, end))
     loss_acc = torch.tensor([s.loss_sum for s in states], device=device)
     loss_count = states[0].loss_count

@@ -17,6 +17,7 @@ import torch
 
 from ticketlab.config import Config, RunOptions
 from ticketlab.errors import ConfigError
+from ticketlab.roles import ParameterPlan
 from ticketlab.units import Environment, parameter_plan
 
 MAX_UNITS = 1_000_000
@@ -28,20 +29,22 @@ STORED_BYTES_PER_PARAM = 4 + 4 + 1
 GIB = 1024**3
 
 
-def preflight(env: Environment, options: RunOptions) -> None:
-    """Raise ConfigError for anything that would fail after writing; write nothing."""
+def preflight(env: Environment, options: RunOptions) -> ParameterPlan:
+    """Raise ConfigError for anything that would fail after writing; write nothing. Returns the
+    parameter plan it traced (what is pruned), which the run records."""
     from ticketlab.inputs import probe
 
     config = env.config
     check_out_dir(Path(options.root))
     check_resources(env, options)
-    parameter_plan(env)
+    plan = parameter_plan(env)
     probe(env.inputs, config, env.device)
     end = env.end()
     if config.rewind_iteration >= end:
         raise ConfigError(
             f"rewind_iteration ({config.rewind_iteration}) must be below the training length ({end} iterations)"
         )
+    return plan
 
 
 def unit_count(config: Config) -> int:

@@ -30,7 +30,27 @@ from ticketlab.optim import make_optimizer
 from ticketlab.task import Task, prediction
 
 
-class SingleStepper:
+class _MaskedOptimizer:
+    """What both steppers do around the optimizer: set the learning rate, re-mask after a step.
+
+    ``masked`` are the pruned parameters (stacked or not) and ``mask_values`` their float masks.
+    """
+
+    optimizer: torch.optim.Optimizer
+    masked: list[torch.Tensor]
+    mask_values: list[torch.Tensor]
+
+    def apply_masks_(self) -> None:
+        if self.masked:
+            with torch.no_grad():
+                torch._foreach_mul_(self.masked, self.mask_values)
+
+    def set_lr(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+
+class SingleStepper(_MaskedOptimizer):
     """One model trained by one optimizer; ``masks`` maps parameter names to float {0,1} tensors."""
 
     size = 1
@@ -47,15 +67,6 @@ class SingleStepper:
         self.fast_loss = task.kind == "classification" and task.loss is None
         self.apply_masks_()
         model.train()
-
-    def apply_masks_(self) -> None:
-        if self.masked:
-            with torch.no_grad():
-                torch._foreach_mul_(self.masked, self.mask_values)
-
-    def set_lr(self, lr: float) -> None:
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
 
     def _loss(self, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
         pred = prediction(self.model(xb))
@@ -120,7 +131,7 @@ def randomness_in(model: nn.Module) -> str | None:
     return None
 
 
-class StackedStepper:
+class StackedStepper(_MaskedOptimizer):
     """K replicates' parameters, buffers, masks and optimizer state stacked on dim 0.
 
     ``models``/``optimizers``/``masks`` are each replicate's own objects, which ``sync`` fills
@@ -147,8 +158,8 @@ class StackedStepper:
             n: torch.stack([dict(m.named_buffers())[n] for m in self.models]) for n, _ in self.template.named_buffers()
         }
         mask_names = list(masks[0] or {})
-        self.masks = [self._internal(n, torch.stack([m[n] for m in masks])) for n in mask_names]
-        self.masked_params = [self.params[n] for n in mask_names]
+        self.mask_values = [self._internal(n, torch.stack([m[n] for m in masks])) for n in mask_names]
+        self.masked = [self.params[n] for n in mask_names]
         self.optimizer = make_optimizer(self.params.values(), train_config, device)
         self._stack_optimizer_state()
         self.linear_layers = (
@@ -185,15 +196,6 @@ class StackedStepper:
                 stacked[key] = value.clone() if key == "step" else self._internal(name, torch.stack(per_unit))
 
     # ------------------------------------------------------------------ stepping
-    def apply_masks_(self) -> None:
-        if self.masked_params:
-            with torch.no_grad():
-                torch._foreach_mul_(self.masked_params, self.masks)
-
-    def set_lr(self, lr: float) -> None:
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-
     def forward(self, x: torch.Tensor, shared_input: bool) -> torch.Tensor:
         """Predictions of every replicate: x is [K, B, ...] (own batches) or [B, ...] (shared)."""
         if self.linear_layers is not None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -100,41 +99,33 @@ class Environment:
         return total_iterations(self.config.train, self.data)
 
 
-def inputs_key(blob: bytes | None) -> str | None:
-    return hashlib.sha256(blob).hexdigest() if blob is not None else None
-
-
 @functools.lru_cache(maxsize=4)
-def _environment(config_json: str, blob_key: str | None, device: str) -> Environment:
+def _builtin_environment(config_json: str, device: str) -> Environment:
     config = Config.from_dict(json.loads(config_json), resolve=False)
-    if blob_key is None:
-        inputs = builtin_inputs(config.model, config.data.dataset, config.data.data_dir, config.data.split_seed)
-    else:
-        inputs = _BLOBS[blob_key]
-    return Environment(config, inputs, torch.device(device), inputs.data.to(device), user=blob_key is not None)
+    inputs = builtin_inputs(config.model, config.data.dataset, config.data.data_dir, config.data.split_seed)
+    return Environment(config, inputs, torch.device(device), inputs.data.to(device))
 
 
-_BLOBS: dict[str, Inputs] = {}
+@functools.lru_cache(maxsize=2)
+def _unpickled(blob: bytes) -> Inputs:
+    """The user's objects a worker received as bytes, unpickled once per worker."""
+    import cloudpickle
+
+    return cloudpickle.loads(blob)
 
 
 def environment(config: Config, device: torch.device | str = "cpu", inputs: bytes | Inputs | None = None) -> Environment:
-    """This process's environment of ``config`` (loaded once per process and device).
+    """This process's environment of ``config`` (its data moved to ``device`` once).
 
     ``inputs`` are the user's objects, as :class:`Inputs` in the calling process or as
     cloudpickle bytes in a worker; without them the config's built-in names are used.
     """
-    key = None
-    if inputs is not None:
-        if isinstance(inputs, Inputs):
-            key = f"object:{id(inputs)}"
-            _BLOBS.setdefault(key, inputs)
-        else:
-            key = inputs_key(inputs)
-            if key not in _BLOBS:
-                import cloudpickle
-
-                _BLOBS[key] = cloudpickle.loads(inputs)
-    return _environment(json.dumps(config.to_dict(), sort_keys=True), key, str(torch.device(device)))
+    device = torch.device(device)
+    if inputs is None:
+        return _builtin_environment(json.dumps(config.to_dict(), sort_keys=True), str(device))
+    if isinstance(inputs, bytes):
+        inputs = _unpickled(inputs)
+    return Environment(config, inputs, device, inputs.on(device), user=True)
 
 
 # ---------------------------------------------------------------------------- files a unit needs

@@ -79,17 +79,17 @@ class MaskContext:
         return model.train()
 
     def batches(self, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """The first ``count`` training batches in this replicate's data order (CPU tensors)."""
-        from ticketlab.loop import epoch_permutation
+        """The first ``count`` training batches of this replicate, exactly as its training sees them
+        (the loop's own batch order; CPU tensors)."""
+        from ticketlab.loop import TrainingBatches
 
         data = self.environment.inputs.data
-        if not hasattr(data, "x_train"):  # streamed data: its first batches as the loader yields them
-            stream = data.to("cpu").epoch(derive_seed(self.seed, "data"), 0)
-            return [next(stream) for _ in range(count)]
-        size = min(self.config.train.batch_size, data.x_train.shape[0])
-        order = epoch_permutation(derive_seed(self.seed, "data"), 0, data.x_train.shape[0], torch.device("cpu"))
-        spans = [order[i * size : (i + 1) * size] for i in range(count) if (i + 1) * size <= order.numel()]
-        return [(data.x_train[rows], data.y_train[rows]) for rows in spans]
+        batch_at = TrainingBatches(data, self.config.train.batch_size, [derive_seed(self.seed, "data")]).batch_at
+        out = []
+        for step in range(count):
+            batch = batch_at(step)
+            out.append(batch if isinstance(batch, tuple) else (data.x_train[batch[0]], data.y_train[batch[0]]))
+        return out
 
     def loss(self, output: Any, target: torch.Tensor) -> torch.Tensor:
         """The experiment's training loss of a model output (the task's, as training uses it)."""

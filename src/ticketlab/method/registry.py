@@ -7,6 +7,7 @@ object may be an instance or a class (instantiated with no arguments).
 
 from __future__ import annotations
 
+import functools
 import importlib
 from typing import Any
 
@@ -61,12 +62,14 @@ def _resolve(name: str, builtin: dict[str, str], protocol: type, what: str) -> A
     return obj
 
 
+@functools.lru_cache(maxsize=None)  # the scheduler asks at every step; methods and arms are stateless
 def resolve_method(name: str) -> PruningMethod:
     if name not in METHODS and ":" not in name:
         raise ConfigError(f"unknown pruning method {name!r}; choose one of: {', '.join(METHODS)} or 'package.module:object'")
     return _resolve(name, METHODS, PruningMethod, "pruning method")
 
 
+@functools.lru_cache(maxsize=None)
 def resolve_arm(name: str) -> Arm:
     if name in REMOVED_ARMS:
         raise ConfigError(REMOVED_ARMS[name])
