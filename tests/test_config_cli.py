@@ -85,6 +85,15 @@ def run_cli(args, capsys):
         (["run", "no-such-file.toml"], "not found"),
         (["run", "--bogus-flag"], "No such option"),
         (["show", "/no/such/experiment"], "not a ticketlab experiment"),
+        (["run", "--method", "snipp"], "unknown pruning method 'snipp'"),
+        (["run", "--method", "no_such_pkg:Method"], "cannot import no_such_pkg"),
+        (["run", "--controls", "shuffle"], "shuffle control was removed"),
+        (["run", "--roles", "linear,weights"], "unknown prune.roles entry 'weights'"),
+        (["run", "--model", "no_such_pkg.nets:make"], "cannot import no_such_pkg.nets"),
+        (["run", "--model", "ticketlab.models:nothing_here"], "has no attribute nothing_here"),
+        (["run", "--dataset", "no_such_pkg:splits"], "cannot import no_such_pkg"),
+        (["run", "--init-weights", "/no/such/init.safetensors"], "init_weights file"),
+        (["compare"], "Missing argument"),
     ],
 )
 def test_cli_errors_are_one_line_exit_2_and_write_nothing(args, fragment, capsys, tmp_path):

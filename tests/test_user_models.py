@@ -230,3 +230,13 @@ def test_models_with_batchnorm_are_fingerprinted():
     assert model_fingerprint(a) == model_fingerprint(b)
     b[1].num_batches_tracked += 1
     assert model_fingerprint(a) != model_fingerprint(b)
+
+
+@pytest.mark.parametrize("name,content", [("junk.safetensors", b"not a safetensors file"), ("junk.pt", b"\x80\x04junk")])
+def test_unreadable_init_weights_are_one_line_errors_before_writing(tmp_path, name, content):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(ConfigError, match="init_weights .* cannot be read"):
+        ticketlab.run({"levels": 1, "init_weights": str(path), **SHORT}, opts(tmp_path / "out"),
+                      model=models.Regressor, data=models.regression_data())
+    assert not (tmp_path / "out").exists()
