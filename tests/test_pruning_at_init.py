@@ -114,3 +114,24 @@ def test_method_at_init_reaches_imp_sparsities_with_every_mask_made_before_train
         kept = torch.cat([init[n][mask[n]].abs() for n in mask])
         dropped = torch.cat([init[n][~mask[n]].abs() for n in mask])
         assert kept.min() >= dropped.max()
+
+
+def test_ticket_levels_train_only_the_chosen_sparsities_at_imps_counts(tmp_path):
+    """A sweep at a few sparsities: the chosen levels (and the dense run) train, with exactly the
+    masks of the full sweep; no other level trains."""
+    full = ticketlab.run(tiny_config(levels=3, prune={"method": "magnitude_init"}, train={"iterations": 40, "eval_every": 20}),
+                         ticketlab.RunOptions(root=str(tmp_path / "full"), device="cpu", progress=False, workers=1))
+    config = tiny_config(levels=3, ticket_levels=[1, 3], controls=["random"], control_levels=[3],
+                         prune={"method": "magnitude_init"}, train={"iterations": 40, "eval_every": 20})
+    sweep = ticketlab.run(config, ticketlab.RunOptions(root=str(tmp_path / "sweep"), device="cpu", progress=False, workers=1))
+    trained = sorted((r["level"], r["arm"]) for r in sweep.runs)
+    assert trained == [(0, "ticket"), (1, "ticket"), (3, "random"), (3, "ticket")]
+    assert not sweep.store.unit(0, 2, "ticket").directory.exists()
+    for level in (1, 3):
+        assert torch.equal(torch.cat([m.flatten() for m in sweep.mask(level).values()]),
+                           torch.cat([m.flatten() for m in full.mask(level).values()]))
+
+
+def test_ticket_levels_are_refused_for_a_chained_method():
+    with pytest.raises(ticketlab.ConfigError, match="chain"):
+        tiny_config(levels=3, ticket_levels=[3])

@@ -116,6 +116,7 @@ def run_command(
     seeds: Optional[int] = typer.Option(None, help="Independent replicates (IMP chains)."),
     controls: Optional[str] = typer.Option(None, help="Comma-separated control arms: reinit, random, weight_shuffle (or package.module:Arm)."),
     control_levels: Optional[str] = typer.Option(None, help="Comma-separated levels where controls train (default: all)."),
+    ticket_levels: Optional[str] = typer.Option(None, help="Comma-separated levels to train (default: all); for methods at initialisation."),
     rewind_iteration: Optional[int] = typer.Option(None, help="Rewind survivors to iteration k (0 = initialisation)."),
     iterations: Optional[int] = typer.Option(None, help="Training length in iterations."),
     epochs: Optional[int] = typer.Option(None, help="Training length in epochs (instead of iterations)."),
@@ -154,7 +155,8 @@ def run_command(
     for dotted, value in [
         ("data.dataset", dataset), ("data.data_dir", data_dir), ("model", model), ("levels", levels),
         ("seed", seed), ("seeds", seeds), ("controls", _csv(controls)),
-        ("control_levels", _int_csv(control_levels, "--control-levels")), ("rewind_iteration", rewind_iteration),
+        ("control_levels", _int_csv(control_levels, "--control-levels")),
+        ("ticket_levels", _int_csv(ticket_levels, "--ticket-levels")), ("rewind_iteration", rewind_iteration),
         ("train.batch_size", batch_size), ("train.lr", lr), ("train.optimizer", optimizer),
         ("prune.method", method), ("prune.strategy", strategy), ("prune.roles", _csv(roles)),
         ("init_weights", init_weights), ("train.weight_decay", weight_decay),

@@ -115,6 +115,7 @@ class Config:
     rewind_iteration: int = 0
     controls: tuple[str, ...] = ()
     control_levels: tuple[int, ...] = ()
+    ticket_levels: tuple[int, ...] = ()
     init_weights: str | None = None
     model_fingerprint: str | None = None
     data: DataConfig = field(default_factory=DataConfig)
@@ -178,7 +179,16 @@ class Config:
                 f"unknown model {self.model!r}; choose one of: {', '.join(model_names())} "
                 "(or mlp_<width>_<width>..., e.g. mlp_300_100, or an import path 'package.module:factory')"
             )
-        resolve_method(self.prune.method)
+        method = resolve_method(self.prune.method)
+        if self.ticket_levels:
+            from ticketlab.method.base import Need
+
+            chained = any(Need.PREVIOUS_TRAINED in method.needs(level) for level in range(2, self.levels + 1))
+            _check(
+                not chained,
+                f"ticket_levels needs a method whose masks do not chain through every level; {self.prune.method!r} "
+                "prunes each level from the previous level's trained ticket (drop ticket_levels)",
+            )
         for arm in self.controls:
             _check(arm != "ticket", "the ticket is always trained; controls name the other arms")
             resolve_arm(arm)
@@ -193,6 +203,20 @@ class Config:
             list(self.control_levels) == sorted(set(self.control_levels))
             and all(1 <= level <= self.levels for level in self.control_levels),
             f"control_levels must increase and lie in 1..levels ({self.levels}), got {list(self.control_levels)}",
+        )
+
+        _check(
+            list(self.ticket_levels) == sorted(set(self.ticket_levels))
+            and all(1 <= level <= self.levels for level in self.ticket_levels),
+            f"ticket_levels must increase and lie in 1..levels ({self.levels}), got {list(self.ticket_levels)}",
+        )
+        _check(
+            not self.ticket_levels or set(self.control_levels) <= set(self.ticket_levels),
+            f"control_levels {list(self.control_levels)} must be among ticket_levels {list(self.ticket_levels)}",
+        )
+        _check(
+            not self.ticket_levels or bool(self.control_levels) or not self.controls,
+            "with ticket_levels, give control_levels too (controls train only where a ticket does)",
         )
 
         t = self.train
@@ -252,7 +276,11 @@ class Config:
 
     def has_controls(self, level: int) -> bool:
         """Whether the control arms train at ``level`` (never at the dense level 0)."""
-        return level >= 1 and (not self.control_levels or level in self.control_levels)
+        return self.trains(level) and level >= 1 and (not self.control_levels or level in self.control_levels)
+
+    def trains(self, level: int) -> bool:
+        """Whether ``level``'s ticket trains (the dense level 0 always does)."""
+        return level == 0 or not self.ticket_levels or level in self.ticket_levels
 
     def experiment_name(self) -> str:
         """Directory name: readable prefix plus the config hash. Import paths and Python objects

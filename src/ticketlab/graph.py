@@ -45,6 +45,8 @@ def all_units(config: Config) -> list[Unit]:
     for replicate in range(config.seeds):
         units.append(Unit(replicate, 0, "ticket"))
         for level in range(1, config.levels + 1):
+            if not config.trains(level):
+                continue
             units.append(Unit(replicate, level, "ticket"))
             if config.has_controls(level):
                 units.extend(Unit(replicate, level, arm) for arm in config.controls)
@@ -102,6 +104,8 @@ def run_graph(
             for level in range(1, config.levels + 1):
                 if level > diverged.get(replicate, level):
                     break
+                if not config.trains(level):
+                    continue
                 if not store.level_mask_path(replicate, level).is_file():
                     if not level_mask_inputs_ready(config, store, replicate, level, ticket_ok):
                         break

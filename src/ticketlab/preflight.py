@@ -48,7 +48,9 @@ def preflight(env: Environment, options: RunOptions) -> ParameterPlan:
 
 
 def unit_count(config: Config) -> int:
-    return config.seeds * (1 + config.levels * (1 + len(config.controls)))
+    levels = range(1, config.levels + 1)
+    per_replicate = 1 + sum(config.trains(level) + len(config.controls) * config.has_controls(level) for level in levels)
+    return config.seeds * per_replicate
 
 
 def check_resources(env: Environment, options: RunOptions) -> None:
