@@ -41,30 +41,30 @@ def check_batchable(env: Environment) -> None:
 def train_batched(units: Sequence[PreparedUnit]) -> None:
     """Train ``units`` (same start step and end) together; their states end up as if trained alone."""
     first = units[0]
-    if any(u.state.step != first.state.step or u.end != first.end for u in units):
-        raise ValueError("batched units must share their start step and training length")
+    if any(u.state.step != first.state.step or u.end != first.end or u.train != first.train for u in units):
+        raise ValueError("batched units must share their start step, training length and schedule")
     env = first.env
     for unit in units:  # stacked replicates draw no random numbers (Dropout is refused): nothing to save
         unit.events.fixed_rng = unit.rng
     stepper = StackedStepper([u.model for u in units], [u.optimizer for u in units], [u.masks for u in units],
                              env.task, env.data.x_train, env.data.y_train, env.config.train, env.device)
     with user_code("training (the model's forward/backward or the loss)", first.unit, active=env.user):
-        run_loop(stepper, env.data, env.config.train, [u.state for u in units], [u.events for u in units],
+        run_loop(stepper, env.data, first.train, [u.state for u in units], [u.events for u in units],
                  first.end, [u.data_seed for u in units], first.capture_steps)
 
 
 def run_units_batched(config: Config, store_dir: str, units: Sequence[Unit], device: str = "cpu",
                       inputs: bytes | Inputs | None = None) -> list[tuple[Unit, dict]]:
-    """Run ``units``: those sharing (start step, length) train together; return their summaries."""
+    """Run ``units``: those sharing (start step, length, schedule) train together; return their summaries."""
     env = environment(config, device, inputs)
     results: list[tuple[Unit, dict]] = []
-    groups: dict[tuple[int, int, frozenset[int], bool], list[PreparedUnit]] = defaultdict(list)
+    groups: dict[tuple, list[PreparedUnit]] = defaultdict(list)
     for unit in units:
         prepared = prepare_unit(env, store_dir, unit)
         if isinstance(prepared, dict):
             results.append((unit, prepared))
         else:
-            key = (prepared.state.step, prepared.end, prepared.capture_steps, prepared.masks is None)
+            key = (prepared.state.step, prepared.end, prepared.capture_steps, prepared.masks is None, prepared.train)
             groups[key].append(prepared)
     for group in groups.values():
         train_batched(group)

@@ -26,6 +26,7 @@ from ticketlab.audit import scan
 from ticketlab.config import Config, RunOptions, load_config_file
 from ticketlab.errors import ConfigError, IntegrityWarning, TicketlabError
 from ticketlab.graph import all_units, blocked, diverged_levels
+from ticketlab.method.transfer import transfer_config
 from ticketlab.store import Store, reset_warnings
 from ticketlab.report import write_report
 from ticketlab.tables import markdown_table, rich_table
@@ -117,13 +118,15 @@ def run_command(
     controls: Optional[str] = typer.Option(None, help="Comma-separated control arms: reinit, random, weight_shuffle (or package.module:Arm)."),
     control_levels: Optional[str] = typer.Option(None, help="Comma-separated levels where controls train (default: all)."),
     ticket_levels: Optional[str] = typer.Option(None, help="Comma-separated levels to train (default: all); for methods at initialisation."),
+    retrain: Optional[str] = typer.Option(None, help="rewind (weight rewinding: the ticket), lr_rewind (Renda et al. 2020) or finetune."),
+    transfer_from: Optional[Path] = typer.Option(None, help="Retrain the ticket masks of this experiment directory under the flags given here (its config is the base)."),
     rewind_iteration: Optional[int] = typer.Option(None, help="Rewind survivors to iteration k (0 = initialisation)."),
     iterations: Optional[int] = typer.Option(None, help="Training length in iterations."),
     epochs: Optional[int] = typer.Option(None, help="Training length in epochs (instead of iterations)."),
     batch_size: Optional[int] = typer.Option(None, help="Minibatch size."),
     lr: Optional[float] = typer.Option(None, help="Learning rate."),
     optimizer: Optional[str] = typer.Option(None, help="adam, adamw or sgd."),
-    method: Optional[str] = typer.Option(None, help="Pruning method: magnitude (IMP), snip, grasp, synflow, magnitude_init, random_init, or package.module:Method."),
+    method: Optional[str] = typer.Option(None, help="Pruning method: magnitude (IMP), oneshot, snip, grasp, synflow, magnitude_init, random_init, or package.module:Method."),
     strategy: Optional[str] = typer.Option(None, help="layerwise or global magnitude pruning."),
     roles: Optional[str] = typer.Option(None, help="Comma-separated prunable roles (default linear,conv,attention; also embedding, norm, bias, other)."),
     init_weights: Optional[str] = typer.Option(None, help="Start every replicate from these weights (.safetensors, or a state dict read with weights_only)."),
@@ -150,13 +153,15 @@ def run_command(
     """Run (or resume) an IMP experiment and print its per-level table."""
     criteria = _criteria(margin, matching_rule, alpha, min_seeds)
     raw: dict[str, Any] = load_config_file(config_file) if config_file else {}
+    if transfer_from is not None:
+        raw = transfer_config(transfer_from, raw)
     if executor not in ("local", "ray"):
         raise ConfigError(f"--executor must be local or ray, got {executor!r}")
     for dotted, value in [
         ("data.dataset", dataset), ("data.data_dir", data_dir), ("model", model), ("levels", levels),
         ("seed", seed), ("seeds", seeds), ("controls", _csv(controls)),
         ("control_levels", _int_csv(control_levels, "--control-levels")),
-        ("ticket_levels", _int_csv(ticket_levels, "--ticket-levels")), ("rewind_iteration", rewind_iteration),
+        ("ticket_levels", _int_csv(ticket_levels, "--ticket-levels")), ("retrain", retrain), ("rewind_iteration", rewind_iteration),
         ("train.batch_size", batch_size), ("train.lr", lr), ("train.optimizer", optimizer),
         ("prune.method", method), ("prune.strategy", strategy), ("prune.roles", _csv(roles)),
         ("init_weights", init_weights), ("train.weight_decay", weight_decay),

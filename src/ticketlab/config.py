@@ -87,6 +87,7 @@ class PruneConfig:
     global_exclude: tuple[str, ...] = ()
     roles: tuple[str, ...] = ("linear", "conv", "attention")
     output_layer: str | None = None
+    source: str | None = None  # method "transfer": the experiment directory whose ticket masks are retrained
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,11 @@ class Config:
     ``seed`` is the base seed; replicate ``r`` derives its initialisation, data-order and
     control seeds from ``(seed + r)``. ``rewind_iteration`` k=0 rewinds survivors to their
     initial values; k>0 rewinds weights *and* optimizer state to iteration k of the dense run.
+    ``retrain`` says how a pruned ticket trains again: ``rewind`` (weight rewinding, above: the
+    lottery ticket), ``lr_rewind`` (Renda et al. 2020: keep the pruned network's trained weights
+    and train the whole learning-rate schedule again) or ``finetune`` (keep the trained weights
+    and train as long again at the schedule's final learning rate). The last two need a method
+    that prunes trained weights (IMP, one-shot); controls always train from scratch.
     ``control_levels`` trains the controls at those levels only (empty: every level), for long
     studies where a control at every level costs more than the comparison needs.
 
@@ -113,6 +119,7 @@ class Config:
     seed: int = 0
     seeds: int = 1
     rewind_iteration: int = 0
+    retrain: Literal["rewind", "lr_rewind", "finetune"] = "rewind"
     controls: tuple[str, ...] = ()
     control_levels: tuple[int, ...] = ()
     ticket_levels: tuple[int, ...] = ()
@@ -180,6 +187,15 @@ class Config:
                 "(or mlp_<width>_<width>..., e.g. mlp_300_100, or an import path 'package.module:factory')"
             )
         method = resolve_method(self.prune.method)
+        if self.retrain != "rewind":
+            from ticketlab.method.base import Need, pruned_from_level
+
+            untrained = [level for level in range(1, self.levels + 1) if pruned_from_level(method, level) is None]
+            _check(
+                not untrained,
+                f"retrain={self.retrain!r} keeps the trained weights a mask was pruned from, but {self.prune.method!r} "
+                "prunes untrained weights; use retrain='rewind' (the default)",
+            )
         if self.ticket_levels:
             from ticketlab.method.base import Need
 
@@ -236,6 +252,15 @@ class Config:
         _check(0 < t.gamma <= 1, f"train.gamma must be in (0, 1], got {t.gamma}")
         _check(list(t.milestones) == sorted(set(t.milestones)), f"train.milestones must increase, got {list(t.milestones)}")
         _check(self.rewind_iteration >= 0, f"rewind_iteration must be >= 0, got {self.rewind_iteration}")
+        _check(
+            self.retrain == "rewind" or self.rewind_iteration == 0,
+            f"rewind_iteration applies to retrain='rewind' only (got retrain={self.retrain!r}); drop it",
+        )
+        _check(
+            (self.prune.method == "transfer") == (self.prune.source is not None),
+            "prune.source (the experiment whose masks are retrained) goes with prune.method='transfer' "
+            "(ticketlab run --transfer-from DIR)",
+        )
         if t.iterations is not None:
             _check(
                 self.rewind_iteration < t.iterations,

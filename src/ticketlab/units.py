@@ -11,6 +11,7 @@ process by value (``inputs``).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import time
@@ -20,7 +21,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ticketlab.config import Config
+from ticketlab.config import Config, TrainConfig
 from ticketlab.data import Dataset
 from ticketlab.errors import ConfigError
 from ticketlab.inputs import Inputs, builtin_inputs, user_code
@@ -29,7 +30,7 @@ from ticketlab.loop import Events, TrainState, last_finite, run_loop, summarize_
 from ticketlab.masks import Mask
 from ticketlab.method import ArmContext, MaskContext, resolve_arm, resolve_method
 from ticketlab.method.arms.ticket import MODEL_PREFIX, OPTIM_PREFIX, load_training_state, split_prefixed
-from ticketlab.optim import load_optimizer_state, make_optimizer, mask_optimizer_state_, optimizer_state_tensors
+from ticketlab.optim import learning_rate, load_optimizer_state, make_optimizer, mask_optimizer_state_, optimizer_state_tensors
 from ticketlab.roles import ParameterPlan, plan_parameters
 from ticketlab.seeding import derive_seed
 from ticketlab.steppers import SingleStepper
@@ -191,6 +192,8 @@ def level_mask_inputs_ready(config: Config, store: Store, replicate: int, level:
     if not level_mask_inputs_ready(config, store, replicate, level - 1, trained):
         return False
     needs = resolve_method(config.prune.method).needs(level)
+    if Need.DENSE_TRAINED in needs and not trained(replicate, 0):
+        return False
     return Need.PREVIOUS_TRAINED not in needs or trained(replicate, level - 1)
 
 
@@ -279,6 +282,17 @@ class PreparedUnit:
     capture_steps: frozenset[int]
     env: Environment
     rng: dict[str, torch.Tensor]  # the torch RNG to train under (Dropout): a seed, or a checkpoint's state
+    train: TrainConfig  # the unit's schedule (``unit_schedule``)
+
+
+def unit_schedule(config: Config, unit: Unit, end: int) -> TrainConfig:
+    """The training schedule of ``unit``: the experiment's, except that a fine-tuned ticket
+    (``retrain="finetune"``) trains at the schedule's final learning rate throughout. A pure
+    function of the config and the unit, so a resumed unit continues on the same schedule."""
+    train = config.train
+    if config.retrain == "finetune" and unit.arm == "ticket" and unit.level > 0:
+        return dataclasses.replace(train, lr=learning_rate(train, end - 1), milestones=(), warmup_iterations=0)
+    return train
 
 
 def prepare_unit(
@@ -332,6 +346,7 @@ def prepare_unit(
     return PreparedUnit(
         unit, paths, model, optimizer, mask, masks if unit.level > 0 else None, state, events, end,
         derive_seed(seed, "data"), capture, env, rng or {"seed": torch.tensor(derive_seed(seed, "rng", unit.level, unit.arm))},
+        unit_schedule(config, unit, end),
     )
 
 
@@ -435,7 +450,7 @@ def train_prepared(prepared: PreparedUnit, precision: str = "fp32") -> None:
     try:
         with user_code("training (the model's forward/backward or the loss)", prepared.unit, active=env.user), \
                 seeded_rng(prepared.rng, env.device):
-            run_loop(stepper, env.data, env.config.train, [prepared.state], [prepared.events], prepared.end,
+            run_loop(stepper, env.data, prepared.train, [prepared.state], [prepared.events], prepared.end,
                      [prepared.data_seed], prepared.capture_steps)
     except _CallbackError as wrapped:
         raise wrapped.original from None

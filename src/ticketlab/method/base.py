@@ -34,11 +34,23 @@ class Need(enum.Enum):
     """Inputs a pruning method can ask for when making level L's mask."""
 
     PREVIOUS_TRAINED = "the previous level's trained ticket"
+    DENSE_TRAINED = "the trained dense network (level 0)"
     INIT = "the replicate's initial weights"
     BATCHES = "the model and a few training batches"
 
 
 Weights = dict[str, torch.Tensor]
+
+
+def pruned_from_level(method: "PruningMethod", level: int) -> int | None:
+    """The level whose *trained* ticket ``method`` prunes to make ``level``'s mask (None: it
+    prunes untrained weights). Learning-rate rewinding and fine-tuning retrain from there."""
+    needs = method.needs(level)
+    if Need.PREVIOUS_TRAINED in needs:
+        return level - 1
+    if Need.DENSE_TRAINED in needs:
+        return 0
+    return None
 
 
 @dataclass

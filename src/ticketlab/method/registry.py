@@ -16,6 +16,8 @@ from ticketlab.method.base import Arm, PruningMethod
 
 METHODS = {
     "magnitude": "ticketlab.method.magnitude:MagnitudePruning",
+    "oneshot": "ticketlab.method.oneshot:OneShotMagnitude",  # each level from the dense network in one step
+    "transfer": "ticketlab.method.transfer:TransferMasks",  # another experiment's masks (prune.source)
     # pruning at initialisation, to the same sparsity as IMP's level L
     "snip": "ticketlab.method.snip:SNIP",
     "grasp": "ticketlab.method.grasp:GraSP",

@@ -1,14 +1,19 @@
 """The ticket: the level's mask, survivors rewound to their initial values (k = 0) or to the
 dense run's weights *and optimizer state* at iteration k (late rewinding). At level 0 the
 mask is all ones and training starts from initialisation: the dense run, which *produces*
-the rewind point."""
+the rewind point.
+
+Under ``retrain`` = ``lr_rewind`` or ``finetune`` the survivors are *not* rewound: training
+starts from the trained weights the mask was pruned from (level L-1's ticket for IMP, the
+dense network for one-shot), with a fresh optimizer; the two differ in the learning-rate
+schedule (``units.unit_schedule``)."""
 
 from __future__ import annotations
 
 import json
 
 from ticketlab.masks import Mask
-from ticketlab.method.base import ArmContext, StartPoint
+from ticketlab.method.base import ArmContext, StartPoint, pruned_from_level
 from ticketlab.optim import mask_optimizer_state_
 
 MODEL_PREFIX = "model/"
@@ -36,6 +41,17 @@ def rewound_start(mask: Mask, ctx: ArmContext) -> StartPoint:
     return StartPoint(mask.applied_to(weights), optimizer_state, int(meta["step"]))
 
 
+def retrained_start(mask: Mask, ctx: ArmContext) -> StartPoint:
+    """The pruned network's own trained weights, masked (learning-rate rewinding, fine-tuning)."""
+    from ticketlab.method.registry import resolve_method
+
+    source = pruned_from_level(resolve_method(ctx.config.prune.method), ctx.level)
+    if source is None:  # Config.resolve_names refuses this combination; a plugin may change its needs
+        raise ValueError(f"retrain={ctx.config.retrain!r} needs a method that prunes trained weights")
+    trained = ctx.store.tensors(ctx.store.unit(ctx.replicate, source, "ticket").final)
+    return StartPoint(mask.applied_to(trained))
+
+
 class TicketArm:
     name = "ticket"
 
@@ -43,4 +59,6 @@ class TicketArm:
         return ticket
 
     def start(self, mask: Mask, ctx: ArmContext) -> StartPoint:
+        if ctx.level > 0 and ctx.config.retrain != "rewind":
+            return retrained_start(mask, ctx)
         return rewound_start(mask, ctx)
