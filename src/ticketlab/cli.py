@@ -199,6 +199,31 @@ def compare_command(
     console.print(comparison_markdown([str(d) for d in experiment_dirs]), markup=False, highlight=False, soft_wrap=True)
 
 
+@app.command("stability")
+def stability_command(
+    experiment_dir: Path = typer.Argument(..., help="An experiment directory."),
+    levels: str = typer.Option("0", help="Comma-separated levels (0 = dense) whose masks are analysed."),
+    k: str = typer.Option("0", "--k", help="Comma-separated rewinding iterations k."),
+    points: int = typer.Option(11, help="Interpolation points between the two copies, endpoints included."),
+    threshold: float = typer.Option(2.0, help="Stable when the barrier's 95% interval is at or below this (points)."),
+    replicates: Optional[str] = typer.Option(None, help="Comma-separated replicates (default: all)."),
+    device: str = typer.Option("cpu", help="cpu or cuda."),
+    threads: int = typer.Option(1, help="Torch threads."),
+) -> None:
+    """Linear mode connectivity (Frankle et al. 2020): the error barrier between two copies
+    trained from iteration k, per level and k, with the stable verdict and a barrier-vs-k plot."""
+    import torch
+
+    from ticketlab.stability import run_stability, stability_markdown
+
+    torch.set_num_threads(threads)
+    rows = run_stability(experiment_dir, _int_csv(levels, "--levels"), _int_csv(k, "--k"), points,
+                         _int_csv(replicates, "--replicates"), threshold, device,
+                         progress=lambda what: console.print(f"stability: {what}", highlight=False, markup=False))
+    console.print(stability_markdown(rows), markup=False, highlight=False, soft_wrap=True)
+    console.print(f"plot: {experiment_dir / 'stability' / 'barrier_vs_k.png'}", highlight=False, markup=False)
+
+
 @app.command("check")
 def check_command(experiment_dir: Path = typer.Argument(..., help="An experiment directory.")) -> None:
     """Verify every file of an experiment; print what is damaged and what a re-run recomputes."""

@@ -1,0 +1,97 @@
+"""Instability analysis: the barrier's definition, its oracles, the replayed rewind point, resume."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import ticketlab
+from ticketlab.io import load_tensors, read_json
+from ticketlab.method.arms.ticket import load_training_state
+from ticketlab.stability import (
+    StabilityUnits, error_barrier, run_stability, stability_verdict, summarize_stability, errors_along_line,
+    train_from,
+)
+from ticketlab.stats import Interval
+from ticketlab.units import environment, replicate_seed
+from ticketlab.seeding import derive_seed
+
+from conftest import cli, tiny_config
+
+FAST = {"iterations": 120, "eval_every": 40, "checkpoint_every": 40}
+
+
+def test_error_barrier_is_the_peak_above_the_mean_of_the_endpoints():
+    assert error_barrier([10.0, 30.0, 12.0]) == pytest.approx(19.0)
+    assert error_barrier([5.0, 4.0, 3.0]) == pytest.approx(1.0)  # the line's max may be an endpoint
+    assert error_barrier([2.0, 2.0, 2.0]) == 0.0
+
+
+def test_stable_verdict_needs_the_whole_interval_on_one_side_of_the_threshold():
+    def iv(low, high, n=3):
+        return Interval((low + high) / 2, low, high, n, 1.0)
+
+    assert stability_verdict(iv(0.1, 1.9), 2.0) == "stable"
+    assert stability_verdict(iv(2.1, 9.0), 2.0) == "unstable"
+    assert stability_verdict(iv(1.0, 3.0), 2.0) == "inconclusive"
+    assert stability_verdict(Interval(0.5, None, None, 1, None), 2.0) == "no verdict"
+
+
+def test_identical_networks_have_a_barrier_of_exactly_zero(tmp_path):
+    result = ticketlab.run(tiny_config(levels=1, train=FAST),
+                           ticketlab.RunOptions(root=str(tmp_path), device="cpu", progress=False, workers=1))
+    env = environment(result.config)
+    final = load_tensors(result.final_weights_path(0))
+    errors = errors_along_line(env, final, final, 7)
+    assert len(errors) == 7 and len(set(errors)) == 1 and error_barrier(errors) == 0.0
+    # the endpoint is the trained network: its error is the run's final test error
+    assert errors[0] == pytest.approx(100.0 * (1.0 - result.select(arm="ticket", level=0)[0]["final_test_acc"]), abs=1e-4)
+
+
+def test_replayed_rewind_point_equals_the_one_the_experiment_captured(tmp_path):
+    """The analysis replays the dense run to any k; at the experiment's own k it must reproduce
+    the captured rewind point (weights and optimizer state) bit for bit."""
+    config = tiny_config(levels=1, rewind_iteration=40, train=FAST)
+    result = ticketlab.run(config, ticketlab.RunOptions(root=str(tmp_path), device="cpu", progress=False, workers=1))
+    env = environment(config)
+    seed = replicate_seed(config, 0)
+    weights, optimizer_state = train_from(env, load_tensors(result.store.init_path(0)), {}, None, 0, 40,
+                                          derive_seed(seed, "data"), derive_seed(seed, "rng", 0, "ticket"))
+    captured_weights, captured_state, _ = load_training_state(result.store, result.store.rewind_path(0))
+    assert weights.keys() == captured_weights.keys()
+    assert all(torch.equal(weights[n], captured_weights[n]) for n in weights)
+    assert all(torch.equal(optimizer_state[n].float(), captured_state[n].float()) for n in captured_state)
+
+
+def test_analysis_resumes_from_its_files_and_summarises_per_level_and_k(tmp_path):
+    result = ticketlab.run(tiny_config(levels=2, seeds=2, train=FAST),
+                           ticketlab.RunOptions(root=str(tmp_path), device="cpu", progress=False, workers=1))
+    rows = run_stability(result.directory, levels=[0, 2], ks=[0, 40], points=5)
+    assert [(r.level, r.k) for r in rows] == [(0, 0), (0, 40), (2, 0), (2, 40)]
+    assert all(r.barrier.n == 2 for r in rows)
+    folder = result.directory / "stability" / "replicate_1" / "level_02" / "k_40"
+    first = read_json(folder / "result.json")
+    copies = {p.name: p.stat().st_mtime_ns for p in folder.glob("copy_*.safetensors")}
+    assert len(copies) == 2 and first["level"] == 2 and len(first["errors"]) == 5
+    # killed after the copies were trained, before the interpolation was written: nothing retrains
+    (folder / "result.json").unlink()
+    again = run_stability(result.directory, levels=[2], ks=[40], points=5, replicates=[1])
+    assert {p.name: p.stat().st_mtime_ns for p in folder.glob("copy_*.safetensors")} == copies
+    assert read_json(folder / "result.json")["barrier"] == first["barrier"] and again[0].barrier.n == 1
+    assert (result.directory / "stability" / "barrier_vs_k.png").stat().st_size > 0
+    # the two copies differ (different data orders) and start from the same masked point
+    a, b = (load_tensors(folder / f"copy_{c}.safetensors") for c in (0, 1))
+    mask = result.mask(2, 1)
+    assert any(not torch.equal(a[n], b[n]) for n in a)
+    assert all(torch.equal(a[n][~mask[n]], torch.zeros_like(a[n][~mask[n]])) for n in mask)
+
+
+def test_stability_cli_reports_bad_input_in_one_line(tmp_path, capsys):
+    result = ticketlab.run(tiny_config(levels=1, train=FAST),
+                           ticketlab.RunOptions(root=str(tmp_path), device="cpu", progress=False, workers=1))
+    code, out, err = cli(["stability", str(result.directory), "--levels", "5"], capsys)
+    assert code == 2 and "outside the experiment" in err and len(err.strip().splitlines()) == 1
+    code, out, err = cli(["stability", str(result.directory), "--k", "500"], capsys)
+    assert code == 2 and "below the training length" in err
+    code, out, err = cli(["stability", str(result.directory), "--k", "0", "--points", "3"], capsys)
+    assert code == 0 and "| 0 | 100.0 | 0 | 1 |" in out and "no verdict" in out
