@@ -271,10 +271,11 @@ def report_command(
     matching_rule: str = MATCHING_RULE,
     alpha: float = ALPHA,
     min_seeds: int = MIN_SEEDS,
+    compare: list[Path] = typer.Option([], "--compare", help="Another experiment to show beside this one (repeatable)."),
 ) -> None:
     """Write the experiment's HTML report (figures, verdicts, criteria, config) and print its table."""
     criteria = _criteria(margin, matching_rule, alpha, min_seeds)
-    path = write_report(experiment_dir, criteria)
+    path = write_report(experiment_dir, criteria, compare_with=[str(p) for p in compare])
     _print_table(Result.load(experiment_dir), criteria)
     console.print(f"report: {path}")
 

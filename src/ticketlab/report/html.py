@@ -339,7 +339,20 @@ def _figures_section(figures: Mapping[str, bytes]) -> str:
 # --------------------------------------------------------------------------- assembly
 
 
-def render_html(result: Result, figures: Mapping[str, bytes], verdicts: VerdictTable | None) -> str:
+def _comparison_section(tables: Sequence[Any]) -> str:
+    """The comparison view (``ticketlab.compare``): this experiment beside the others given."""
+    parts = ['<p class="muted">This experiment beside the others given to <code>ticketlab report --compare</code>: '
+             "accuracy at equal sparsity, each ticket beside its controls, and what each cost.</p>"]
+    for table in tables:
+        parts.append(f"<p>{_e(table.caption)}</p>")
+        numeric = [i > 0 for i in range(len(table.headers))]
+        parts.append(_table([_e(h) for h in table.headers], [[_e(c) for c in row] for row in table.rows],
+                            attrs=' class="comparison"', numeric=numeric))
+    return "\n".join(parts)
+
+
+def render_html(result: Result, figures: Mapping[str, bytes], verdicts: VerdictTable | None,
+                comparison: Sequence[Any] = ()) -> str:
     """The report page as one string: everything inline, nothing fetched."""
     summary = {(row.level, row.arm): row for row in summarize(result.runs)}
     controls = sorted({arm for _, arm in summary if arm != "ticket"})
@@ -357,6 +370,7 @@ def render_html(result: Result, figures: Mapping[str, bytes], verdicts: VerdictT
         _verdict_rules(verdicts),
         "<h2>Figures</h2>",
         _figures_section(figures),
+        *(["<h2>Comparison</h2>", _comparison_section(comparison)] if comparison else []),
         "<h2>Per-layer sparsity</h2>",
         _layer_section(result.runs),
         "<h2>Wall time</h2>",
@@ -380,12 +394,14 @@ def render_html(result: Result, figures: Mapping[str, bytes], verdicts: VerdictT
     )
 
 
-def write_report(experiment_dir: str | Path, criteria: Criteria | None = None) -> Path:
+def write_report(experiment_dir: str | Path, criteria: Criteria | None = None,
+                 compare_with: Sequence[str | Path] = ()) -> Path:
     """Write ``<experiment_dir>/report/`` (figures, ``verdicts.json``, ``report.html``); return the HTML path.
 
     Works on a finished or a partly finished experiment (it reports what has finished).
     ``criteria`` are the verdict rules (default :class:`ticketlab.verdicts.Criteria`); the
-    page and ``verdicts.json`` state them.
+    page and ``verdicts.json`` state them. ``compare_with``: other experiments shown beside this
+    one in a comparison section (``ticketlab.compare``).
     Raises :class:`ticketlab.errors.StoreError` when ``experiment_dir`` is not an
     experiment or nothing has finished yet.
     """
@@ -397,7 +413,12 @@ def write_report(experiment_dir: str | Path, criteria: Criteria | None = None) -
     paths = write_figures(result, out, verdicts)
     write_json_atomic(out / "verdicts.json", verdicts.to_dict() if verdicts is not None else
                       {"rows": [], "sparsest_matching_level": None, "note": "no dense run: no verdict"})
-    page = render_html(result, {name: path.read_bytes() for name, path in paths.items()}, verdicts)
+    comparison = ()
+    if compare_with:
+        from ticketlab.compare import comparison_tables
+
+        comparison = comparison_tables([experiment_dir, *compare_with])
+    page = render_html(result, {name: path.read_bytes() for name, path in paths.items()}, verdicts, comparison)
     target = out / "report.html"
     write_text_atomic(target, page)
     return target
