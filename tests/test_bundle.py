@@ -100,7 +100,8 @@ def test_a_tampered_claim_fails_before_training(bundled, tmp_path, capsys):
 
 
 def test_a_consistent_but_false_claim_fails_verification(bundled, tmp_path, capsys):
-    """A forger who rewrites the claim, its interval and the hashes is caught by re-training."""
+    """A forger who rewrites the claim, its interval and the hashes is caught by scoring the
+    bundled weights (before training) or, for numbers only training gives, by re-training."""
     from ticketlab.stats import mean_ci
 
     _, path = bundled
@@ -109,22 +110,35 @@ def test_a_consistent_but_false_claim_fails_verification(bundled, tmp_path, caps
         record["test_acc_at_early_stop"] = min(1.0, record["test_acc_at_early_stop"] + 0.01)
     values = [r["test_acc_at_early_stop"] for r in doc["claim"]["replicates"]]
     doc["claim"]["interval"] = mean_ci(values, bounds=(0.0, 1.0)).to_dict()
-    forged = _rewrite(path, tmp_path / "false.safetensors", doc=doc, rehash=True)
-    code, out, err = cli(["verify", str(forged)], capsys)
+    outcome = verify(_rewrite(path, tmp_path / "false.safetensors", doc=doc, rehash=True))
+    assert not outcome.passed and all("bundled early_stop weights" in c.what for c in outcome.checks)
+
+    doc = json.loads(json.dumps(read_bundle(path).doc))
+    doc["claim"]["replicates"][1]["final_val_acc"] += 0.01
+    code, out, err = cli(["verify", str(_rewrite(path, tmp_path / "final.safetensors", doc=doc, rehash=True))],
+                         capsys)
     assert code == 1 and "MISMATCH" in out and "failed verification" in err
+    assert out.count("MISMATCH") == 1 and "replicate 1 final_val_acc" in out
 
 
-def test_verify_in_a_fresh_process_from_the_cli(bundled, tmp_path):
+def test_verify_in_a_fresh_process_from_the_cli(bundled, tmp_path, capsys):
     result, _ = bundled
-    env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "ticketlab"]
     out = tmp_path / "t.safetensors"
-    made = subprocess.run(cmd + ["bundle", str(result.directory), "--level", "1", "--out", str(out)], env=env,
-                          capture_output=True, text=True)
-    assert made.returncode == 0, made.stderr
-    checked = subprocess.run(cmd + ["verify", str(out)], env=env, capture_output=True, text=True)
+    code, printed, err = cli(["bundle", str(result.directory), "--level", "1", "--out", str(out)], capsys)
+    assert code == 0 and str(out) in printed, err
+    env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
+    checked = subprocess.run([sys.executable, "-m", "ticketlab", "verify", str(out)], env=env, cwd=tmp_path,
+                             capture_output=True, text=True)
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "verified" in checked.stdout and "exact" in checked.stdout
+    assert "verified" in checked.stdout and "(exact)" in checked.stdout and "claim: level 1" in checked.stdout
+
+
+def test_a_late_rewinding_ticket_carries_its_rewind_point(options, tmp_path):
+    result = run(tiny_config(levels=1, rewind_iteration=50), options)
+    path = make_bundle(result.directory, 1, tmp_path / "rewind.safetensors")
+    assert "rewind" in read_bundle(path).tensors[0]
+    outcome = verify(path)
+    assert outcome.mode == "exact" and outcome.passed, [c for c in outcome.checks if c.ok is False]
 
 
 def test_bundle_of_a_missing_level_is_one_line(bundled, tmp_path, capsys):

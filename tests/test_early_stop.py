@@ -43,6 +43,7 @@ def test_early_stop_weights_score_what_the_summary_reports(options):
 def test_stacked_training_keeps_early_stop_weights(options):
     result = run(tiny_config(levels=1, seeds=2), dataclasses.replace(options, batch=2, probe_batch=False))
     _check_early_stop_weights(result, exact=False)
+    assert {r["training"] for r in result.runs} == {"stacked"}  # a bundle of it is verified by interval
 
 
 def test_killed_and_resumed_unit_keeps_the_same_early_stop_weights(tmp_path):

@@ -179,6 +179,7 @@ def claim_of(result: Result, records: list[dict[str, Any]], level: int) -> dict[
         "percent_remaining": records[0]["percent_remaining"],
         "test_examples": records[0].get("test_examples"),
         "replicates": [{"replicate": r["replicate"], "seed": r["seed"], "percent_remaining": r["percent_remaining"],
+                        "precision": r.get("precision", "fp32"), "training": r.get("training", "sequential"),
                         **{k: r[k] for k in CLAIMED}} for r in records],
         "interval": interval.to_dict(),
         "verdict": verdict,

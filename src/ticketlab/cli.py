@@ -351,9 +351,10 @@ def verify_command(
     """Re-train a bundled ticket and check its claim; exit 1 when the claim fails."""
     from rich.table import Table
 
-    from ticketlab.verify import verify
+    from ticketlab.verify import claim_line, verify
 
     outcome = verify(bundle_file, _csv(controls), seeds, workdir, device)
+    console.print(claim_line(outcome.bundle), highlight=False, markup=False, soft_wrap=True)
     table = Table(title=f"{bundle_file.name}: level {outcome.bundle.level}, {outcome.mode} check")
     for column in ("check", "claimed", "measured", "result"):
         table.add_column(column)

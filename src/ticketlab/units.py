@@ -229,6 +229,7 @@ class StoreEvents:
         # what to save as the RNG state: the process's (sequential training draws from it), or a
         # fixed record when the unit draws no random numbers itself (stacked training)
         self.fixed_rng: dict[str, torch.Tensor] | None = None
+        self.stacked = False  # trained by the stacked stepper (recorded in the summary)
 
     def wall_time(self) -> float:
         return self.elapsed + time.perf_counter() - self.started
@@ -363,6 +364,8 @@ def finish_unit(prepared: PreparedUnit, precision: str = "fp32") -> dict:
         "wall_time_s": prepared.events.wall_time(),
         "device": str(env.device),
         "precision": precision,
+        # stacked (--batch) and sequential training differ in the last bits: a re-run is exact only in kind
+        "training": "stacked" if prepared.events.stacked else "sequential",
         "metric": env.task.metric_name,
         # the score's resolution (one example) that the verdicts' zero-variance floor uses
         "test_examples": env.data.test_examples(),

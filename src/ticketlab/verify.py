@@ -8,8 +8,9 @@ point) and mask, with the bundle's config, so the same seeds give the same batch
 Two ways a claim can hold:
 
 * **exact**: where the bundle was measured with the same torch version, device type and CPU
-  architecture, training is deterministic, so every claimed number must come back bit for bit,
-  and the re-trained weight files must equal the bundle's;
+  architecture, by sequential training (stacked ``--batch`` training differs in the last bits),
+  training is deterministic, so every claimed number must come back bit for bit, and the
+  re-trained weight files must equal the bundle's;
 * **interval**: elsewhere, floating-point results differ in the last bits and trajectories
   drift, so the re-trained mean of the claimed metric must lie in the claimed interval (with
   one replicate, which has no interval, within one accuracy point).
@@ -63,6 +64,8 @@ def _mode(bundle: Bundle, device: torch.device) -> tuple[str, str]:
                if claimed.get(k) != here[k]]
     if torch.device(claimed.get("device", "cpu")).type != device.type:
         differs.append(f"device {claimed.get('device')} here {device}")
+    if any(r.get("training") == "stacked" for r in bundle.replicates):
+        differs.append("trained stacked (--batch), re-trained sequentially")
     if differs:
         return "interval", "measured elsewhere (" + "; ".join(differs) + ")"
     return "exact", f"same torch {here['torch']}, {here['machine']} and {device.type} as the bundle"
@@ -97,6 +100,9 @@ def verify(bundle_path: str | Path, controls: list[str] | None = None, seeds: in
     _check_data(bundle, env, data_version)
     mode, reason = _mode(bundle, torch_device)
     result = Verification(bundle, mode, reason)
+    _score_bundled_weights(result, env)
+    if not result.passed:  # the weights are not the ones claimed: no need to train
+        return result
     with tempfile.TemporaryDirectory(prefix="ticketlab-verify-") as tmp:
         root = Path(workdir) if workdir else Path(tmp)
         result.workdir = Path(workdir) if workdir else None
@@ -117,6 +123,33 @@ def _check_data(bundle: Bundle, env, data_version: str | None) -> None:
     if here != claimed:
         raise BundleError(f"the data here (fingerprint {here}) is not the data the ticket was trained on "
                           f"({bundle.doc['data']['dataset']}, fingerprint {claimed}); verification needs the same data")
+
+
+def _score_bundled_weights(result: Verification, env) -> None:
+    """The bundle's early-stopped weights must score the claimed test accuracy (a cheap check,
+    before training, that the weights are the ones the claim is about); elsewhere, where the
+    last bits of a forward pass may differ, within one test example."""
+    from ticketlab.evaluation import evaluate_weights
+
+    bundle = result.bundle
+    resolution = 1.0 / (bundle.doc["claim"].get("test_examples") or env.data.test_examples())
+    for claimed in bundle.replicates:
+        r = claimed["replicate"]
+        measured = evaluate_weights(env, bundle.tensors[r]["early_stop"])["test_acc"]
+        ok = measured == claimed[METRIC] if result.mode == "exact" else abs(measured - claimed[METRIC]) <= resolution + 1e-9
+        result.checks.append(Check(f"replicate {r} bundled early_stop weights: test accuracy", claimed[METRIC],
+                                   measured, ok))
+
+
+def claim_line(bundle: Bundle) -> str:
+    """The claim in one line: level, sparsity, mean and interval, verdict."""
+    claim = bundle.doc["claim"]
+    interval, verdict = claim["interval"], claim.get("verdict")
+    spread = (f"{100 * interval['confidence']:g}% CI [{interval['low']:.4f}, {interval['high']:.4f}]"
+              if interval.get("has_interval") else interval.get("note") or "no interval")
+    judged = f"; verdict against dense: {verdict['label']}" if verdict else ""
+    return (f"claim: level {bundle.level} ({claim['percent_remaining']:.2f}% of weights) reaches {claim['metric']} "
+            f"{interval['mean']:.4f} ({spread}, {interval['n']} seed(s)){judged}")
 
 
 def _seeded_store(bundle: Bundle, config, env, directory: Path):
@@ -148,7 +181,8 @@ def _retrain(bundle: Bundle, config, store, device: str, inputs, controls: list[
     for record in bundle.replicates:
         for arm in ["ticket", *controls]:
             unit = Unit(record["replicate"], bundle.level, arm)
-            records[(unit.replicate, arm)] = run_unit(config, str(store.directory), unit, device, inputs=inputs)
+            records[(unit.replicate, arm)] = run_unit(config, str(store.directory), unit, device, inputs=inputs,
+                                                      precision=record.get("precision", "fp32"))
     return records
 
 
@@ -217,6 +251,7 @@ def _seed_evidence(result: Verification, config, seeds: int, root: Path, device:
     values = [r[METRIC] for r in new.select("ticket", level) if r.get(METRIC) is not None]
     interval = mean_ci(values, bounds=(0.0, 1.0))
     claimed = result.bundle.doc["claim"]["interval"]
-    result.checks.append(Check(f"{seeds} new seed(s) through IMP to level {level}: mean {METRIC}",
-                               f"{claimed['mean']:.4f}", f"{interval.mean:.4f}" if interval.mean is not None else "-",
-                               None))
+    span = (f"[{claimed['low']:.4f}, {claimed['high']:.4f}]" if claimed.get("has_interval")
+            else f"{claimed['mean']:.4f}")
+    result.checks.append(Check(f"{seeds} new seed(s) through IMP to level {level}: mean {METRIC}", span,
+                               f"{interval.mean:.4f}" if interval.mean is not None else "-", None))
