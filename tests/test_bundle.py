@@ -163,3 +163,19 @@ def test_a_ticket_on_user_data_needs_that_data(bundled, tmp_path, capsys):
     doc["data"].update(builtin=False, dataset="python:mine")
     code, _, err = cli(["verify", str(_rewrite(path, tmp_path / "user.safetensors", doc=doc, rehash=True))], capsys)
     assert code == 2 and "the user's own data (python:mine" in err and "data=" in err
+
+
+def test_a_ticket_on_user_data_and_model_verifies_with_them(tmp_path):
+    from user_code import models
+
+    from ticketlab.config import RunOptions
+
+    config = {"levels": 1, "train": {"iterations": 60, "eval_every": 20, "batch_size": 32}}
+    options = RunOptions(root=str(tmp_path / "e"), device="cpu", workers=1, progress=False)
+    result = run(config, options, model="user_code.models:WithDropout", data=models.classification_data())
+    path = make_bundle(result.directory, 1, tmp_path / "user.safetensors")
+    assert not read_bundle(path).doc["data"]["builtin"]
+    outcome = verify(path, data=models.classification_data())
+    assert outcome.mode == "exact" and outcome.passed, [c for c in outcome.checks if c.ok is False]
+    with pytest.raises(BundleError, match="not the data the ticket was trained on"):
+        verify(path, data=models.classification_data(seed=1))

@@ -4,7 +4,7 @@ Every user error (bad flag, bad config, missing data, locked directory, damaged 
 as one line on stderr and exit code 2, never a traceback. Warnings (a damaged file set aside,
 an experiment without checksums) are one line each on stderr.
 
-Exit codes: 0 success; 1 ``check`` found damage; 2 bad input or unusable results (also
+Exit codes: 0 success; 1 ``check`` found damage or ``verify``'s claim failed; 2 bad input or unusable results (also
 ``check`` of a directory whose config.json is itself unusable);
 3 ``run`` finished but some training diverged (each named in one line); 130 interrupted.
 """

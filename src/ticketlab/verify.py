@@ -90,6 +90,9 @@ def verify(bundle_path: str | Path, controls: list[str] | None = None, seeds: in
             f"{bundle_path} was trained on the user's own data ({bundle.doc['data']['dataset']}, fingerprint "
             f"{bundle.doc['data']['fingerprint']}); verify it from Python with "
             "ticketlab.verify.verify(bundle, data=...) passing the same data")
+    if config.model.startswith("python:") and model is None:
+        raise ConfigError(f"{bundle_path} was trained with the user's own model ({config.model}); verify it from "
+                          "Python with ticketlab.verify.verify(bundle, model=...) passing the same model")
     inputs = None
     if data is not None or model is not None or task is not None or ":" in config.model:
         from ticketlab.inputs import prepare_inputs
