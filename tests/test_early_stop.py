@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
+
 from conftest import interrupted_level_1_ticket, tiny_config
 
 from ticketlab.api import Result, run
 from ticketlab.audit import scan
+from ticketlab.errors import IntegrityWarning
 from ticketlab.evaluation import evaluate_weights
 from ticketlab.io import load_tensors, read_manifest
 from ticketlab.store import Store
@@ -71,4 +74,6 @@ def test_damaged_early_stop_weights_are_found_and_retrained(options):
     path.write_bytes(path.read_bytes()[:-8] + b"\0" * 8)
     findings = scan(result.store, result.config)
     assert [f.path for f in findings] == [path]
-    _check_early_stop_weights(run(tiny_config(levels=1), options))
+    with pytest.warns(IntegrityWarning, match="early_stop.safetensors: checksum mismatch"):
+        again = run(tiny_config(levels=1), options)
+    _check_early_stop_weights(again)
