@@ -99,7 +99,14 @@ class Result:
         return self.store.jsonl(self.store.unit(replicate, level, arm).metrics)
 
     def final_weights_path(self, level: int, replicate: int = 0, arm: str = "ticket") -> Path:
+        """Weights at the end of training (``summary["weights"]["final"]`` says which step)."""
         return self.store.unit(replicate, level, arm).final
+
+    def early_stop_weights_path(self, level: int, replicate: int = 0, arm: str = "ticket") -> Path:
+        """Weights at the early-stopping iteration (minimum validation loss): the ones whose
+        ``test_acc_at_early_stop`` the tables and verdicts report. Absent for a diverged unit
+        and for units trained by a ticketlab older than this file (``summary["weights"]``)."""
+        return self.store.unit(replicate, level, arm).early_stop
 
     def select(self, arm: str | None = None, level: int | None = None) -> list[dict[str, Any]]:
         return [r for r in self.runs if (arm is None or r["arm"] == arm) and (level is None or r["level"] == level)]

@@ -128,8 +128,10 @@ def _unit_findings(paths, legacy: bool) -> list[Finding]:
         if done:
             aside = tuple(p for p in (path, paths.summary) if p.exists())
             found.append(Finding(path, problem, "trains this unit again", aside))
-        elif path == paths.checkpoint:
-            found.append(Finding(path, problem, "restarts this unit from its start", (path,)))
+        elif path in (paths.checkpoint, paths.early_stop):
+            # the early-stop weights may be from before the checkpoint: both are recomputed
+            aside = tuple(p for p in (paths.checkpoint, paths.early_stop) if p.exists())
+            found.append(Finding(path, problem, "restarts this unit from its start", aside))
         else:
             found.append(Finding(path, problem, "recomputes it", (path,)))
     return found

@@ -46,6 +46,7 @@ def train_batched(units: Sequence[PreparedUnit]) -> None:
     env = first.env
     for unit in units:  # stacked replicates draw no random numbers (Dropout is refused): nothing to save
         unit.events.fixed_rng = unit.rng
+        unit.events.stacked = True
     stepper = StackedStepper([u.model for u in units], [u.optimizer for u in units], [u.masks for u in units],
                              env.task, env.data.x_train, env.data.y_train, env.config.train, env.device)
     with user_code("training (the model's forward/backward or the loss)", first.unit, active=env.user):

@@ -4,7 +4,7 @@ Every user error (bad flag, bad config, missing data, locked directory, damaged 
 as one line on stderr and exit code 2, never a traceback. Warnings (a damaged file set aside,
 an experiment without checksums) are one line each on stderr.
 
-Exit codes: 0 success; 1 ``check`` found damage; 2 bad input or unusable results (also
+Exit codes: 0 success; 1 ``check`` found damage or ``verify``'s claim failed; 2 bad input or unusable results (also
 ``check`` of a directory whose config.json is itself unusable);
 3 ``run`` finished but some training diverged (each named in one line); 130 interrupted.
 """
@@ -356,6 +356,49 @@ def main(argv: list[str] | None = None) -> None:
     except _ABORTS:
         err_console.print("interrupted; run the same command again to resume", markup=False)
         sys.exit(130)
+
+
+# ---------------------------------------------------------------------------- bundle and verify
+@app.command("bundle")
+def bundle_command(
+    experiment_dir: Path = typer.Argument(..., help="An experiment directory."),
+    level: int = typer.Option(..., "--level", help="The pruning level whose ticket to bundle."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Bundle file (default <experiment>-levelLL.ticket.safetensors)."),
+) -> None:
+    """Write one level's ticket (init, mask, early-stopped and final weights, claim) as one shareable file."""
+    from ticketlab.bundle import make_bundle
+
+    console.print(f"bundle: {make_bundle(experiment_dir, level, out)}", highlight=False, markup=False, soft_wrap=True)
+
+
+@app.command("verify")
+def verify_command(
+    bundle_file: Path = typer.Argument(..., help="A ticket bundle (from `ticketlab bundle`)."),
+    controls: Optional[str] = typer.Option(None, help="Comma-separated control arms to train beside the ticket (evidence)."),
+    seeds: int = typer.Option(0, help="New seeds to run through IMP to the bundle's level (evidence)."),
+    workdir: Optional[Path] = typer.Option(None, help="Keep the re-trained experiment here (default: a temporary folder)."),
+    device: str = typer.Option("cpu", help="cpu, cuda or auto."),
+) -> None:
+    """Re-train a bundled ticket and check its claim; exit 1 when the claim fails."""
+    from rich.table import Table
+
+    from ticketlab.verify import claim_line, verify
+
+    outcome = verify(bundle_file, _csv(controls), seeds, workdir, device)
+    console.print(claim_line(outcome.bundle), highlight=False, markup=False, soft_wrap=True)
+    table = Table(title=f"{bundle_file.name}: level {outcome.bundle.level}, {outcome.mode} check")
+    for column in ("check", "claimed", "measured", "result"):
+        table.add_column(column)
+    words = {True: "match", False: "MISMATCH", None: "evidence"}
+    for check in outcome.checks:
+        table.add_row(check.what, str(check.claimed), str(check.measured), words[check.ok])
+    console.print(table)
+    console.print(f"{outcome.mode}: {outcome.mode_reason}", highlight=False, markup=False, soft_wrap=True)
+    if not outcome.passed:
+        _error_line(f"the claim of {bundle_file} failed verification (see MISMATCH above)")
+        sys.exit(EXIT_DAMAGED)
+    console.print(f"verified: the claim of {bundle_file} holds ({outcome.mode})", highlight=False, markup=False,
+                  soft_wrap=True)
 
 
 if __name__ == "__main__":

@@ -82,6 +82,11 @@ class Events(Protocol):
 
     def on_capture(self, state: TrainState) -> None: ...
 
+    def on_early_stop(self, state: TrainState) -> None:
+        """The evaluation just recorded is the new early-stopping point (the minimum validation
+        loss so far, as :func:`early_stop` picks it); the replicate's model holds its weights."""
+        ...
+
 
 def steps_per_epoch(dataset: "Dataset | StreamingData", batch_size: int) -> int:
     """Full batches per epoch (the last partial batch is dropped so every step has equal size);
@@ -173,6 +178,11 @@ def _record_evals(stepper: Stepper, data: Dataset, states: Sequence[TrainState],
         state.history.append(record)
         state.diverged = non_finite(record, values[4] == 1.0)
         events[k].on_eval(state)
+        if not state.diverged and early_stop(state.history) is record:
+            stepper.sync(k)
+            on_early_stop = getattr(events[k], "on_early_stop", None)  # optional for older Events
+            if on_early_stop is not None:
+                on_early_stop(state)
 
 
 def _save_points(stepper: Stepper, states: Sequence[TrainState], events: Sequence[Events], loss_acc: torch.Tensor,

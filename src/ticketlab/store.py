@@ -13,7 +13,9 @@ Layout (``r`` = replicate, ``L`` = level)::
                     mask.safetensors     the mask this arm trained with
                     start.safetensors    the weights it started from
                     checkpoint.safetensors  while training; removed when done
-                    final.safetensors    trained weights
+                    early_stop.safetensors  weights at the early-stopping iteration (minimum
+                                         validation loss): the ones the accuracy tables report
+                    final.safetensors    trained weights at the last iteration
                     metrics.jsonl        one evaluation per line
                     summary.json         its presence means "done"; status "ok" or "diverged"
                     manifest.json        SHA-256 and size of each file above, updated last
@@ -81,6 +83,12 @@ class UnitPaths:
         return self.directory / "checkpoint.safetensors"
 
     @property
+    def early_stop(self) -> Path:
+        """Weights at the evaluation with minimum validation loss (``loop.early_stop``), written
+        whenever a new minimum is seen during training, so that it survives a resume."""
+        return self.directory / "early_stop.safetensors"
+
+    @property
     def final(self) -> Path:
         return self.directory / "final.safetensors"
 
@@ -97,7 +105,7 @@ class UnitPaths:
 
     def outputs(self) -> list[Path]:
         """Every file the unit may write, inputs first."""
-        return [self.mask, self.start, self.checkpoint, self.final, self.metrics, self.summary]
+        return [self.mask, self.start, self.checkpoint, self.early_stop, self.final, self.metrics, self.summary]
 
 
 class Store:

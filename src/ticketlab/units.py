@@ -26,7 +26,7 @@ from ticketlab.data import Dataset
 from ticketlab.errors import ConfigError
 from ticketlab.inputs import Inputs, builtin_inputs, user_code
 from ticketlab.io import remove_temporaries, save_tensors, update_manifest, write_json_atomic, write_jsonl_atomic
-from ticketlab.loop import Events, TrainState, last_finite, run_loop, summarize_history, total_iterations
+from ticketlab.loop import Events, TrainState, early_stop, last_finite, run_loop, summarize_history, total_iterations
 from ticketlab.masks import Mask
 from ticketlab.method import ArmContext, MaskContext, resolve_arm, resolve_method
 from ticketlab.method.arms.ticket import MODEL_PREFIX, OPTIM_PREFIX, load_training_state, split_prefixed
@@ -232,6 +232,7 @@ class StoreEvents:
         # what to save as the RNG state: the process's (sequential training draws from it), or a
         # fixed record when the unit draws no random numbers itself (stacked training)
         self.fixed_rng: dict[str, torch.Tensor] | None = None
+        self.stacked = False  # trained by the stacked stepper (recorded in the summary)
 
     def wall_time(self) -> float:
         return self.elapsed + time.perf_counter() - self.started
@@ -257,6 +258,12 @@ class StoreEvents:
                 "loss_count": state.loss_count, "elapsed": self.wall_time()}
         save_tensors(self._training_tensors(), self.paths.checkpoint, metadata={"state": json.dumps(meta)},
                      checksum=True)
+
+    def on_early_stop(self, state: TrainState) -> None:
+        """Keep the weights of the new minimum of validation loss (atomically, so a killed run
+        keeps the previous ones; a resumed run that re-reaches this evaluation writes the same bytes)."""
+        record = json.dumps(state.history[-1], sort_keys=True)
+        save_tensors(state_of(self.model), self.paths.early_stop, metadata={"evaluation": record}, checksum=True)
 
     def on_capture(self, state: TrainState) -> None:
         path = self.store.rewind_path(self.unit.replicate)
@@ -359,6 +366,7 @@ def finish_unit(prepared: PreparedUnit, precision: str = "fp32") -> dict:
     paths, state, unit, env = prepared.paths, prepared.state, prepared.unit, prepared.env
     if not state.diverged:
         save_tensors(state_of(prepared.model), paths.final, checksum=True)
+    weights = stored_weights(prepared)
     write_jsonl_atomic(paths.metrics, state.history, checksum=True)
     summary = {
         "replicate": unit.replicate,
@@ -371,16 +379,43 @@ def finish_unit(prepared: PreparedUnit, precision: str = "fp32") -> dict:
         "wall_time_s": prepared.events.wall_time(),
         "device": str(env.device),
         "precision": precision,
+        # stacked (--batch) and sequential training differ in the last bits: a re-run is exact only in kind
+        "training": "stacked" if prepared.events.stacked else "sequential",
         "metric": env.task.metric_name,
         # the score's resolution (one example) that the verdicts' zero-variance floor uses
         "test_examples": env.data.test_examples(),
         **(diverged_summary(unit, state) if state.diverged else {"status": "ok", **summarize_history(state.history)}),
+        "weights": weights,
     }
     write_json_atomic(paths.summary, summary, checksum=True)
     if paths.checkpoint.is_file():
         paths.checkpoint.unlink()
         update_manifest(paths.directory, {paths.checkpoint.name: None})
     return summary
+
+
+def stored_weights(prepared: PreparedUnit) -> dict[str, dict | None]:
+    """Which weight file holds which iteration, for the summary; drops early-stop weights that
+    are not the summary's early-stopping point (a diverged unit, or a checkpoint resumed from an
+    older ticketlab that did not keep them), so that a file present is always the one reported."""
+    paths, state = prepared.paths, prepared.state
+    if state.diverged:
+        _remove(paths, paths.early_stop)
+        return {"early_stop": None, "final": None}
+    step = int(early_stop(state.history)["step"])
+    final = {"file": paths.final.name, "step": int(state.history[-1]["step"])}
+    if paths.early_stop.is_file():
+        _, metadata = prepared.events.store.tensors_and_metadata(paths.early_stop)
+        if json.loads(metadata.get("evaluation", "{}")).get("step") == step:
+            return {"early_stop": {"file": paths.early_stop.name, "step": step}, "final": final}
+        _remove(paths, paths.early_stop)
+    return {"early_stop": None, "final": final}
+
+
+def _remove(paths: UnitPaths, path) -> None:
+    if path.is_file():
+        path.unlink()
+        update_manifest(paths.directory, {path.name: None})
 
 
 def diverged_summary(unit: Unit, state: TrainState) -> dict:

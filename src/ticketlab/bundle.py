@@ -1,0 +1,252 @@
+"""A ticket bundle: one level's ticket as a single self-describing ``.safetensors`` file.
+
+Everything a reviewer needs to re-train the ticket and check the claim, without the study:
+
+* tensors, per replicate ``r`` of the experiment:
+  ``r<r>/init/<param>`` (the replicate's initial weights), ``r<r>/mask/<param>`` (the level's
+  mask, uint8), ``r<r>/early_stop/<param>`` and ``r<r>/final/<param>`` (the trained ticket at
+  its early-stopping iteration and at the end) and, with late rewinding, ``r<r>/rewind/...``
+  (the dense run's weights and optimizer state at the rewind iteration);
+* metadata ``ticketlab_bundle``: one JSON document with the config, the data's fingerprint,
+  the claim (each replicate's measured metrics with its seed, and the level's mean, interval
+  and verdict), the environment that measured it (torch, Python and ticketlab versions,
+  platform, device) and ``tensors_sha256``, the hash of the tensors' names, dtypes, shapes and
+  bytes; metadata ``sha256``: the hash of that document and the tensors together.
+
+A single file rather than a folder so that it can be mailed, attached or uploaded as is;
+safetensors so that opening it never executes code. The hashes detect damage and naive edits
+(a changed mask or claim), not a forger who recomputes them: that is what re-training
+(``ticketlab verify``) and the consistency checks in :func:`read_bundle` are for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load, save
+
+from ticketlab.api import Result
+from ticketlab.config import Config
+from ticketlab.errors import StoreError
+from ticketlab.io import metadata_from_bytes, read_bytes, write_bytes_atomic
+from ticketlab.masks import Mask
+from ticketlab.stats import mean_ci
+
+FORMAT = 1
+METRIC = "test_acc_at_early_stop"
+#: The per-replicate numbers a bundle claims and ``verify`` re-measures.
+CLAIMED = ("early_stop_step", "test_acc_at_early_stop", "val_acc_at_early_stop", "val_loss_at_early_stop",
+           "final_step", "final_test_acc", "final_val_acc")
+PARTS = ("init", "mask", "early_stop", "final", "rewind")
+
+
+class BundleError(StoreError):
+    """A bundle that cannot be trusted or used (damaged, altered, inconsistent)."""
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A read and checked bundle: its description and, per replicate, its tensors by part."""
+
+    path: Path
+    doc: dict[str, Any]
+    tensors: dict[int, dict[str, dict[str, torch.Tensor]]]  # replicate -> part -> name -> tensor
+
+    @property
+    def config(self) -> Config:
+        return Config.from_dict(self.doc["config"], resolve=False)
+
+    @property
+    def level(self) -> int:
+        return int(self.doc["level"])
+
+    @property
+    def replicates(self) -> list[dict[str, Any]]:
+        return self.doc["claim"]["replicates"]
+
+    def mask(self, replicate: int) -> Mask:
+        return Mask.from_stored(self.tensors[replicate]["mask"])
+
+
+def environment_record(device: str) -> dict[str, str]:
+    """What produced the numbers: a bit-for-bit comparison is only meaningful within one of these."""
+    import ticketlab
+
+    return {"torch": torch.__version__, "python": platform.python_version(), "ticketlab": ticketlab.__version__,
+            "platform": platform.platform(), "machine": platform.machine(), "device": device}
+
+
+def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of every tensor's name, dtype, shape and bytes, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}\n".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def _doc_bytes(doc: dict[str, Any]) -> bytes:
+    return json.dumps(doc, sort_keys=True, allow_nan=False).encode()
+
+
+def _content_sha256(doc: dict[str, Any]) -> str:
+    return hashlib.sha256(_doc_bytes(doc)).hexdigest()  # the doc includes tensors_sha256
+
+
+# ---------------------------------------------------------------------------- writing
+def make_bundle(experiment: str | Path, level: int, out: str | Path | None = None) -> Path:
+    """Write level ``level``'s ticket of the experiment in ``experiment`` as one bundle file.
+
+    Every replicate whose ticket at that level finished (and did not diverge) is included; the
+    claim is their metrics, and the level's mean, interval and verdict as ``show`` prints them.
+    """
+    from ticketlab.units import environment
+
+    result = Result.load(experiment)
+    store, config = result.store, result.config
+    records = sorted((r for r in result.select("ticket", level) if r.get("status", "ok") == "ok"),
+                     key=lambda r: r["replicate"])
+    if not records:
+        raise BundleError(f"{experiment} has no finished ticket at level {level} (levels: {result.levels()})")
+    tensors: dict[str, torch.Tensor] = {}
+    for record in records:
+        r = record["replicate"]
+        paths = store.unit(r, level, "ticket")
+        if not paths.early_stop.is_file():
+            raise BundleError(f"{paths.directory} has no early-stopped weights (trained by an older ticketlab); "
+                              "run the experiment again with this version to bundle it")
+        parts = {"init": store.tensors(store.init_path(r)), "early_stop": store.tensors(paths.early_stop),
+                 "final": store.tensors(paths.final),
+                 "mask": {n: m.to(torch.uint8) for n, m in store.mask(store.level_mask_path(r, level)).items()}}
+        if config.rewind_iteration > 0 and level > 0:
+            parts["rewind"] = store.tensors(store.rewind_path(r))
+        for part, values in parts.items():
+            tensors.update({f"r{r}/{part}/{name}": value for name, value in values.items()})
+
+    rewind_steps = {}
+    if config.rewind_iteration > 0 and level > 0:
+        rewind_steps = {str(rec["replicate"]): json.loads(store.tensors_and_metadata(
+            store.rewind_path(rec["replicate"]))[1].get("state", "{}")).get("step") for rec in records}
+    doc = {
+        "format": FORMAT,
+        "experiment": config.experiment_name(),
+        "level": level,
+        "config": config.to_dict(),
+        "data": {"dataset": config.data.dataset, "fingerprint": _data_fingerprint(config, environment),
+                 "builtin": ":" not in config.data.dataset},
+        "claim": claim_of(result, records, level),
+        "environment": environment_record(records[0].get("device", "cpu")),
+        "rewind_steps": rewind_steps,
+        "tensors_sha256": tensors_sha256(tensors),
+    }
+    out = Path(out) if out else Path(f"{config.experiment_name()}-level{level:02d}.ticket.safetensors")
+    metadata = {"ticketlab_bundle": _doc_bytes(doc).decode(), "sha256": _content_sha256(doc)}
+    write_bytes_atomic(out, save({k: v.contiguous() for k, v in tensors.items()}, metadata=metadata))
+    return out
+
+
+def _data_fingerprint(config: Config, environment) -> str:
+    """The fingerprint of the data the ticket was trained on: the config's for the user's data
+    (recorded by ``run``), else computed from the built-in dataset."""
+    from ticketlab.inputs import data_fingerprint
+
+    if config.data.fingerprint:
+        return config.data.fingerprint
+    return data_fingerprint(environment(config).data)
+
+
+def claim_of(result: Result, records: list[dict[str, Any]], level: int) -> dict[str, Any]:
+    """The level's claim: every replicate's measured numbers and seed, their mean and interval
+    of ``test_acc_at_early_stop``, and the verdict against dense (when the level has one)."""
+    values = [r[METRIC] for r in records]
+    interval = mean_ci(values, bounds=(0.0, 1.0))
+    verdict = None
+    table = result.verdicts() if level > 0 else None
+    if table is not None and any(row.level == level for row in table):
+        row = table.row(level)
+        verdict = {"label": row.label, "reason": row.reason, "dense": row.dense.to_dict(),
+                   "criteria": table.criteria.statements()}
+    return {
+        "metric": METRIC,
+        "percent_remaining": records[0]["percent_remaining"],
+        "test_examples": records[0].get("test_examples"),
+        "replicates": [{"replicate": r["replicate"], "seed": r["seed"], "percent_remaining": r["percent_remaining"],
+                        "precision": r.get("precision", "fp32"), "training": r.get("training", "sequential"),
+                        **{k: r[k] for k in CLAIMED}} for r in records],
+        "interval": interval.to_dict(),
+        "verdict": verdict,
+    }
+
+
+# ---------------------------------------------------------------------------- reading
+def read_bundle(path: str | Path) -> Bundle:
+    """Read a bundle and check it before anything trains: its hashes (altered tensors or
+    description), and that the claim agrees with itself and with the tensors (each mask's
+    sparsity is the claimed one, pruned weights are zero, the interval is of the values)."""
+    path = Path(path)
+    data = read_bytes(path)
+    try:
+        flat = load(data)
+    except Exception as exc:  # safetensors' own error types
+        raise BundleError(f"{path} is not a ticket bundle (not a safetensors file: {exc})") from None
+    metadata = metadata_from_bytes(data, path)
+    if "ticketlab_bundle" not in metadata:
+        raise BundleError(f"{path} is not a ticket bundle (no ticketlab_bundle description); "
+                          "make one with `ticketlab bundle EXPERIMENT --level L`")
+    try:
+        doc = json.loads(metadata["ticketlab_bundle"])
+    except ValueError as exc:
+        raise BundleError(f"{path} is damaged (its description is not JSON: {exc})") from None
+    if doc.get("format") != FORMAT:
+        raise BundleError(f"{path} is a bundle of format {doc.get('format')!r}; this ticketlab reads format {FORMAT}")
+    if tensors_sha256(flat) != doc.get("tensors_sha256"):
+        raise BundleError(f"{path} was altered: its weights or masks do not match the bundle's tensors_sha256; "
+                          "ask its author for the original")
+    if _content_sha256(doc) != metadata.get("sha256"):
+        raise BundleError(f"{path} was altered: its description (config or claim) does not match the bundle's "
+                          "sha256; ask its author for the original")
+    tensors: dict[int, dict[str, dict[str, torch.Tensor]]] = {}
+    for key, value in flat.items():
+        replicate, part, name = key.split("/", 2)
+        tensors.setdefault(int(replicate[1:]), {}).setdefault(part, {})[name] = value
+    bundle = Bundle(path, doc, tensors)
+    check_consistent(bundle)
+    return bundle
+
+
+def check_consistent(bundle: Bundle) -> None:
+    """BundleError when the claim contradicts itself or the tensors (see :func:`read_bundle`)."""
+    claim, where = bundle.doc["claim"], bundle.path
+    claimed = {r["replicate"] for r in claim["replicates"]}
+    if claimed != set(bundle.tensors):
+        raise BundleError(f"{where} is inconsistent: the claim names replicates {sorted(claimed)}, "
+                          f"the tensors hold {sorted(bundle.tensors)}")
+    for record in claim["replicates"]:
+        r = record["replicate"]
+        parts = bundle.tensors[r]
+        missing = [p for p in ("init", "mask", "early_stop", "final") if p not in parts]
+        if missing:
+            raise BundleError(f"{where} is inconsistent: replicate {r} lacks its {', '.join(missing)} tensors")
+        mask = bundle.mask(r)
+        percent = 100.0 * mask.fraction_remaining()
+        if abs(percent - record["percent_remaining"]) > 1e-9 or abs(percent - claim["percent_remaining"]) > 1e-9:
+            raise BundleError(f"{where} is inconsistent: replicate {r}'s mask keeps {percent:.4f}% of the weights, "
+                              f"the claim says {record['percent_remaining']:.4f}%")
+        for part in ("early_stop", "final"):
+            weights = parts[part]
+            if any(n not in weights or bool((weights[n][~m] != 0).any()) for n, m in mask.items()):
+                raise BundleError(f"{where} is inconsistent: replicate {r}'s {part} weights are nonzero where "
+                                  "its mask prunes them (the mask is not the one they were trained with)")
+    values = [r[claim["metric"]] for r in claim["replicates"]]
+    interval = mean_ci(values, bounds=(0.0, 1.0)).to_dict()
+    if any(interval[k] != claim["interval"].get(k) for k in ("mean", "low", "high", "n")):
+        raise BundleError(f"{where} is inconsistent: the claimed mean and interval are not those of the "
+                          "claimed per-replicate values")

@@ -1,0 +1,181 @@
+"""Ticket bundles and ``ticketlab verify``: a bundle re-trains to its claim; a bundle whose mask
+or claim was altered fails before anything trains."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import cli, tiny_config
+from safetensors.torch import load, save
+
+from ticketlab.api import run
+from ticketlab.bundle import BundleError, _content_sha256, make_bundle, read_bundle, tensors_sha256
+from ticketlab.verify import verify
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+@pytest.fixture(scope="module")
+def bundled(tmp_path_factory):
+    """A two-seed experiment to level 1 and its level-1 bundle (trained once for the module)."""
+    from ticketlab.config import RunOptions
+
+    root = tmp_path_factory.mktemp("bundle")
+    result = run(tiny_config(levels=1, seeds=2), RunOptions(root=str(root / "experiments"), device="cpu", threads=1,
+                                                            workers=1, progress=False))
+    return result, make_bundle(result.directory, 1, root / "ticket.safetensors")
+
+
+def _rewrite(path: Path, out: Path, tensors=None, doc=None, rehash: bool = False) -> Path:
+    """A copy of a bundle with tensors or description changed (and, with ``rehash``, its hashes
+    recomputed, as a forger would)."""
+    data = path.read_bytes()
+    flat = load(data)
+    header = json.loads(data[8: 8 + int.from_bytes(data[:8], "little")])["__metadata__"]
+    original = json.loads(header["ticketlab_bundle"])
+    flat = {**flat, **(tensors or {})}
+    doc = doc or original
+    if rehash:
+        doc = {**doc, "tensors_sha256": tensors_sha256(flat)}
+        header = {"ticketlab_bundle": json.dumps(doc, sort_keys=True), "sha256": _content_sha256(doc)}
+    else:
+        header = {**header, "ticketlab_bundle": json.dumps(doc, sort_keys=True)}
+    out.write_bytes(save(flat, metadata=header))
+    return out
+
+
+def test_bundle_describes_the_ticket_and_its_claim(bundled):
+    result, path = bundled
+    bundle = read_bundle(path)
+    doc = bundle.doc
+    assert doc["level"] == 1 and doc["experiment"] == result.directory.name
+    assert [r["seed"] for r in bundle.replicates] == [0, 1]
+    records = {r["replicate"]: r for r in result.select("ticket", 1)}
+    for claimed in bundle.replicates:
+        assert claimed["test_acc_at_early_stop"] == records[claimed["replicate"]]["test_acc_at_early_stop"]
+        assert bundle.mask(claimed["replicate"]).equals(result.mask(1, claimed["replicate"]))
+    assert doc["claim"]["interval"]["has_interval"] and doc["claim"]["verdict"]["label"]
+    assert set(doc["environment"]) >= {"torch", "python", "ticketlab", "platform", "device"}
+    assert len(doc["data"]["fingerprint"]) == 16 and doc["data"]["builtin"]
+
+
+def test_verify_retrains_the_ticket_exactly(bundled, tmp_path):
+    _, path = bundled
+    outcome = verify(path, controls=["random"], workdir=tmp_path / "work")
+    assert outcome.mode == "exact"
+    assert outcome.passed, [c for c in outcome.checks if c.ok is False]
+    assert any("weights" in c.what and c.ok for c in outcome.checks)
+    assert any(c.what.startswith("control random") for c in outcome.checks)
+
+
+def test_a_tampered_mask_fails_before_training(bundled, tmp_path, capsys):
+    _, path = bundled
+    flat = load(path.read_bytes())
+    name = next(k for k in flat if k.startswith("r0/mask/"))
+    flipped = flat[name].clone()
+    flipped.view(-1)[torch.argmin(flipped.view(-1))] = 1  # revive one pruned weight
+    tampered = _rewrite(path, tmp_path / "mask.safetensors", {name: flipped})
+    with pytest.raises(BundleError, match="altered: its weights or masks"):
+        read_bundle(tampered)
+    # a forger who recomputes the hashes is caught by the mask's sparsity against the claim
+    forged = _rewrite(path, tmp_path / "forged.safetensors", {name: flipped}, rehash=True)
+    code, out, err = cli(["verify", str(forged)], capsys)
+    assert code == 2 and "inconsistent" in err and "mask keeps" in err and "Traceback" not in err
+
+
+def test_a_tampered_claim_fails_before_training(bundled, tmp_path, capsys):
+    _, path = bundled
+    doc = json.loads(json.dumps(read_bundle(path).doc))
+    doc["claim"]["replicates"][0]["test_acc_at_early_stop"] += 0.01
+    code, _, err = cli(["verify", str(_rewrite(path, tmp_path / "claim.safetensors", doc=doc))], capsys)
+    assert code == 2 and "altered: its description" in err
+    code, _, err = cli(["verify", str(_rewrite(path, tmp_path / "forged.safetensors", doc=doc, rehash=True))], capsys)
+    assert code == 2 and "claimed mean and interval are not those" in err
+
+
+def test_a_consistent_but_false_claim_fails_verification(bundled, tmp_path, capsys):
+    """A forger who rewrites the claim, its interval and the hashes is caught by scoring the
+    bundled weights (before training) or, for numbers only training gives, by re-training."""
+    from ticketlab.stats import mean_ci
+
+    _, path = bundled
+    doc = json.loads(json.dumps(read_bundle(path).doc))
+    for record in doc["claim"]["replicates"]:
+        record["test_acc_at_early_stop"] = min(1.0, record["test_acc_at_early_stop"] + 0.01)
+    values = [r["test_acc_at_early_stop"] for r in doc["claim"]["replicates"]]
+    doc["claim"]["interval"] = mean_ci(values, bounds=(0.0, 1.0)).to_dict()
+    outcome = verify(_rewrite(path, tmp_path / "false.safetensors", doc=doc, rehash=True))
+    assert not outcome.passed and all("bundled early_stop weights" in c.what for c in outcome.checks)
+
+    doc = json.loads(json.dumps(read_bundle(path).doc))
+    doc["claim"]["replicates"][1]["final_val_acc"] += 0.01
+    code, out, err = cli(["verify", str(_rewrite(path, tmp_path / "final.safetensors", doc=doc, rehash=True))],
+                         capsys)
+    assert code == 1 and "MISMATCH" in out and "failed verification" in err
+    assert out.count("MISMATCH") == 1 and "replicate 1 final_val_acc" in out
+
+
+def test_verify_in_a_fresh_process_from_the_cli(bundled, tmp_path, capsys):
+    result, _ = bundled
+    out = tmp_path / "t.safetensors"
+    code, printed, err = cli(["bundle", str(result.directory), "--level", "1", "--out", str(out)], capsys)
+    assert code == 0 and str(out) in printed, err
+    env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
+    checked = subprocess.run([sys.executable, "-m", "ticketlab", "verify", str(out)], env=env, cwd=tmp_path,
+                             capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "verified" in checked.stdout and "(exact)" in checked.stdout and "claim: level 1" in checked.stdout
+
+
+def test_a_late_rewinding_ticket_carries_its_rewind_point(options, tmp_path):
+    result = run(tiny_config(levels=1, rewind_iteration=50), options)
+    path = make_bundle(result.directory, 1, tmp_path / "rewind.safetensors")
+    assert "rewind" in read_bundle(path).tensors[0]
+    outcome = verify(path)
+    assert outcome.mode == "exact" and outcome.passed, [c for c in outcome.checks if c.ok is False]
+
+
+def test_bundle_of_a_missing_level_is_one_line(bundled, tmp_path, capsys):
+    result, _ = bundled
+    code, _, err = cli(["bundle", str(result.directory), "--level", "5", "--out", str(tmp_path / "x")], capsys)
+    assert code == 2 and "no finished ticket at level 5" in err
+
+
+def test_elsewhere_the_claim_is_checked_against_its_interval(bundled, tmp_path):
+    """A bundle measured with another torch build is checked by interval, not bit for bit."""
+    _, path = bundled
+    doc = json.loads(json.dumps(read_bundle(path).doc))
+    doc["environment"]["torch"] = "0.0.0-elsewhere"
+    outcome = verify(_rewrite(path, tmp_path / "elsewhere.safetensors", doc=doc, rehash=True))
+    assert outcome.mode == "interval" and "torch 0.0.0-elsewhere" in outcome.mode_reason
+    assert outcome.passed and any("interval" in c.what and c.ok for c in outcome.checks)
+
+
+def test_a_ticket_on_user_data_needs_that_data(bundled, tmp_path, capsys):
+    _, path = bundled
+    doc = json.loads(json.dumps(read_bundle(path).doc))
+    doc["data"].update(builtin=False, dataset="python:mine")
+    code, _, err = cli(["verify", str(_rewrite(path, tmp_path / "user.safetensors", doc=doc, rehash=True))], capsys)
+    assert code == 2 and "the user's own data (python:mine" in err and "data=" in err
+
+
+def test_a_ticket_on_user_data_and_model_verifies_with_them(tmp_path):
+    from user_code import models
+
+    from ticketlab.config import RunOptions
+
+    config = {"levels": 1, "train": {"iterations": 60, "eval_every": 20, "batch_size": 32}}
+    options = RunOptions(root=str(tmp_path / "e"), device="cpu", workers=1, progress=False)
+    result = run(config, options, model="user_code.models:WithDropout", data=models.classification_data())
+    path = make_bundle(result.directory, 1, tmp_path / "user.safetensors")
+    assert not read_bundle(path).doc["data"]["builtin"]
+    outcome = verify(path, data=models.classification_data())
+    assert outcome.mode == "exact" and outcome.passed, [c for c in outcome.checks if c.ok is False]
+    with pytest.raises(BundleError, match="not the data the ticket was trained on"):
+        verify(path, data=models.classification_data(seed=1))
