@@ -112,6 +112,9 @@ def make_bundle(experiment: str | Path, level: int, out: str | Path | None = Non
 
     result = Result.load(experiment)
     store, config = result.store, result.config
+    if config.retrain != "rewind" and level > 0:
+        raise BundleError(f"{experiment} retrains with {config.retrain!r}: its tickets start from the previous "
+                          "level's trained weights, which a bundle does not carry; bundle a weight-rewinding experiment")
     records = sorted((r for r in result.select("ticket", level) if r.get("status", "ok") == "ok"),
                      key=lambda r: r["replicate"])
     if not records:
