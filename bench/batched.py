@@ -5,7 +5,7 @@ process: one after another (``RunOptions(batch=1)``, the plain per-model PyTorch
 one batched computation (``RunOptions(batch=K)``). Both go through ``ticketlab.run``, so store
 I/O and evaluation are included on both sides. Repeats alternate A B A B and the median is
 reported. It also checks that the two give the same results: over 50 iterations every
-replicate's test accuracy at every evaluation within one test example (1e-3) and the same
+replicate's validation accuracy at every evaluation within 1e-3 and the same
 early-stopping iteration; over the long run it reports the largest accuracy drift.
 
     python bench/batched.py                       # the K / model sweep written in docs/performance.md
@@ -55,13 +55,13 @@ def timed_run(config: Config, batch: int) -> tuple[float, ticketlab.Result]:
 
 
 def max_accuracy_gap(a: ticketlab.Result, b: ticketlab.Result) -> tuple[float, bool]:
-    """(largest |test accuracy difference| at any evaluation of any replicate, same early-stop steps)."""
+    """(largest |validation accuracy difference| at any evaluation of any replicate, same early-stop steps)."""
     gap, same_stop = 0.0, True
     for run in a.runs:
         twin = b.select(run["arm"], run["level"])[run["replicate"]]
         same_stop = same_stop and twin["early_stop_step"] == run["early_stop_step"]
         for x, y in zip(a.metrics(run["level"], run["replicate"]), b.metrics(run["level"], run["replicate"])):
-            gap = max(gap, abs(x["test_acc"] - y["test_acc"]))
+            gap = max(gap, abs(x["val_acc"] - y["val_acc"]))
     return gap, same_stop
 
 

@@ -90,9 +90,10 @@ def compare_dirs(a: Path, b: Path) -> tuple[dict[str, list[int]], list[str]]:
             kind = "metrics.jsonl"
             same = _read_jsonl(pa) == _read_jsonl(pb)
         elif rel.name == "summary.json":
-            kind = "summary.json (minus wall_time_s)"
+            kind = "summary.json (minus its timings)"
             ja, jb = json.loads(pa.read_text()), json.loads(pb.read_text())
-            ja.pop("wall_time_s", None), jb.pop("wall_time_s", None)
+            for key in ("wall_time_s", "eval_time_s"):
+                ja.pop(key, None), jb.pop(key, None)
             same = ja == jb
             if not same:
                 keys = sorted(k for k in ja.keys() | jb.keys() if ja.get(k, "<missing>") != jb.get(k, "<missing>"))

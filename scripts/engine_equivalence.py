@@ -43,7 +43,7 @@ def run(out: str) -> None:
         result = ticketlab.run(Config.from_dict(raw), opts)
         units = []
         for summary in result.runs:
-            summary = {k: v for k, v in summary.items() if k != "wall_time_s"}
+            summary = {k: v for k, v in summary.items() if k not in ("wall_time_s", "eval_time_s")}
             mask = result.mask(summary["level"], summary["replicate"], summary["arm"])
             summary["mask_sha"] = hashlib.sha256(b"".join(mask[n].numpy().tobytes() for n in sorted(mask))).hexdigest()
             summary["metrics"] = result.metrics(summary["level"], summary["replicate"], summary["arm"])

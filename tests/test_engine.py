@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from ticketlab.units import TIMING_FIELDS
 import ticketlab
 from ticketlab.method.arms.ticket import load_training_state
 from ticketlab.config import TrainConfig
@@ -25,7 +26,7 @@ from ticketlab.loop import summarize_history
 
 from conftest import interrupted_level_1_ticket, tiny_config
 
-VOLATILE = ("wall_time_s",)
+VOLATILE = TIMING_FIELDS
 
 
 def stable(summary: dict) -> dict:

@@ -7,6 +7,7 @@ import os
 import pytest
 import torch
 
+from ticketlab.units import TIMING_FIELDS
 import ticketlab
 from ticketlab.config import RunOptions
 from ticketlab.errors import ConfigError
@@ -16,7 +17,7 @@ from conftest import tiny_config
 
 
 def stable(runs):
-    return [{k: v for k, v in r.items() if k != "wall_time_s"} for r in runs]
+    return [{k: v for k, v in r.items() if k not in TIMING_FIELDS} for r in runs]
 
 
 def run_with(tmp_path, name, config, **options):

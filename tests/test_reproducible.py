@@ -11,7 +11,9 @@ import sys
 import time
 from pathlib import Path
 
-VOLATILE = ("wall_time_s",)
+from ticketlab.units import TIMING_FIELDS
+
+VOLATILE = TIMING_FIELDS
 
 
 def _results(directory: Path) -> dict[str, object]:

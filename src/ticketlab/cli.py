@@ -134,6 +134,7 @@ def run_command(
     rate: Optional[float] = typer.Option(None, help="Fraction of remaining weights pruned per round."),
     output_rate: Optional[float] = typer.Option(None, help="Rate for the output layer (layerwise)."),
     eval_every: Optional[int] = typer.Option(None, help="Evaluate every N iterations."),
+    test_every_eval: Optional[bool] = typer.Option(None, "--test-every-eval", help="Record the test split at every evaluation (default: only at early-stopping candidates and the end; the same reported numbers)."),
     out: str = typer.Option("experiments", help="Root folder for experiment directories."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     threads: int = typer.Option(1, help="Torch threads per training process."),
@@ -166,7 +167,7 @@ def run_command(
         ("prune.method", method), ("prune.strategy", strategy), ("prune.roles", _csv(roles)),
         ("init_weights", init_weights), ("train.weight_decay", weight_decay),
         ("prune.rate", rate), ("prune.output_rate", output_rate),
-        ("train.eval_every", eval_every),
+        ("train.eval_every", eval_every), ("train.test_every_eval", test_every_eval),
     ]:
         _set(raw, dotted, value)
     if iterations is not None or epochs is not None:  # one length replaces the other

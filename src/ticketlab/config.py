@@ -45,6 +45,10 @@ class TrainConfig:
     (shrinking weights directly, Loshchilov & Hutter) for ``adamw``.
 
     The length is in iterations (``iterations``) or epochs (``epochs``), not both.
+
+    Every ``eval_every`` iterations the validation split is evaluated (it decides early
+    stopping); the test split only where a reported number comes from (each new early-stopping
+    candidate, and the end), unless ``test_every_eval`` records the whole test curve.
     """
 
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
@@ -58,6 +62,7 @@ class TrainConfig:
     milestones: tuple[int, ...] = ()
     gamma: float = 0.1
     eval_every: int = 100
+    test_every_eval: bool = False
     checkpoint_every: int = 500
 
 

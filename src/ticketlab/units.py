@@ -129,6 +129,10 @@ def environment(config: Config, device: torch.device | str = "cpu", inputs: byte
     return Environment(config, inputs, device, inputs.on(device), user=True)
 
 
+# Summary fields that measure time: they differ between otherwise identical runs.
+TIMING_FIELDS = ("wall_time_s", "eval_time_s")
+
+
 # ---------------------------------------------------------------------------- files a unit needs
 def initial_weights(env: Environment, replicate: int) -> dict[str, torch.Tensor]:
     """Replicate ``replicate``'s initial weights: drawn from its seed, or the user's given weights."""
@@ -255,7 +259,7 @@ class StoreEvents:
 
     def on_checkpoint(self, state: TrainState) -> None:
         meta = {"step": state.step, "history": state.history, "loss_sum": state.loss_sum,
-                "loss_count": state.loss_count, "elapsed": self.wall_time()}
+                "loss_count": state.loss_count, "elapsed": self.wall_time(), "eval_seconds": state.eval_seconds}
         save_tensors(self._training_tensors(), self.paths.checkpoint, metadata={"state": json.dumps(meta)},
                      checksum=True)
 
@@ -332,7 +336,8 @@ def prepare_unit(
     optimizer = make_optimizer(model.parameters(), config.train, env.device)
     if paths.checkpoint.is_file():
         weights, optim_state, meta = load_training_state(store, paths.checkpoint)
-        state = TrainState(meta["step"], meta["history"], meta["loss_sum"], meta["loss_count"])
+        state = TrainState(meta["step"], meta["history"], meta["loss_sum"], meta["loss_count"],
+                           eval_seconds=meta.get("eval_seconds", 0.0))
         elapsed = meta["elapsed"]
         rng = split_prefixed(store.tensors(paths.checkpoint), RNG_PREFIX) or None
     else:
@@ -377,6 +382,7 @@ def finish_unit(prepared: PreparedUnit, precision: str = "fp32") -> dict:
         "layer_percent_remaining": {n: 100.0 * f for n, f in prepared.mask.layer_fractions().items()},
         "start_step": state.history[0]["step"],
         "wall_time_s": prepared.events.wall_time(),
+        "eval_time_s": state.eval_seconds,  # of which: evaluating (validation, and test where reported)
         "device": str(env.device),
         "precision": precision,
         # stacked (--batch) and sequential training differ in the last bits: a re-run is exact only in kind

@@ -295,20 +295,28 @@ def _layer_section(runs: Sequence[dict[str, Any]]) -> str:
 
 
 def _wall_time_section(runs: Sequence[dict[str, Any]]) -> str:
-    headers = ["level", "units", "total (s)", "mean per unit (s)", "arms"]
+    headers = ["level", "units", "total (s)", "mean per unit (s)", "evaluating", "arms"]
     rows = []
-    total, count = 0.0, 0
+    total, evaluating, count = 0.0, 0.0, 0
     for level in sorted({r["level"] for r in runs}):
         times = [float(r.get("wall_time_s") or 0.0) for r in runs if r["level"] == level]
+        evals = [float(r.get("eval_time_s") or 0.0) for r in runs if r["level"] == level]
         arms = sorted({r["arm"] for r in runs if r["level"] == level}, key=lambda a: (a != "ticket", a))
         rows.append([str(level), str(len(times)), _seconds(sum(times)), _seconds(sum(times) / len(times)),
-                     _e(", ".join(arms))])
+                     _share(sum(evals), sum(times)), _e(", ".join(arms))])
         total += sum(times)
+        evaluating += sum(evals)
         count += len(times)
-    rows.append(["<b>all</b>", str(count), f"<b>{_seconds(total)}</b>", _seconds(total / max(count, 1)), ""])
+    rows.append(["<b>all</b>", str(count), f"<b>{_seconds(total)}</b>", _seconds(total / max(count, 1)),
+                 _share(evaluating, total), ""])
     return ("<p>Training wall time from each unit's summary (excludes data loading and process start-up; "
-            "units may have run in parallel).</p>"
-            + _table(headers, rows, attrs=' id="wall-time-table"', numeric=[True, True, True, True, False]))
+            "units may have run in parallel). <i>Evaluating</i>: the share of it spent on validation "
+            "and test evaluations (units trained by older versions did not record it).</p>"
+            + _table(headers, rows, attrs=' id="wall-time-table"', numeric=[True, True, True, True, True, False]))
+
+
+def _share(part: float, whole: float) -> str:
+    return f"{100.0 * part / whole:.0f}%" if whole > 0 and part > 0 else "-"
 
 
 def _config_section(result: Result) -> str:
