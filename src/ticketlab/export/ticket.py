@@ -50,7 +50,7 @@ class ExportReport:
     path: Path
     dense: Footprint
     exported: Footprint
-    max_abs_diff: float  # of the reloaded export's outputs against the masked dense model
+    max_abs_diff: float  # of the reloaded export's outputs against the masked dense model (checked <= 1e-5 x output scale)
     removed: dict[str, Any] | None = None  # the structured export's units before/after
 
     def rows(self) -> list[tuple[str, int, int, float]]:
@@ -143,9 +143,12 @@ def export_model(
         flops = dense_and_sparse_flops(source, None, example)[0]
     with torch.no_grad():
         diff = float((run(example) - reference).abs().max())
-    if not diff <= TOLERANCE:
+    # 1e-5 of the outputs' scale: sparse and folded sums add in another order, and logits of
+    # real data reach ~10-20, where float32 rounding alone is ~1e-6.
+    allowed = TOLERANCE * max(1.0, float(reference.abs().max()))
+    if not diff <= allowed:
         raise TicketlabError(f"the {fmt} export at {out} does not reproduce the masked model: outputs differ by "
-                             f"{diff:.3g} (> {TOLERANCE}); please report this with the experiment")
+                             f"{diff:.3g} (> {allowed:.3g}); please report this with the experiment")
     exported = Footprint(out.stat().st_size, params, nonzeros, flops)
     return ExportReport(fmt, out, dense, exported, diff, removed)
 
@@ -159,7 +162,9 @@ def save_torch_prune(model: nn.Module, path: str | Path, model_spec: dict[str, A
     """The state dict of a ``torch.nn.utils.prune``-reparametrised model (``*_orig``, ``*_mask``) as safetensors."""
     from ticketlab.weights import state_of
 
-    write_export(path, dict(state_of(model)), TORCH_PRUNE_KIND, {"model": model_spec})
+    # The masks are 0/1: one byte each in the file instead of a float's four.
+    tensors = {k: v.to(torch.uint8) if k.endswith("_mask") else v for k, v in state_of(model).items()}
+    write_export(path, tensors, TORCH_PRUNE_KIND, {"model": model_spec})
 
 
 def load_torch_prune(path: str | Path, model: nn.Module) -> nn.Module:
