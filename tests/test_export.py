@@ -229,10 +229,39 @@ def test_transformer_sparse_and_onnx_match_masked(tmp_path, transformer_ticket):
     assert sum(isinstance(m, SparseLinear) for m in loaded.modules()) == 3  # linear1, linear2, head
     assert_close(loaded(x), masked_copy(model, mask)(x))
     assert export_model(model, mask, "torch-prune", tmp_path / "p.safetensors", x, spec).max_abs_diff <= TOL
-    with pytest.raises(ConfigError, match="--format sparse or onnx"):
-        export_model(model, mask, "structured", tmp_path / "s.safetensors", x, spec)
     if _importable("onnxruntime") and _importable("onnx"):
         assert export_model(model, mask, "onnx", tmp_path / "t.onnx", x, spec).max_abs_diff <= TOL
+
+
+def test_transformer_structured_shrinks_feedforward(tmp_path, transformer_ticket):
+    model, mask, x = transformer_ticket
+    spec = {"name": "transformer_modadd", "input_shape": [2], "num_classes": 97}
+    w1, w2 = mask.tensors["encoder.layers.0.linear1.weight"], mask.tensors["encoder.layers.0.linear2.weight"]
+    w2[:, :40] = False  # hidden units 0..39 feed nothing
+    w1[40:60] = False  # units 40..59 get no input: relu(bias), folded into linear2's bias
+    expected = int((w2.any(dim=0) & w1.any(dim=1)).sum())
+    report = export_model(model, mask, "structured", tmp_path / "s.safetensors", x, spec)
+    assert report.max_abs_diff <= TOL and report.removed["units"]["encoder.layers.0.linear1"] == [256, expected]
+    loaded = load_structured(tmp_path / "s.safetensors")
+    assert loaded.encoder.layers[0].linear1.out_features == expected <= 196
+    assert_close(loaded(x), masked_copy(model, mask)(x))
+    assert report.exported.parameters < report.dense.parameters
+    if _importable("onnxruntime") and _importable("onnx"):
+        assert export_model(model, mask, "onnx", tmp_path / "t.onnx", x, spec).max_abs_diff <= TOL
+
+
+def test_structured_refuses_other_architectures(tmp_path):
+    class Residual(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+
+        def forward(self, x):
+            return x + self.fc(x)
+
+    model = Residual()
+    with pytest.raises(ConfigError, match="--format sparse or onnx"):
+        export_model(model, magnitude_mask(model, 0.5), "structured", tmp_path / "s.safetensors", torch.rand(2, 4))
 
 
 # ---------------------------------------------------------------- loading is safe

@@ -15,8 +15,13 @@ that no surviving first-layer weight reads (the border pixels IMP strips from MN
 dropped too when the first weighted layer is Linear; the exported network gathers the kept
 input indices (``input_index``, stored in the file) itself. Output units are never removed.
 
-Other architectures (the Transformer) are refused with a one-line error: use the sparse or
-ONNX export for them.
+In a Transformer (any model with ``nn.TransformerEncoderLayer`` modules) the same rules shrink each
+layer's feed-forward block: hidden unit ``j`` of ``linear1``/``linear2`` is dead when
+``linear2``'s column ``j`` is pruned, and constant (folded into ``linear2``'s bias, exactly,
+since the block is applied to every token alike) when ``linear1``'s row ``j`` is. Attention and
+the other weights stay dense-masked. Such a model is stored as its registry name plus the kept
+widths, and rebuilt from ticketlab's model registry. Any other architecture is refused with a
+one-line error: use the sparse or ONNX export for it.
 """
 
 from __future__ import annotations
@@ -32,6 +37,55 @@ from ticketlab.export._files import read_export, write_export
 from ticketlab.export.chain import ChainNet, Op, build_layer, describe_input, is_weighted, ops_of
 
 KIND = "ticketlab-structured"
+
+
+def structured_model(
+    model: nn.Module, mask: Mapping[str, torch.Tensor], example_input: torch.Tensor,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """The smaller network of ``model`` (its weights loaded) and a record of what was removed."""
+    if ops_of(model) is not None:
+        return structured_chain(model, mask, example_input)
+    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.TransformerEncoderLayer)]
+    if not layers:
+        raise ConfigError(f"the structured export handles chains of Linear/Conv2d layers (LeNet, mlp_*, conv*) and "
+                          f"Transformer feed-forward blocks; {type(model).__name__} has neither: use --format sparse or onnx")
+    return structured_feedforward(model, mask, layers)
+
+
+@torch.no_grad()
+def structured_feedforward(model, mask, layers) -> tuple[nn.Module, dict[str, Any]]:
+    """A copy of ``model``, masked, with each encoder layer's dead feed-forward units removed."""
+    import copy
+
+    from ticketlab.export.prune_interop import apply_mask
+
+    net = apply_mask(copy.deepcopy(model), mask).eval()
+    record: dict[str, Any] = {"units": {}, "inputs": None, "feedforward": {}}
+    for name, _ in layers:
+        layer = net.get_submodule(name)
+        w1, b1, w2 = layer.linear1.weight, layer.linear1.bias, layer.linear2.weight
+        b2 = layer.linear2.bias.clone() if layer.linear2.bias is not None else None
+        keep = w2.any(dim=0)
+        constant = ~w1.any(dim=1) & keep
+        if b2 is not None and bool(constant.any()):
+            values = layer.activation(b1[constant] if b1 is not None else torch.zeros(int(constant.sum())))
+            b2 += w2[:, constant] @ values
+            keep &= ~constant
+        elif b1 is not None:  # without a bias to fold into, only units whose constant is zero can go
+            keep &= ~(constant & (layer.activation(b1) == 0))
+        width = int(keep.sum())
+        linear1 = nn.Linear(w1.shape[1], width, bias=b1 is not None)
+        linear2 = nn.Linear(width, w2.shape[0], bias=b2 is not None)
+        linear1.weight.copy_(w1[keep])
+        if b1 is not None:
+            linear1.bias.copy_(b1[keep])
+        linear2.weight.copy_(w2[:, keep])
+        if b2 is not None:
+            linear2.bias.copy_(b2)
+        layer.linear1, layer.linear2 = linear1, linear2
+        record["units"][f"{name}.linear1"] = [int(keep.numel()), width]
+        record["feedforward"][name] = width
+    return net, record
 
 
 def _columns(weight: torch.Tensor, unit: int, block: int) -> tuple[slice, ...]:
@@ -163,17 +217,32 @@ def _constant(between, bias: torch.Tensor | None) -> float:
     return float(value.reshape(()))
 
 
-def save_structured(net: ChainNet, path: str | Path, example_input: torch.Tensor) -> None:
-    """Write a network from :func:`structured_chain` (dense tensors + its layer list)."""
-    tensors = {f"body.{k}": v for k, v in net.body.state_dict().items()}
-    if net.input_index is not None:
-        tensors["input_index"] = net.input_index.to(torch.int64)
-    write_export(path, tensors, KIND, {"chain": net.ops, "input": describe_input(example_input)})
+def save_structured(
+    net: nn.Module, path: str | Path, example_input: torch.Tensor, model_spec: dict[str, Any] | None = None,
+    record: dict[str, Any] | None = None,
+) -> None:
+    """Write a network from :func:`structured_model`: dense tensors plus its layer list, or, for
+    a Transformer, its registry name (``model_spec``) and feed-forward widths (from ``record``)."""
+    if isinstance(net, ChainNet):
+        tensors = {f"body.{k}": v for k, v in net.body.state_dict().items()}
+        if net.input_index is not None:
+            tensors["input_index"] = net.input_index.to(torch.int64)
+        write_export(path, tensors, KIND, {"chain": net.ops, "input": describe_input(example_input)})
+        return
+    from ticketlab.weights import state_of
+
+    if model_spec is None or record is None:
+        raise ConfigError("a structured Transformer is saved with its model name and data shape (model_spec)")
+    write_export(path, dict(state_of(net)), KIND, {"model": model_spec, "feedforward": record["feedforward"],
+                                                    "input": describe_input(example_input)})
 
 
-def load_structured(path: str | Path) -> ChainNet:
-    """The network of a structured export, in eval mode (tensors and JSON only)."""
+def load_structured(path: str | Path, model: nn.Module | None = None) -> nn.Module:
+    """The network of a structured export, in eval mode (tensors and JSON only). A Transformer is
+    rebuilt from ticketlab's model registry, or pass ``model`` (a fresh instance) for a user model."""
     tensors, record = read_export(path, KIND)
+    if "chain" not in record:
+        return _load_feedforward(path, tensors, record, model)
     ops: list[Op] = record["chain"]
     body = nn.Sequential(*(build_layer(op) for op in ops))
     state = {k.removeprefix("body."): v for k, v in tensors.items() if k.startswith("body.")}
@@ -184,3 +253,24 @@ def load_structured(path: str | Path) -> ChainNet:
     net = ChainNet(body, tensors.get("input_index"))
     net.ops = ops  # type: ignore[attr-defined]
     return net.eval()
+
+
+def _load_feedforward(path, tensors, record, model: nn.Module | None) -> nn.Module:
+    from ticketlab.weights import load_state
+
+    spec = record["model"]
+    if model is None:
+        if ":" in spec["name"]:
+            raise ConfigError(f"this export is of the user model {spec['name']!r}; build it and pass it as model=")
+        from ticketlab.models import build_model
+
+        model = build_model(spec["name"], tuple(spec["input_shape"]), spec["num_classes"])
+    for name, width in record["feedforward"].items():
+        layer = model.get_submodule(name)
+        layer.linear1 = nn.Linear(layer.linear1.in_features, width, bias=layer.linear1.bias is not None)
+        layer.linear2 = nn.Linear(width, layer.linear2.out_features, bias=layer.linear2.bias is not None)
+    try:
+        load_state(model, tensors)
+    except RuntimeError as exc:
+        raise StoreError(f"{path}: tensors do not fit the model ({exc})") from None
+    return model.eval()

@@ -24,7 +24,6 @@ from torch import nn
 
 from ticketlab.errors import ConfigError, TicketlabError
 from ticketlab.export._files import read_export, write_export
-from ticketlab.export.chain import ops_of
 from ticketlab.export.flops import dense_and_sparse_flops
 from ticketlab.export.prune_interop import apply_mask, from_torch_prune, to_torch_prune
 from ticketlab.masks import Mask
@@ -113,13 +112,14 @@ def export_model(
         params, nonzeros = _counts(_state_tensors(loaded))
         flops = dense_and_sparse_flops(loaded, None, example)[1]
     elif fmt == "structured":
-        from ticketlab.export.structured import load_structured, save_structured, structured_chain
+        from ticketlab.export.structured import load_structured, save_structured, structured_model
 
-        net, removed = structured_chain(masked, mask, example)
-        save_structured(net, out, example)
-        run = loaded = load_structured(out)
+        net, removed = structured_model(masked, mask, example)
+        save_structured(net, out, example, model_spec, removed)
+        user_model = _fresh(model) if model_spec and ":" in model_spec.get("name", "") else None
+        run = loaded = load_structured(out, user_model)
         params, nonzeros = _counts(_state_tensors(loaded))
-        flops = dense_and_sparse_flops(loaded, None, example)[0]
+        flops = _executed_flops(loaded, example)
     elif fmt == "torch-prune":
         pruned = to_torch_prune(copy.deepcopy(model), mask)
         save_torch_prune(pruned, out, model_spec)
@@ -132,15 +132,16 @@ def export_model(
     else:
         from ticketlab.export.onnx_export import OnnxRunner, export_onnx
 
-        source: nn.Module = masked
-        if ops_of(masked) is not None:  # a chain: export the smaller structured network
-            from ticketlab.export.structured import structured_chain
+        from ticketlab.export.structured import structured_model
 
-            source, removed = structured_chain(masked, mask, example)
+        try:  # the smaller structured network where there is one, else the dense-masked model
+            source, removed = structured_model(masked, mask, example)
+        except ConfigError:
+            source = masked
         export_onnx(source, example, out)
         run = OnnxRunner(out)
         params, nonzeros = _counts(_state_tensors(source))
-        flops = dense_and_sparse_flops(source, None, example)[0]
+        flops = _executed_flops(source, example)
     with torch.no_grad():
         diff = float((run(example) - reference).abs().max())
     # 1e-5 of the outputs' scale: sparse and folded sums add in another order, and logits of
@@ -151,6 +152,11 @@ def export_model(
                              f"{diff:.3g} (> {allowed:.3g}); please report this with the experiment")
     exported = Footprint(out.stat().st_size, params, nonzeros, flops)
     return ExportReport(fmt, out, dense, exported, diff, removed)
+
+
+def _executed_flops(model: nn.Module, example: torch.Tensor) -> int:
+    """FLOPs of a model that runs dense (every stored weight multiplied, zero or not)."""
+    return dense_and_sparse_flops(model, {}, example)[0]
 
 
 def _fresh(model: nn.Module) -> nn.Module:
