@@ -105,7 +105,7 @@ def calls_for(fn, x, seconds: float) -> int:
     while time.perf_counter() - start < seconds / 5 or calls < 3:
         fn(x)
         calls += 1
-    return max(3, int(calls * 5 * 1.0))
+    return max(3, calls * 5)
 
 
 def main() -> None:

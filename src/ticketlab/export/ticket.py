@@ -123,15 +123,14 @@ def export_model(
     elif fmt == "torch-prune":
         pruned = to_torch_prune(copy.deepcopy(model), mask)
         save_torch_prune(pruned, out, model_spec)
-        if not from_torch_prune(pruned).equals(mask):
-            raise TicketlabError("torch-prune export: the masks read back differ from the ticket's (a bug)")
         run = load_torch_prune(out, _fresh(model))
+        if not from_torch_prune(run).equals(mask):
+            raise TicketlabError("torch-prune export: the masks read back differ from the ticket's (a bug)")
         params = _counts(_state_tensors(pruned))[0]
         nonzeros = _counts(_state_tensors(masked))[1]  # weight_orig keeps the pruned values
         flops = dense.flops
     else:
         from ticketlab.export.onnx_export import OnnxRunner, export_onnx
-
         from ticketlab.export.structured import structured_model
 
         try:  # the smaller structured network where there is one, else the dense-masked model
