@@ -337,6 +337,34 @@ def _warning_line(message, category, filename, lineno, file=None, line=None) -> 
     err_console.print(f"warning: {message}", highlight=False, markup=False, soft_wrap=True)
 
 
+@app.command("export")
+def export_command(
+    experiment_dir: Path = typer.Argument(..., help="An experiment directory."),
+    level: int = typer.Option(..., "--level", help="The pruning level whose ticket to export."),
+    fmt: str = typer.Option("sparse", "--format", help="sparse, structured, onnx or torch-prune."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output file (default ticket_level<L>_<format>.safetensors or .onnx)."),
+    replicate: int = typer.Option(0, "--replicate", help="Which replicate's ticket."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="A safetensors weights file to export instead of the final weights."),
+) -> None:
+    """Export a ticket as a small model, check it reproduces the masked model, and compare it with dense."""
+    from ticketlab.export.ticket import FORMATS, export_ticket
+
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    out = out or Path(f"ticket_level{level}_{fmt}" + (".onnx" if fmt == "onnx" else ".safetensors"))
+    report = export_ticket(experiment_dir, level, fmt, out, replicate=replicate, weights=weights)
+    lines = [f"{fmt} export of level {level} (replicate {replicate}): {report.path}  "
+             f"(max |output - masked model| = {report.max_abs_diff:.2g})",
+             f"{'':12} {'dense':>12} {'export':>12} {'dense/export':>13}"]
+    lines += [f"{name:12} {dense:>12,} {exported:>12,} {ratio:>12.1f}x" for name, dense, exported, ratio in report.rows()]
+    if report.removed:
+        inputs = report.removed.get("inputs")
+        lines.append("units kept: " + ", ".join(f"{name} {a}->{b}" for name, (a, b) in report.removed["units"].items())
+                     + (f"; inputs {inputs[0]}->{inputs[1]}" if inputs else ""))
+    for line in lines:
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning user errors into one line and exit code 2."""
     command = typer.main.get_command(app)

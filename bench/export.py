@@ -1,0 +1,235 @@
+"""Export benchmark: latency of a LeNet-300-100 ticket's exports against the dense model, CPU, one thread.
+
+Sides, all computing the same function (checked before timing), torch.inference_mode:
+
+  dense       the trained (or initial) LeNet-300-100, nn.Linear layers, no mask
+  masked      the same with the pruned weights zeroed (dense compute: the zeros cost the same)
+  sparse      ticketlab's sparse export, loaded (CSR weights, torch.sparse.mm)
+  structured  ticketlab's structured export, loaded (dead units and unread inputs removed)
+  onnx        the structured export run by onnxruntime (one intra-op thread)
+
+The ticket: by default the layerwise magnitude mask of 15 rounds of 20% pruning (output layer
+10%) of a randomly initialised LeNet (3.6% of weights remaining); ``--experiment DIR --level L``
+takes a stored ticket instead, and ``--experiment DIR --prune-rounds 15`` prunes that
+experiment's trained dense weights (level 0) the same way, so the mask has the structure
+training gives (unused border pixels, dead units). Repeats are interleaved (the order rotates
+every round) and ratios are medians of per-round paired ratios, dense time / side time.
+
+    .venv/bin/python bench/export.py            # full (~1-2 min)
+    .venv/bin/python bench/export.py --quick    # smoke check
+
+With CUDA present a GPU section times 2:4 semi-structured sparse matmuls
+(``torch.sparse.to_sparse_semi_structured``) against dense fp16 ones; it is skipped otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import tempfile
+import time
+from pathlib import Path
+
+import _common  # noqa: F401  (sys.path for the src layout)
+import torch
+from safetensors.torch import save as safetensors_bytes
+
+from _common import median, print_availability, print_machine, spread
+from ticketlab.export.prune_interop import apply_mask
+from ticketlab.export.sparse import load_sparse, save_sparse
+from ticketlab.export.structured import load_structured, save_structured, structured_chain
+from ticketlab.masks import Mask
+from ticketlab.models import build_model
+from ticketlab.weights import state_of
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--experiment", help="an experiment directory of lenet_300_100 (default: random weights)")
+    p.add_argument("--level", type=int, help="with --experiment: export this stored ticket")
+    p.add_argument("--prune-rounds", type=int, default=15, help="rounds of layerwise magnitude pruning (default 15)")
+    p.add_argument("--rounds", type=int, default=7, help="interleaved rounds (default 7)")
+    p.add_argument("--seconds", type=float, default=0.25, help="target seconds per side per round and batch size")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--quick", action="store_true", help="smoke mode: 3 rounds of 0.05 s")
+    args = p.parse_args()
+    if args.quick:
+        args.rounds, args.seconds = 3, 0.05
+    return args
+
+
+def magnitude_rounds(model: torch.nn.Module, rounds: int, rate: float = 0.2, output_rate: float = 0.1) -> Mask:
+    """Layerwise IMP's masks without the retraining: ``rounds`` times, prune ``rate`` of each
+    layer's remaining weights by magnitude (``output_rate`` for the last layer)."""
+    weights = [(n, p.detach()) for n, p in model.named_parameters() if n.endswith("weight")]
+    masks = {}
+    for index, (name, weight) in enumerate(weights):
+        keep = torch.ones_like(weight, dtype=torch.bool)
+        layer_rate = output_rate if index == len(weights) - 1 else rate
+        for _ in range(rounds):
+            remaining = int(keep.sum())
+            prune = int(round(layer_rate * remaining))
+            scores = torch.where(keep, weight.abs(), torch.full_like(weight, float("inf")))
+            keep.view(-1)[scores.view(-1).argsort()[:prune]] = False
+        masks[name] = keep
+    return Mask(masks)
+
+
+def the_ticket(args) -> tuple[torch.nn.Module, Mask, torch.Tensor, str]:
+    """(dense model with weights, mask, 256 real-shaped inputs, description)."""
+    if args.experiment:
+        import ticketlab
+        from ticketlab.units import environment
+        from ticketlab.weights import load_state
+
+        result = ticketlab.Result.load(args.experiment)
+        env = environment(result.config)
+        model = env.build(0, "cpu").eval()
+        level = args.level if args.level is not None else 0
+        load_state(model, result.store.tensors(result.final_weights_path(level)))
+        x = env.data.x_val[:256].cpu()
+        if args.level is not None:
+            return model, result.mask(args.level), x, f"stored ticket: {args.experiment} level {args.level}"
+        return model, magnitude_rounds(model, args.prune_rounds), x, (
+            f"{args.experiment} level 0 trained weights, {args.prune_rounds} rounds of layerwise magnitude pruning")
+    torch.manual_seed(0)
+    model = build_model("lenet_300_100", (1, 28, 28), 10).eval()
+    x = torch.rand(256, 1, 28, 28)
+    return model, magnitude_rounds(model, args.prune_rounds), x, (
+        f"random initial weights, {args.prune_rounds} rounds of layerwise magnitude pruning")
+
+
+def calls_for(fn, x, seconds: float) -> int:
+    start = time.perf_counter()
+    calls = 0
+    while time.perf_counter() - start < seconds / 5 or calls < 3:
+        fn(x)
+        calls += 1
+    return max(3, calls * 5)
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    print_machine("Export latency: dense vs masked vs sparse vs structured vs ONNX (LeNet-300-100)")
+    model, mask, x256, description = the_ticket(args)
+    print(f"ticket: {description}; {100 * mask.fraction_remaining():.2f}% of weights remaining "
+          f"({', '.join(f'{n} {100 * f:.1f}%' for n, f in mask.layer_fractions().items())})")
+
+    masked = apply_mask(copy.deepcopy(model), mask).eval()
+    tmp = Path(tempfile.mkdtemp(prefix="ticketlab-bench-export-"))
+    save_sparse(masked, mask, tmp / "sparse.safetensors", x256)
+    net, removed = structured_chain(masked, mask, x256)
+    save_structured(net, tmp / "structured.safetensors", x256)
+    sides = {"dense": model, "masked": masked, "sparse": load_sparse(tmp / "sparse.safetensors"),
+             "structured": load_structured(tmp / "structured.safetensors")}
+    sizes = {"dense": len(safetensors_bytes({k: v.contiguous() for k, v in state_of(model).items()})),
+             "sparse": (tmp / "sparse.safetensors").stat().st_size,
+             "structured": (tmp / "structured.safetensors").stat().st_size}
+    try:
+        from ticketlab.export.onnx_export import OnnxRunner, export_onnx
+
+        export_onnx(sides["structured"], x256[:2], tmp / "structured.onnx")
+        sides["onnx"] = OnnxRunner(tmp / "structured.onnx", threads=args.threads)
+        sizes["onnx"] = (tmp / "structured.onnx").stat().st_size
+    except Exception as exc:  # onnx/onnxruntime missing: say so, time the rest
+        print(f"onnx side skipped: {exc}")
+    inputs_kept = removed.get("inputs") or [784, 784]
+    print("structured: units kept " + ", ".join(f"{n} {a}->{b}" for n, (a, b) in removed["units"].items())
+          + f"; inputs {inputs_kept[0]}->{inputs_kept[1]}")
+
+    with torch.inference_mode():
+        reference = masked(x256)
+        for name, fn in sides.items():
+            if name == "dense":
+                continue
+            diff = float((fn(x256) - reference).abs().max())
+            assert diff <= 1e-5, f"{name} differs from the masked model by {diff}"
+
+    print("\n| file | bytes | dense / file |")
+    print("|---|---:|---:|")
+    for name, size in sizes.items():
+        print(f"| {name} | {size:,} | {sizes['dense'] / size:.1f}x |")
+    print()
+
+    results = {}
+    with torch.inference_mode():
+        for batch in (1, 256):
+            x = x256[:batch].contiguous()
+            names = list(sides)
+            calls = {n: calls_for(sides[n], x, args.seconds) for n in names}
+            times: dict[str, list[float]] = {n: [] for n in names}
+            for r in range(args.rounds):
+                order = names[r % len(names):] + names[:r % len(names)]
+                for n in order:
+                    fn = sides[n]
+                    start = time.perf_counter()
+                    for _ in range(calls[n]):
+                        fn(x)
+                    times[n].append((time.perf_counter() - start) / calls[n])
+            results[batch] = times
+            print(f"| batch {batch} | median us/call | range | dense / side (paired median) | range |")
+            print("|---|---:|---:|---:|---:|")
+            for n in names:
+                ratios = [d / s for d, s in zip(times["dense"], times[n])]
+                print(f"| {n} | {1e6 * median(times[n]):.1f} | {spread([1e6 * t for t in times[n]])} | "
+                      f"{median(ratios):.2f}x | {spread(ratios)} |")
+            print()
+
+    def best(batch):
+        return max((median([d / s for d, s in zip(results[batch]["dense"], results[batch][n])]), n)
+                   for n in results[batch] if n not in ("dense", "masked"))
+
+    file_ratio = sizes["dense"] / sizes["sparse"]
+    (b256, n256), (b1, n1) = best(256), best(1)
+    print(f"targets: sparse file >= 15x smaller: {file_ratio:.1f}x {'MET' if file_ratio >= 15 else 'NOT MET'}; "
+          f"batch 256 >= 4x: {b256:.2f}x ({n256}) {'MET' if b256 >= 4 else 'NOT MET'}; "
+          f"batch 1 >= 1.5x: {b1:.2f}x ({n1}) {'MET' if b1 >= 1.5 else 'NOT MET'}")
+    gpu_section(args)
+    print("\nafter the run:", end=" ")
+    print_availability()
+
+
+def gpu_section(args) -> None:
+    """2:4 semi-structured sparse matmul vs dense fp16 on the GPU; skipped without CUDA."""
+    if not torch.cuda.is_available():
+        print("\nGPU section skipped: no CUDA device")
+        return
+    print(f"\n## GPU: {torch.cuda.get_device_name()} -- 2:4 semi-structured vs dense (fp16, y = x W^T)")
+    try:
+        from torch.sparse import to_sparse_semi_structured
+    except ImportError as exc:
+        print(f"skipped: {exc}")
+        return
+    print("| W shape | batch | dense us | 2:4 us | dense / 2:4 |")
+    print("|---|---:|---:|---:|---:|")
+    for rows, cols in [(320, 832), (4096, 4096)]:  # LeNet's first layer padded to the kernel's tiles, and a big layer
+        weight = torch.randn(rows, cols, device="cuda", dtype=torch.float16)
+        groups = weight.abs().reshape(-1, 4)
+        keep = torch.zeros_like(groups, dtype=torch.bool)
+        keep.scatter_(1, groups.topk(2, dim=1).indices, True)
+        weight = weight * keep.reshape(rows, cols)
+        try:
+            sparse = to_sparse_semi_structured(weight)
+        except Exception as exc:
+            print(f"| {rows}x{cols} | - | 2:4 not supported here: {str(exc).splitlines()[0]} | | |")
+            continue
+        for batch in (64, 4096):
+            x = torch.randn(batch, cols, device="cuda", dtype=torch.float16)
+            timings = {}
+            for name, fn in [("dense", lambda: torch.nn.functional.linear(x, weight)),
+                             ("2:4", lambda: torch.nn.functional.linear(x, sparse))]:
+                for _ in range(10):
+                    fn()
+                torch.cuda.synchronize()
+                start = time.perf_counter()
+                for _ in range(100):
+                    fn()
+                torch.cuda.synchronize()
+                timings[name] = (time.perf_counter() - start) / 100
+            print(f"| {rows}x{cols} | {batch} | {1e6 * timings['dense']:.1f} | {1e6 * timings['2:4']:.1f} | "
+                  f"{timings['dense'] / timings['2:4']:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
