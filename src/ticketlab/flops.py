@@ -2,9 +2,11 @@
 
 The total is measured by PyTorch's own ``FlopCounterMode`` on one example (every matmul,
 convolution and attention product the forward pass runs, whatever the architecture). The part
-that belongs to each prunable weight is counted with forward hooks: a weight entry of a Linear
-or Conv layer is used once per position it is applied at (2 FLOPs, a multiply and an add), and
-an ``nn.MultiheadAttention``'s input and output projections once per token. A mask at density d
+that belongs to each weight is counted with forward hooks (so any model built of these modules
+is counted, whatever its forward does): a weight entry of a Linear layer is used once per row it
+transforms, a convolution kernel once per output position (2 FLOPs, a multiply and an add), and
+an ``nn.MultiheadAttention``'s input and output projections once per token. Biases,
+activations and normalisation do not shrink with a mask and are not attributed to weights. A mask at density d
 for a weight removes (1 - d) of that weight's FLOPs: what a kernel that skips pruned weights
 would save. Dense-masked training (what the loop runs) pays the total whatever the mask.
 
@@ -37,45 +39,73 @@ class ForwardFlops:
         return self.total - removed
 
 
-def forward_flops(model: nn.Module, example: torch.Tensor) -> ForwardFlops:
-    """Measure ``model``'s forward FLOPs on ``example`` (one example, with its batch dimension)."""
-    model = copy.deepcopy(model).train()
-    per_weight: dict[str, int] = {}
+def weight_flops(model: nn.Module, example: torch.Tensor,
+                 mask: Mapping[str, torch.Tensor] | None = None) -> dict[str, tuple[int, int]]:
+    """Per weight: (dense FLOPs, FLOPs of its surviving entries) of one forward pass on
+    ``example`` (the whole batch). Survivors are the mask's where it names the weight, else the
+    weight's nonzeros (an already masked or exported model passes no mask). A module that
+    declares ``weight_counts()`` -> (dense weights, stored nonzeros), like the sparse export's
+    ``SparseLinear``, counts once per output row under its module name."""
     names = {id(p): n for n, p in model.named_parameters()}
-    hooks = []
+    module_names = {id(m): n for n, m in model.named_modules()}
+    counts: dict[str, tuple[int, int]] = {}
 
-    def count(name: str, flops: int) -> None:
-        per_weight[name] = per_weight.get(name, 0) + flops
+    def add(name: str, dense: int, nonzeros: int, applications: int) -> None:
+        old = counts.get(name, (0, 0))
+        counts[name] = (old[0] + 2 * dense * applications, old[1] + 2 * nonzeros * applications)
 
-    def linear_hook(module: nn.Linear, inputs, output) -> None:
-        count(names[id(module.weight)], 2 * module.weight.numel() * (inputs[0].numel() // module.in_features))
+    def record(weight: torch.Tensor, applications: int) -> None:
+        name = names[id(weight)]
+        kept = int(mask[name].sum()) if mask is not None and name in mask else int(torch.count_nonzero(weight))
+        add(name, weight.numel(), kept, applications)
 
-    def conv_hook(module: nn.modules.conv._ConvNd, inputs, output) -> None:
-        positions = output.numel() // module.out_channels
-        count(names[id(module.weight)], 2 * module.weight.numel() * positions)
-
-    def attention_hook(module: nn.MultiheadAttention, inputs, output) -> None:
-        query = inputs[0]
-        tokens = query.numel() // module.embed_dim
-        if module.in_proj_weight is not None:
-            count(names[id(module.in_proj_weight)], 2 * module.in_proj_weight.numel() * tokens)
-        count(names[id(module.out_proj.weight)], 2 * module.out_proj.weight.numel() * tokens)
+    def hook(module: nn.Module, inputs, output) -> None:
+        if isinstance(module, nn.MultiheadAttention):
+            tokens = inputs[0].numel() // module.embed_dim  # (N, L, E) or (L, N, E): N*L tokens
+            projections = ([module.in_proj_weight] if module.in_proj_weight is not None
+                           else [module.q_proj_weight, module.k_proj_weight, module.v_proj_weight])
+            for weight in projections:
+                record(weight, tokens)
+            record(module.out_proj.weight, tokens)  # called functionally: its own hook never fires
+            return
+        out = output[0] if isinstance(output, tuple) else output
+        if isinstance(module, nn.modules.conv._ConvNd):
+            record(module.weight, out.numel() // module.out_channels)  # once per output position
+        elif hasattr(module, "weight_counts"):
+            add(module_names[id(module)], *module.weight_counts(), out.numel() // out.shape[-1])
+        else:  # Linear: once per row it transforms
+            record(module.weight, inputs[0].numel() // module.in_features)
 
     attention_projections = {id(m.out_proj) for m in model.modules() if isinstance(m, nn.MultiheadAttention)}
-    for module in model.modules():
-        if isinstance(module, nn.MultiheadAttention):
-            hooks.append(module.register_forward_hook(attention_hook))
-        elif isinstance(module, nn.Linear) and id(module) not in attention_projections:
-            hooks.append(module.register_forward_hook(linear_hook))
-        elif isinstance(module, nn.modules.conv._ConvNd):
-            hooks.append(module.register_forward_hook(conv_hook))
-    # A copy in training mode: eval mode would let PyTorch's fused Transformer fast path run
-    # kernels the counter does not see, and the copy keeps batch-norm statistics untouched.
+    handles = [m.register_forward_hook(hook) for m in model.modules()
+               if isinstance(m, (nn.MultiheadAttention, nn.modules.conv._ConvNd)) or hasattr(m, "weight_counts")
+               or (isinstance(m, nn.Linear) and id(m) not in attention_projections)]
     try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        with torch.no_grad():
             model(example)
     finally:
-        for hook in hooks:
-            hook.remove()
-    total = int(counter.get_total_flops())
-    return ForwardFlops(max(total, sum(per_weight.values())), per_weight)
+        for handle in handles:
+            handle.remove()
+    return counts
+
+
+def dense_and_sparse_flops(model: nn.Module, mask: Mapping[str, torch.Tensor] | None,
+                           example: torch.Tensor) -> tuple[int, int]:
+    """(dense, sparse) weight-multiply FLOPs per example of one forward pass (``example``'s
+    batch divided out): what the exports report against the dense model."""
+    counts = weight_flops(model, example, mask).values()
+    batch = max(int(example.shape[0]), 1)
+    return sum(c[0] for c in counts) // batch, sum(c[1] for c in counts) // batch
+
+
+def forward_flops(model: nn.Module, example: torch.Tensor) -> ForwardFlops:
+    """Measure ``model``'s forward FLOPs on ``example`` (one example, with its batch dimension):
+    the total by ``FlopCounterMode``, each prunable weight's part by :func:`weight_flops`.
+
+    A copy in training mode runs: eval mode would let PyTorch's fused Transformer fast path run
+    kernels neither counter sees, and the copy keeps batch-norm statistics untouched."""
+    model = copy.deepcopy(model).train()
+    per_weight = {name: dense for name, (dense, _) in weight_flops(model, example).items()}
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(example)
+    return ForwardFlops(max(int(counter.get_total_flops()), sum(per_weight.values())), per_weight)

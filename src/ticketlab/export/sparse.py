@@ -82,7 +82,7 @@ class SparseLinear(nn.Module):
         self.register_buffer("bias", bias)
 
     def weight_counts(self) -> tuple[int, int]:
-        """(dense weights, stored nonzeros), for ``ticketlab.export.flops``."""
+        """(dense weights, stored nonzeros), for ``ticketlab.flops``."""
         return self.out_features * self.in_features, int(self.weight.values().numel())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -24,7 +24,7 @@ from torch import nn
 
 from ticketlab.errors import ConfigError, TicketlabError
 from ticketlab.export._files import read_export, write_export
-from ticketlab.export.flops import dense_and_sparse_flops
+from ticketlab.flops import dense_and_sparse_flops
 from ticketlab.export.prune_interop import apply_mask, from_torch_prune, to_torch_prune
 from ticketlab.masks import Mask
 
