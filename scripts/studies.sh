@@ -48,3 +48,32 @@ for method in snip grasp synflow magnitude_init random_init; do
         --controls reinit,random --control-levels 7,16 --iterations 3000 --eval-every 50 --workers 2 \
         --out "$OUT" --no-progress
 done
+
+# 6. Pruning at initialisation beside IMP on the full MNIST (issue 10's receipt): 5,000 iterations,
+#    evaluation every 250, 3 seeds; IMP at every level, the methods at initialisation at the five
+#    sparsities of the paper's figures, ablations (within-layer shuffle, reinit) at 21.1% and 1.9%.
+COMMON6="--dataset mnist --model lenet_300_100 --levels 18 --seeds 3 --iterations 5000 --eval-every 250 \
+    --controls reinit,random --control-levels 7,18 --workers 2 --out $OUT --no-progress"
+.venv/bin/ticketlab run $COMMON6
+for method in snip grasp synflow magnitude_init random_init; do
+    .venv/bin/ticketlab run $COMMON6 --method "$method" --ticket-levels 3,7,12,15,18
+done
+
+# 7. Retraining modes at equal sparsity: weight rewinding, learning-rate rewinding, fine-tuning.
+for mode in rewind lr_rewind finetune; do
+    .venv/bin/ticketlab run scripts/retrain_study.toml --retrain "$mode" --workers 2 --out "$OUT" --no-progress
+done
+
+# 8. Instability analysis: LeNet on the full MNIST (study 6's IMP run) and the Transformer (study 4),
+#    and the Transformer's IMP with late rewinding to k = 200.
+.venv/bin/ticketlab stability "$OUT"/mnist-lenet_300_100-6423e6477dda --levels 0,12,18 --k 0,100,1000
+.venv/bin/ticketlab stability "$OUT"/modadd-transformer_modadd-7ff2cb80da04 --levels 0,7,10 --k 0,50,200,600
+.venv/bin/ticketlab run scripts/modadd_study.toml --rewind-iteration 200 --control-levels 7,10 --workers 1 \
+    --threads 1 --out "$OUT" --no-progress
+
+# 9. Transfer: study 2's tickets (found with Adam) retrained with SGD (momentum 0.9, lr 0.01), beside
+#    IMP run natively with that SGD.
+.venv/bin/ticketlab run --transfer-from "$OUT"/mnist5k-lenet_300_100-aeac6bc260a9 --seeds 3 --optimizer sgd \
+    --lr 0.01 --controls random --control-levels 4,8,12,16 --workers 2 --out "$OUT" --no-progress
+.venv/bin/ticketlab run --dataset mnist5k --model lenet_300_100 --levels 16 --seeds 3 --optimizer sgd --lr 0.01 \
+    --eval-every 50 --controls random --control-levels 4,8,12,16 --workers 2 --out "$OUT" --no-progress
