@@ -93,6 +93,7 @@ class PruneConfig:
     roles: tuple[str, ...] = ("linear", "conv", "attention")
     output_layer: str | None = None
     source: str | None = None  # method "transfer": the experiment directory whose ticket masks are retrained
+    nm_group: int = 4  # method "nm": M of the N:M pattern (level L keeps M - L of every M)
 
 
 @dataclass(frozen=True)
@@ -192,6 +193,11 @@ class Config:
                 "(or mlp_<width>_<width>..., e.g. mlp_300_100, or an import path 'package.module:factory')"
             )
         method = resolve_method(self.prune.method)
+        _check(
+            self.prune.method != "nm" or self.levels <= self.prune.nm_group - 1,
+            f"N:M pruning with M={self.prune.nm_group} has {self.prune.nm_group - 1} levels (level L keeps M-L of "
+            f"every M; level 2 is 2:4 when M=4); got levels={self.levels}",
+        )
         if self.retrain != "rewind":
             from ticketlab.method.base import Need, pruned_from_level
 
@@ -286,6 +292,7 @@ class Config:
 
         for role in p.roles:
             _check(role in ROLES, f"unknown prune.roles entry {role!r}; choose from: {', '.join(ROLES)}")
+        _check(p.nm_group >= 2, f"prune.nm_group (M of N:M) must be >= 2, got {p.nm_group}")
         _check(bool(p.roles), "prune.roles is empty; nothing would be pruned (default: linear, conv, attention)")
 
     # ------------------------------------------------------------------ serialisation

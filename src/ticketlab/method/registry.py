@@ -17,6 +17,8 @@ from ticketlab.method.base import Arm, PruningMethod
 METHODS = {
     "magnitude": "ticketlab.method.magnitude:MagnitudePruning",
     "oneshot": "ticketlab.method.oneshot:OneShotMagnitude",  # each level from the dense network in one step
+    "structured": "ticketlab.method.structured:StructuredPruning",  # whole units/channels by L2 norm
+    "nm": "ticketlab.method.n_m:NMPruning",  # N:M (level L keeps M-L of every M; 2:4 at level 2)
     "transfer": "ticketlab.method.transfer:TransferMasks",  # another experiment's masks (prune.source)
     # pruning at initialisation, to the same sparsity as IMP's level L
     "snip": "ticketlab.method.snip:SNIP",
