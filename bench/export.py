@@ -25,22 +25,15 @@ With CUDA present a GPU section times 2:4 semi-structured sparse matmuls
 from __future__ import annotations
 
 import argparse
-import copy
-import tempfile
 import time
-from pathlib import Path
 
 import _common  # noqa: F401  (sys.path for the src layout)
 import torch
-from safetensors.torch import save as safetensors_bytes
 
 from _common import median, print_availability, print_machine, spread
-from ticketlab.export.prune_interop import apply_mask
-from ticketlab.export.sparse import load_sparse, save_sparse
-from ticketlab.export.structured import load_structured, save_structured, structured_chain
+from ticketlab.export.latency import export_sides, interleaved_times, paired_speedups
 from ticketlab.masks import Mask
 from ticketlab.models import build_model
-from ticketlab.weights import state_of
 
 
 def parse_args() -> argparse.Namespace:
@@ -99,15 +92,6 @@ def the_ticket(args) -> tuple[torch.nn.Module, Mask, torch.Tensor, str]:
         f"random initial weights, {args.prune_rounds} rounds of layerwise magnitude pruning")
 
 
-def calls_for(fn, x, seconds: float) -> int:
-    start = time.perf_counter()
-    calls = 0
-    while time.perf_counter() - start < seconds / 5 or calls < 3:
-        fn(x)
-        calls += 1
-    return max(3, calls * 5)
-
-
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
@@ -115,73 +99,34 @@ def main() -> None:
     model, mask, x256, description = the_ticket(args)
     print(f"ticket: {description}; {100 * mask.fraction_remaining():.2f}% of weights remaining "
           f"({', '.join(f'{n} {100 * f:.1f}%' for n, f in mask.layer_fractions().items())})")
-
-    masked = apply_mask(copy.deepcopy(model), mask).eval()
-    tmp = Path(tempfile.mkdtemp(prefix="ticketlab-bench-export-"))
-    save_sparse(masked, mask, tmp / "sparse.safetensors", x256)
-    net, removed = structured_chain(masked, mask, x256)
-    save_structured(net, tmp / "structured.safetensors", x256)
-    sides = {"dense": model, "masked": masked, "sparse": load_sparse(tmp / "sparse.safetensors"),
-             "structured": load_structured(tmp / "structured.safetensors")}
-    sizes = {"dense": len(safetensors_bytes({k: v.contiguous() for k, v in state_of(model).items()})),
-             "sparse": (tmp / "sparse.safetensors").stat().st_size,
-             "structured": (tmp / "structured.safetensors").stat().st_size}
-    try:
-        from ticketlab.export.onnx_export import OnnxRunner, export_onnx
-
-        export_onnx(sides["structured"], x256[:2], tmp / "structured.onnx")
-        sides["onnx"] = OnnxRunner(tmp / "structured.onnx", threads=args.threads)
-        sizes["onnx"] = (tmp / "structured.onnx").stat().st_size
-    except Exception as exc:  # onnx/onnxruntime missing: say so, time the rest
-        print(f"onnx side skipped: {exc}")
-    inputs_kept = removed.get("inputs") or [784, 784]
-    print("structured: units kept " + ", ".join(f"{n} {a}->{b}" for n, (a, b) in removed["units"].items())
-          + f"; inputs {inputs_kept[0]}->{inputs_kept[1]}")
-
-    with torch.inference_mode():
-        reference = masked(x256)
-        for name, fn in sides.items():
-            if name == "dense":
-                continue
-            diff = float((fn(x256) - reference).abs().max())
-            assert diff <= 1e-5, f"{name} differs from the masked model by {diff}"
+    sides = export_sides(model, mask, x256, args.threads)  # each side checked against the masked model
+    for name, why in sides.skipped.items():
+        print(f"{name} side skipped: {why}")
+    if sides.removed:
+        inputs_kept = sides.removed.get("inputs") or [784, 784]
+        print("structured: units kept " + ", ".join(f"{n} {a}->{b}" for n, (a, b) in sides.removed["units"].items())
+              + f"; inputs {inputs_kept[0]}->{inputs_kept[1]}")
 
     print("\n| file | bytes | dense / file |")
     print("|---|---:|---:|")
-    for name, size in sizes.items():
-        print(f"| {name} | {size:,} | {sizes['dense'] / size:.1f}x |")
+    for name, size in sides.file_bytes.items():
+        print(f"| {name} | {size:,} | {sides.file_bytes['dense'] / size:.1f}x |")
     print()
 
-    results = {}
-    with torch.inference_mode():
-        for batch in (1, 256):
-            x = x256[:batch].contiguous()
-            names = list(sides)
-            calls = {n: calls_for(sides[n], x, args.seconds) for n in names}
-            times: dict[str, list[float]] = {n: [] for n in names}
-            for r in range(args.rounds):
-                order = names[r % len(names):] + names[:r % len(names)]
-                for n in order:
-                    fn = sides[n]
-                    start = time.perf_counter()
-                    for _ in range(calls[n]):
-                        fn(x)
-                    times[n].append((time.perf_counter() - start) / calls[n])
-            results[batch] = times
-            print(f"| batch {batch} | median us/call | range | dense / side (paired median) | range |")
-            print("|---|---:|---:|---:|---:|")
-            for n in names:
-                ratios = [d / s for d, s in zip(times["dense"], times[n])]
-                print(f"| {n} | {1e6 * median(times[n]):.1f} | {spread([1e6 * t for t in times[n]])} | "
-                      f"{median(ratios):.2f}x | {spread(ratios)} |")
-            print()
+    best = {}
+    for batch in (1, 256):
+        times = interleaved_times(sides.calls, x256[:batch].contiguous(), args.rounds, args.seconds)
+        speedups = paired_speedups(times)
+        print(f"| batch {batch} | median us/call | range | dense / side (paired median) | range |")
+        print("|---|---:|---:|---:|---:|")
+        for n in times:
+            print(f"| {n} | {1e6 * median(times[n]):.1f} | {spread([1e6 * t for t in times[n]])} | "
+                  f"{median(speedups[n]):.2f}x | {spread(speedups[n])} |")
+        print()
+        best[batch] = max((median(speedups[n]), n) for n in times if n not in ("dense", "masked"))
 
-    def best(batch):
-        return max((median([d / s for d, s in zip(results[batch]["dense"], results[batch][n])]), n)
-                   for n in results[batch] if n not in ("dense", "masked"))
-
-    file_ratio = sizes["dense"] / sizes["sparse"]
-    (b256, n256), (b1, n1) = best(256), best(1)
+    file_ratio = sides.file_bytes["dense"] / sides.file_bytes["sparse"]
+    (b256, n256), (b1, n1) = best[256], best[1]
     print(f"targets: sparse file >= 15x smaller: {file_ratio:.1f}x {'MET' if file_ratio >= 15 else 'NOT MET'}; "
           f"batch 256 >= 4x: {b256:.2f}x ({n256}) {'MET' if b256 >= 4 else 'NOT MET'}; "
           f"batch 1 >= 1.5x: {b1:.2f}x ({n1}) {'MET' if b1 >= 1.5 else 'NOT MET'}")

@@ -333,3 +333,18 @@ def test_cli_export_errors(experiment, tmp_path, capsys):
         assert code == 2 and message in stderr and "Traceback" not in stderr
     code, _, stderr = cli(["export", str(tmp_path / "nothing"), "--level", "1"], capsys)
     assert code == 2 and stderr.startswith("error:")
+
+
+def test_cli_bench_times_every_export_against_dense(experiment, capsys):
+    """`ticketlab bench`: every side computes the masked model's function (checked before timing),
+    dense is the 1.00x baseline, and the sparse file is smaller than the dense one."""
+    code, stdout, stderr = cli(["bench", str(experiment), "--level", "2", "--batches", "1,8", "--rounds", "2",
+                                "--seconds", "0.01"], capsys)
+    assert code == 0, stderr
+    rows = {line.split("|")[1].strip(): line for line in stdout.splitlines() if line.startswith("| ")}
+    for side in ("dense", "masked", "sparse", "structured"):
+        assert side in rows
+    assert "| batch 1 |" in stdout and "| batch 8 |" in stdout
+    assert "| dense | " in stdout and " 1.00x | 1.00..1.00 |" in stdout
+    code, _, stderr = cli(["bench", str(experiment), "--level", "2", "--rounds", "0"], capsys)
+    assert code == 2 and "--rounds" in stderr

@@ -365,6 +365,35 @@ def export_command(
         console.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
+@app.command("bench")
+def bench_command(
+    experiment_dir: Path = typer.Argument(..., help="An experiment directory."),
+    level: int = typer.Option(..., "--level", help="The pruning level whose ticket to time."),
+    replicate: int = typer.Option(0, "--replicate", help="Which replicate's ticket."),
+    batches: str = typer.Option("1,256", help="Comma-separated batch sizes."),
+    rounds: int = typer.Option(7, help="Interleaved timing rounds."),
+    seconds: float = typer.Option(0.25, help="Target seconds per side per round."),
+    threads: int = typer.Option(1, help="Torch (and onnxruntime) threads."),
+) -> None:
+    """Time your ticket's exports (masked, sparse, structured, ONNX) against the dense model on this
+    machine: interleaved rounds, median paired speedups, file sizes."""
+    import torch
+
+    from ticketlab.export.latency import export_sides, latency_table
+    from ticketlab.export.ticket import load_ticket
+
+    torch.set_num_threads(threads)
+    sizes = _int_csv(batches, "--batches")
+    if not sizes or min(sizes) < 1 or rounds < 1 or seconds <= 0:
+        raise ConfigError("--batches must be positive integers, --rounds >= 1 and --seconds > 0")
+    model, mask, example, _ = load_ticket(experiment_dir, level, replicate, max(sizes))
+    sides = export_sides(model, mask, example, threads)
+    console.print(f"level {level} (replicate {replicate}): {100 * mask.fraction_remaining():.2f}% of weights remain; "
+                  f"{threads} thread(s)", highlight=False, markup=False)
+    for line in latency_table(sides, example, sizes, rounds, seconds):
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning user errors into one line and exit code 2."""
     command = typer.main.get_command(app)

@@ -187,19 +187,17 @@ def load_torch_prune(path: str | Path, model: nn.Module) -> nn.Module:
     return model.eval()
 
 
-def export_ticket(
-    experiment: str | Path, level: int, fmt: str, out: str | Path, replicate: int = 0,
-    weights: str | Path | None = None, examples: int = 64,
-) -> ExportReport:
-    """Export the ticket of ``level`` (replicate ``replicate``) of an experiment directory.
+def load_ticket(experiment: str | Path, level: int, replicate: int = 0, examples: int = 64,
+                weights: str | Path | None = None) -> tuple[nn.Module, Mask, torch.Tensor, dict[str, Any]]:
+    """(model holding the ticket's weights, its mask, ``examples`` real validation inputs, the
+    model's spec) for level ``level`` of an experiment; one-line errors for what is missing.
 
     ``weights``: a safetensors file of the model's weights; default the ticket's final weights.
     """
     from ticketlab.api import Result
     from ticketlab.units import environment
+    from ticketlab.weights import load_state
 
-    if fmt not in FORMATS:
-        raise ConfigError(f"unknown export format {fmt!r}; choose one of: {', '.join(FORMATS)}")
     result = Result.load(experiment)
     runs = result.select(arm="ticket", level=level)
     if not runs:
@@ -211,13 +209,20 @@ def export_ticket(
     env = environment(result.config)
     model = env.build(0, "cpu").eval()
     path = Path(weights) if weights is not None else result.final_weights_path(level, replicate)
-    from ticketlab.weights import load_state
-
     load_state(model, result.store.tensors(path) if weights is None else _read_weights(path))
-    mask = result.mask(level, replicate)
-    example = env.data.x_val[:examples].cpu()
     spec = {"name": result.config.model, "input_shape": list(env.data.input_shape),
             "num_classes": env.data.num_classes}
+    return model, result.mask(level, replicate), env.data.x_val[:examples].cpu(), spec
+
+
+def export_ticket(
+    experiment: str | Path, level: int, fmt: str, out: str | Path, replicate: int = 0,
+    weights: str | Path | None = None, examples: int = 64,
+) -> ExportReport:
+    """Export the ticket of ``level`` (replicate ``replicate``) of an experiment directory."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown export format {fmt!r}; choose one of: {', '.join(FORMATS)}")
+    model, mask, example, spec = load_ticket(experiment, level, replicate, examples, weights)
     return export_model(model, mask, fmt, out, example, spec)
 
 
