@@ -108,17 +108,17 @@ class _Layer:
         matrix = self.csr if self.sparse else self.dense
         return torch.addmm(self.bias[:, None], matrix, h)
 
-    def backward(self, h: torch.Tensor, dz: torch.Tensor, need_input_grad: bool) -> torch.Tensor | None:
-        """Set the gradients of ``values`` and ``bias`` from ``dz`` [out, B]; return dH [in, B]."""
-        self.bias.grad = dz.sum(1)
+    def backward(self, h: torch.Tensor, dz: torch.Tensor, need_input_grad: bool):
+        """Gradients of ``values`` and ``bias`` from ``dz`` [out, B], and dH [in, B] (or None)."""
+        bias_grad = dz.sum(1)
         if self.sparse:
-            self.values.grad = torch.sparse.sampled_addmm(self.csr, dz, h.t(), beta=0.0).values()
+            grad = torch.sparse.sampled_addmm(self.csr, dz, h.t(), beta=0.0).values()
             if not need_input_grad:
-                return None
+                return grad, bias_grad, None
             torch.index_select(self.values, 0, self.perm, out=self.values_t)
-            return torch.sparse.mm(self.csr_t, dz)
-        self.values.grad = (dz @ h.t()).mul_(self.mask).view(-1)
-        return self.dense.t() @ dz if need_input_grad else None
+            return grad, bias_grad, torch.sparse.mm(self.csr_t, dz)
+        grad = (dz @ h.t()).mul_(self.mask).view(-1)
+        return grad, bias_grad, (self.dense.t() @ dz if need_input_grad else None)
 
     def after_step(self) -> None:
         if self.mask is not None:
@@ -146,11 +146,13 @@ class SparseStepper:
             _Layer(m.weight, m.bias, masks.get(n, torch.ones_like(m.weight)), live if i == 0 else None)
             for i, (m, n) in enumerate(zip(linears, names))
         ]
-        # the training inputs, live columns only, features-major: a batch is one index_select
-        self.x_t = self._inputs(data.x_train).t().contiguous()
+        # the training inputs, live columns only, gathered once
+        self.x = self._inputs(data.x_train).contiguous()
         self.y = data.y_train
         # the same optimizer class and settings as the unit's, over survivors and biases
-        self.optimizer = type(optimizer)([p for layer in self.layers for p in layer.params], **optimizer.defaults)
+        self.params = [p for layer in self.layers for p in layer.params]
+        self.optimizer = type(optimizer)(self.params, **optimizer.defaults)
+        self._fused_state = None  # set after the first step: the fused Adam(W) state lists, or False
         self._load_optimizer_state()
 
     def _inputs(self, x: torch.Tensor) -> torch.Tensor:
@@ -215,23 +217,57 @@ class SparseStepper:
     @torch.no_grad()
     def step(self, batch) -> torch.Tensor:
         rows = batch[0]
-        hs = self._forward(self.x_t.index_select(1, rows))
+        hs = self._forward(self.x.index_select(0, rows).t().contiguous())
         target = self.y[rows]
         log_p = hs[-1].log_softmax(0)  # [C, B]
         columns = torch.arange(target.shape[0], device=target.device)
-        picked = log_p[target, columns]
-        loss = -picked.mean()
+        loss = log_p[target, columns].mean().neg_()
         dz = log_p.exp_()
         dz[target, columns] -= 1.0
         dz.div_(target.shape[0])
+        grads: list[torch.Tensor] = []
         for i in range(len(self.layers) - 1, -1, -1):
-            dh = self.layers[i].backward(hs[i], dz, need_input_grad=i > 0)
+            grad, bias_grad, dh = self.layers[i].backward(hs[i], dz, need_input_grad=i > 0)
+            grads[:0] = [grad, bias_grad]
             if i > 0:
-                dz = dh.mul_(hs[i] > 0)  # ReLU's gradient (zero at 0, as torch's)
-        self.optimizer.step()
+                dz = torch.ops.aten.threshold_backward(dh, hs[i], 0)  # ReLU's gradient (zero at 0)
+        self._optimizer_step(grads)
         for layer in self.layers:
             layer.after_step()
         return loss
+
+    def _optimizer_step(self, grads: list[torch.Tensor]) -> None:
+        """The optimizer's step with these gradients: fused Adam(W)'s kernel called directly once
+        its state exists (the arithmetic of ``Adam.step``, without its per-step Python), else
+        ``optimizer.step()``."""
+        if self._fused_state is None:
+            for param, grad in zip(self.params, grads):
+                param.grad = grad
+            self.optimizer.step()
+            for param in self.params:
+                param.grad = None
+            self._fused_state = self._fused_adam_state()
+            return
+        group = self.optimizer.param_groups[0]
+        exp_avgs, exp_avg_sqs, steps = self._fused_state
+        torch._foreach_add_(steps, 1)
+        kernel = torch._fused_adamw_ if group.get("decoupled_weight_decay") else torch._fused_adam_
+        beta1, beta2 = group["betas"]
+        kernel(self.params, grads, exp_avgs, exp_avg_sqs, [], steps, amsgrad=False, lr=group["lr"],
+               beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"], eps=group["eps"], maximize=False,
+               grad_scale=None, found_inf=None)
+
+    def _fused_adam_state(self):
+        """(exp_avgs, exp_avg_sqs, steps) when the optimizer is a plain fused Adam(W), else False."""
+        optimizer, group = self.optimizer, self.optimizer.param_groups[0]
+        plain = (isinstance(optimizer, torch.optim.Adam) and len(optimizer.param_groups) == 1 and group.get("fused")
+                 and not group.get("amsgrad") and not group.get("maximize") and not group.get("capturable")
+                 and not isinstance(group["lr"], torch.Tensor)
+                 and (type(optimizer) is torch.optim.Adam or group.get("decoupled_weight_decay")))
+        if not plain:
+            return False
+        states = [optimizer.state[p] for p in self.params]
+        return ([s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states], [s["step"] for s in states])
 
     @torch.no_grad()
     def evaluate(self, batches) -> tuple[torch.Tensor, torch.Tensor]:
