@@ -28,6 +28,7 @@ and resume are unchanged; the constructor reads them the same way (resume from a
 
 from __future__ import annotations
 
+import inspect
 import warnings
 
 import torch
@@ -39,8 +40,16 @@ from ticketlab.models.mlp import MLP
 
 SPARSE_BELOW = 0.3  # a layer keeping at most this fraction of its weights runs as CSR
 
-warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
-warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly disabled")
+
+
+def _csr(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, shape) -> torch.Tensor:
+    """A CSR tensor sharing ``values`` (built from valid indices: no checks, no beta warning)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.sparse_csr_tensor(crow, col, values, shape, check_invariants=False)
+
+
+DENSE_UNIT = "the unit is dense (level 0)"
 
 
 def sparse_ineligible(model: nn.Module, task, data, masks, device: torch.device,
@@ -48,8 +57,6 @@ def sparse_ineligible(model: nn.Module, task, data, masks, device: torch.device,
     """Why the sparse stepper cannot train this unit (a short phrase), or None when it can."""
     if type(model) is not MLP:
         return f"the model is {type(model).__name__}, not one of ticketlab's built-in MLPs"
-    if not masks:
-        return "the unit is dense (level 0)"
     if task.kind != "classification" or task.loss is not None or task.score is not None:
         return "the task is not the default classification (cross-entropy, accuracy)"
     if getattr(data, "x_train", None) is None:
@@ -59,10 +66,18 @@ def sparse_ineligible(model: nn.Module, task, data, masks, device: torch.device,
     if device.type != "cpu":
         return f"it runs on the CPU only (device {device})"
     weights = {f"layers.{n}.weight" for n, m in model.layers.named_children() if isinstance(m, nn.Linear)}
-    other = sorted(set(masks) - weights)
+    other = sorted(set(masks or ()) - weights)
     if other:
         return f"it prunes only Linear weights, and the mask also covers {other[0]}"
+    if not masks:
+        return DENSE_UNIT
     return None
+
+
+def same_optimizer(optimizer: torch.optim.Optimizer, params) -> torch.optim.Optimizer:
+    """A new optimizer of ``optimizer``'s class and settings over ``params`` (no state)."""
+    accepted = inspect.signature(type(optimizer)).parameters
+    return type(optimizer)(params, **{k: v for k, v in optimizer.defaults.items() if k in accepted})
 
 
 class _Layer:
@@ -84,13 +99,13 @@ class _Layer:
                 counts = torch.bincount(rows, minlength=out_features)
                 crow = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
                 self.values = weight.detach().reshape(-1)[self.flat].clone()
-                self.csr = torch.sparse_csr_tensor(crow, new_cols, self.values, self.shape)  # aliases values
+                self.csr = _csr(crow, new_cols, self.values, self.shape)  # aliases values
                 # W^T's pattern: the same survivors sorted by (column, row)
                 self.perm = torch.argsort(new_cols * out_features + rows)
                 counts_t = torch.bincount(new_cols, minlength=self.shape[1])
                 crow_t = torch.cat([counts_t.new_zeros(1), counts_t.cumsum(0)])
                 self.values_t = self.values[self.perm]
-                self.csr_t = torch.sparse_csr_tensor(crow_t, rows[self.perm], self.values_t,
+                self.csr_t = _csr(crow_t, rows[self.perm], self.values_t,
                                                      (self.shape[1], out_features))
                 self.mask = None
             else:
@@ -151,7 +166,7 @@ class SparseStepper:
         self.y = data.y_train
         # the same optimizer class and settings as the unit's, over survivors and biases
         self.params = [p for layer in self.layers for p in layer.params]
-        self.optimizer = type(optimizer)(self.params, **optimizer.defaults)
+        self.optimizer = same_optimizer(optimizer, self.params)
         self._fused_state = None  # set after the first step: the fused Adam(W) state lists, or False
         self._load_optimizer_state()
 
@@ -240,13 +255,14 @@ class SparseStepper:
         """The optimizer's step with these gradients: fused Adam(W)'s kernel called directly once
         its state exists (the arithmetic of ``Adam.step``, without its per-step Python), else
         ``optimizer.step()``."""
-        if self._fused_state is None:
+        if not self._fused_state:  # the first step, or not a plain fused Adam(W)
             for param, grad in zip(self.params, grads):
                 param.grad = grad
             self.optimizer.step()
             for param in self.params:
                 param.grad = None
-            self._fused_state = self._fused_adam_state()
+            if self._fused_state is None:
+                self._fused_state = self._fused_adam_state()
             return
         group = self.optimizer.param_groups[0]
         exp_avgs, exp_avg_sqs, steps = self._fused_state
@@ -285,3 +301,91 @@ class SparseStepper:
     def finite(self) -> torch.Tensor:
         flags = [torch.isfinite(p).all() for layer in self.layers for p in layer.params]
         return torch.stack(flags).all().float().view(1)
+
+
+# ---------------------------------------------------------------------------- choosing a stepper
+AUTO_MAX_DENSITY = 0.25  # above this fraction of weights kept, "auto" stays dense without probing
+PROBE_MIN_STEPS = 1000  # "auto" probes only units with at least this many steps left to train
+PROBE_ROUNDS, PROBE_STEPS = 3, 8  # interleaved rounds of steps per side (after 3 warm-up steps each)
+PROBE_MIN_SPEEDUP = 1.1
+
+
+def _probe_speedup(prepared, masks, batch_size: int) -> float:
+    """Steps/s of the sparse stepper over the dense-masked one on this unit's own data, measured
+    in interleaved rounds on copies (the unit's model and optimizer are left untouched)."""
+    import copy
+    import time
+
+    from ticketlab.optim import load_optimizer_state, optimizer_state_tensors
+    from ticketlab.steppers import SingleStepper
+
+    env = prepared.env
+    model = copy.deepcopy(prepared.model)
+    optimizer = same_optimizer(prepared.optimizer, model.parameters())
+    load_optimizer_state(optimizer, model, optimizer_state_tensors(prepared.optimizer, prepared.model))
+    sides = [SingleStepper(model, optimizer, env.task, env.data, masks),
+             SparseStepper(prepared.model, prepared.optimizer, env.task, env.data, masks)]
+    generator = torch.Generator().manual_seed(0)
+    n = env.data.x_train.shape[0]
+    batches = [torch.randint(0, n, (1, min(batch_size, n)), generator=generator).to(env.device)
+               for _ in range(PROBE_STEPS)]
+    times = [0.0, 0.0]
+    for side in sides:
+        for batch in batches[:3]:
+            side.step(batch)
+    for r in range(PROBE_ROUNDS):
+        for i in ((0, 1) if r % 2 == 0 else (1, 0)):
+            start = time.perf_counter()
+            for batch in batches:
+                float(sides[i].step(batch))  # one host sync per step, on both sides alike
+            times[i] += time.perf_counter() - start
+    return times[0] / max(times[1], 1e-9)
+
+
+def choose_stepper(prepared, requested: str = "auto", precision: str = "fp32"):
+    """The stepper that trains ``prepared`` and what to record of the choice in its summary.
+
+    ``dense``: the dense-masked :class:`SingleStepper`. ``sparse``: :class:`SparseStepper` (a
+    one-line ConfigError when the unit cannot train sparsely). ``auto``: sparse only for an
+    eligible pruned unit at most :data:`AUTO_MAX_DENSITY` dense with at least
+    :data:`PROBE_MIN_STEPS` steps to go, and only when a short probe on its own data measures it
+    at least :data:`PROBE_MIN_SPEEDUP` times faster; dense otherwise (level 0 always).
+    """
+    from ticketlab.steppers import SingleStepper
+
+    env = prepared.env
+    autocast = torch.bfloat16 if precision == "bf16" else None
+    masks = prepared.masks
+    if requested not in ("auto", "dense", "sparse"):
+        raise ConfigError(f"--stepper must be auto, dense or sparse, got {requested!r}")
+
+    def dense(note: str | None = None, speedup: float | None = None):
+        stepper = SingleStepper(prepared.model, prepared.optimizer, env.task, env.data, masks, autocast_dtype=autocast)
+        info = {"stepper": "dense", "stepper_speedup": speedup}
+        if note:
+            info["stepper_note"] = note
+        return stepper, info
+
+    if requested == "dense":
+        return dense("requested")
+    why = sparse_ineligible(prepared.model, env.task, env.data, masks, env.device, autocast)
+    if requested == "sparse":
+        if why == DENSE_UNIT:  # the model could train sparsely; level 0 has nothing pruned
+            return dense("level 0 is dense")
+        if why:
+            raise ConfigError(f"--stepper sparse cannot train {prepared.unit}: {why}; use --stepper dense or auto")
+        return SparseStepper(prepared.model, prepared.optimizer, env.task, env.data, masks), \
+            {"stepper": "sparse", "stepper_speedup": None, "stepper_note": "requested"}
+    if why:
+        return dense(f"not sparse: {why}")
+    density = prepared.mask.fraction_remaining()
+    if density > AUTO_MAX_DENSITY:
+        return dense(f"not probed: {100 * density:.1f}% of weights kept (> {100 * AUTO_MAX_DENSITY:.0f}%)")
+    left = prepared.end - prepared.state.step
+    if left < PROBE_MIN_STEPS:
+        return dense(f"not probed: {left} steps to train (< {PROBE_MIN_STEPS})")
+    speedup = round(_probe_speedup(prepared, masks, prepared.train.batch_size), 2)
+    if speedup < PROBE_MIN_SPEEDUP:
+        return dense(f"probe: sparse {speedup}x dense (< {PROBE_MIN_SPEEDUP}x)", speedup)
+    return SparseStepper(prepared.model, prepared.optimizer, env.task, env.data, masks), \
+        {"stepper": "sparse", "stepper_speedup": speedup, "stepper_note": "probe"}
