@@ -304,7 +304,7 @@ class SparseStepper:
 
 
 # ---------------------------------------------------------------------------- choosing a stepper
-AUTO_MAX_DENSITY = 0.25  # above this fraction of weights kept, "auto" stays dense without probing
+AUTO_MAX_DENSITY = 0.3  # above this fraction of weights kept, "auto" stays dense without probing
 PROBE_MIN_STEPS = 1000  # "auto" probes only units with at least this many steps left to train
 PROBE_ROUNDS, PROBE_STEPS = 3, 8  # interleaved rounds of steps per side (after 3 warm-up steps each)
 PROBE_MIN_SPEEDUP = 1.1
