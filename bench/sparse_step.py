@@ -31,7 +31,7 @@ from ticketlab.masks import Mask
 from ticketlab.models import build_model
 from ticketlab.optim import make_optimizer
 from ticketlab.pruning.magnitude import magnitude_prune
-from ticketlab.sparse_stepper import SparseStepper
+from ticketlab.sparse_stepper import SparseStepper, sparse_ineligible
 from ticketlab.steppers import SingleStepper
 from ticketlab.task import Task
 
@@ -160,6 +160,10 @@ def main() -> None:
             mark = f">= {target}x {'MET' if met else 'NOT MET'}"
         print(f"| {level} | {pct:.1f} | {live} | {layout} | {dense_rate:.0f} | {sparse_rate:.0f} | "
               f"{median(ratios):.2f}x | {spread(ratios)} | {mark} |")
+
+    conv = build_model("conv2", data.input_shape, data.num_classes)
+    why = sparse_ineligible(conv, Task().bind(data.y_train), data, {"x": None}, torch.device("cpu"))
+    print(f"\nconv2 (and every non-MLP model): no sparse row; {why}, so it always trains on the dense path.\n")
 
     if args.profile:
         level = 10

@@ -146,7 +146,8 @@ class SparseStepper:
     size = 1
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, task, data,
-                 masks: dict[str, torch.Tensor], autocast_dtype: torch.dtype | None = None):
+                 masks: dict[str, torch.Tensor], autocast_dtype: torch.dtype | None = None,
+                 live_x: torch.Tensor | None = None):
         device = next(model.parameters()).device
         why = sparse_ineligible(model, task, data, masks, device, autocast_dtype)
         if why:
@@ -161,8 +162,8 @@ class SparseStepper:
             _Layer(m.weight, m.bias, masks.get(n, torch.ones_like(m.weight)), live if i == 0 else None)
             for i, (m, n) in enumerate(zip(linears, names))
         ]
-        # the training inputs, live columns only, gathered once
-        self.x = self._inputs(data.x_train).contiguous()
+        # the training inputs, live columns only, gathered once (``live_x``: another stepper's, same masks)
+        self.x = live_x if live_x is not None else self._inputs(data.x_train).contiguous()
         self.y = data.y_train
         # the same optimizer class and settings as the unit's, over survivors and biases
         self.params = [p for layer in self.layers for p in layer.params]
@@ -310,7 +311,7 @@ PROBE_ROUNDS, PROBE_STEPS = 3, 8  # interleaved rounds of steps per side (after 
 PROBE_MIN_SPEEDUP = 1.1
 
 
-def _probe_speedup(prepared, masks, batch_size: int) -> float:
+def _probe_speedup(prepared, masks, batch_size: int) -> tuple[float, torch.Tensor]:
     """Steps/s of the sparse stepper over the dense-masked one on this unit's own data, measured
     in interleaved rounds on copies (the unit's model and optimizer are left untouched)."""
     import copy
@@ -339,7 +340,7 @@ def _probe_speedup(prepared, masks, batch_size: int) -> float:
             for batch in batches:
                 float(sides[i].step(batch))  # one host sync per step, on both sides alike
             times[i] += time.perf_counter() - start
-    return times[0] / max(times[1], 1e-9)
+    return times[0] / max(times[1], 1e-9), sides[1].x
 
 
 def choose_stepper(prepared, requested: str = "auto", precision: str = "fp32"):
@@ -384,8 +385,9 @@ def choose_stepper(prepared, requested: str = "auto", precision: str = "fp32"):
     left = prepared.end - prepared.state.step
     if left < PROBE_MIN_STEPS:
         return dense(f"not probed: {left} steps to train (< {PROBE_MIN_STEPS})")
-    speedup = round(_probe_speedup(prepared, masks, prepared.train.batch_size), 2)
+    speedup, live_x = _probe_speedup(prepared, masks, prepared.train.batch_size)
+    speedup = round(speedup, 2)
     if speedup < PROBE_MIN_SPEEDUP:
         return dense(f"probe: sparse {speedup}x dense (< {PROBE_MIN_SPEEDUP}x)", speedup)
-    return SparseStepper(prepared.model, prepared.optimizer, env.task, env.data, masks), \
+    return SparseStepper(prepared.model, prepared.optimizer, env.task, env.data, masks, live_x=live_x), \
         {"stepper": "sparse", "stepper_speedup": speedup, "stepper_note": "probe"}
