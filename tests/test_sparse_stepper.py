@@ -151,3 +151,16 @@ def test_auto_does_not_probe_short_or_dense_units(options):
     config = tiny_config(levels=1, train=SHORT)  # level 1 keeps 80%: above the bound, no probe
     result = ticketlab.run(config, options)
     assert all(r["stepper"] == "dense" and r["stepper_speedup"] is None for r in result.runs)
+
+
+@pytest.mark.parametrize("collapsed", [0, 1, 2])
+def test_a_layer_pruned_away_entirely_trains_as_dense_masked(collapsed):
+    keep = {0: 0.1, 1: 0.1, 2: 0.2}
+    keep[collapsed] = 0.0
+    env, config, masks, (dm, _, dense), (sm, _, sparse) = _pair(OPTIMIZERS["adam"], keep)
+    batch_at = TrainingBatches(env.data, 32, [0]).batch_at
+    for step in range(10):
+        torch.testing.assert_close(sparse.step(batch_at(step)), dense.step(batch_at(step)), rtol=1e-4, atol=1e-6)
+    sparse.sync(0)
+    for a, b in zip(sm.parameters(), dm.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
