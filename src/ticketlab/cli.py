@@ -142,6 +142,7 @@ def run_command(
     batch: int = typer.Option(1, help="Train up to K ready units as one batched computation (pays for tiny models)."),
     probe_batch: bool = typer.Option(True, help="Measure --batch K against sequential first and never train slower."),
     precision: str = typer.Option("fp32", help="fp32, or bf16 autocast for forward passes (for GPUs)."),
+    stepper: str = typer.Option("auto", help="auto (sparse where a probe measures it faster), dense, or sparse (pruned MLPs trained on their survivors)."),
     executor: str = typer.Option("local", help="local or ray."),
     ray_address: Optional[str] = typer.Option(None, help="Ray cluster address (default: start a local one)."),
     progress: bool = typer.Option(True, help="Show progress bars."),
@@ -174,7 +175,7 @@ def run_command(
         _table(raw, ["train"]).update(iterations=iterations, epochs=epochs)
     config = Config.from_dict(raw)
     options = RunOptions(root=out, device=device, threads=threads, workers=workers,
-                         batch=batch, probe_batch=probe_batch, precision=precision, executor=executor, ray_address=ray_address, progress=progress)
+                         batch=batch, probe_batch=probe_batch, precision=precision, stepper=stepper, executor=executor, ray_address=ray_address, progress=progress)
 
     started = time.perf_counter()
     with _progress_display(config, enabled=progress) as (on_progress, on_done):

@@ -345,6 +345,7 @@ class RunOptions:
     ray_address: str | None = None
     progress: bool = True
     probe_batch: bool = True  # measure --batch K against sequential first; never train slower
+    stepper: Literal["auto", "dense", "sparse"] = "auto"  # sparse: pruned MLPs on survivors (sparse_stepper)
 
     def resolved(self) -> "RunOptions":
         """A copy with ``workers=0`` (auto) replaced by a number: parallel by default, one
@@ -365,6 +366,8 @@ class RunOptions:
         _check(self.executor in ("local", "ray"), f"executor must be local or ray, got {self.executor!r}")
         _check(self.precision in ("fp32", "bf16"), f"precision must be fp32 or bf16, got {self.precision!r}")
         _check(self.batch == 1 or self.precision == "fp32", "batch > 1 supports precision fp32 only")
+        _check(self.stepper in ("auto", "dense", "sparse"), f"stepper must be auto, dense or sparse, got {self.stepper!r}")
+        _check(self.batch == 1 or self.stepper != "sparse", "--stepper sparse trains one unit at a time; use --batch 1")
 
 
 # ---------------------------------------------------------------------------- helpers

@@ -33,7 +33,6 @@ from ticketlab.method.arms.ticket import MODEL_PREFIX, OPTIM_PREFIX, load_traini
 from ticketlab.optim import learning_rate, load_optimizer_state, make_optimizer, mask_optimizer_state_, optimizer_state_tensors
 from ticketlab.roles import ParameterPlan, plan_parameters
 from ticketlab.seeding import derive_seed
-from ticketlab.steppers import SingleStepper
 from ticketlab.store import Store, UnitPaths
 from ticketlab.weights import cloned_state, load_state, state_of
 
@@ -294,6 +293,7 @@ class PreparedUnit:
     env: Environment
     rng: dict[str, torch.Tensor]  # the torch RNG to train under (Dropout): a seed, or a checkpoint's state
     train: TrainConfig  # the unit's schedule (``unit_schedule``)
+    stepper_info: dict = dataclasses.field(default_factory=dict)  # which stepper trained it (summary)
 
 
 def unit_schedule(config: Config, unit: Unit, end: int) -> TrainConfig:
@@ -390,6 +390,7 @@ def finish_unit(prepared: PreparedUnit, precision: str = "fp32") -> dict:
         "metric": env.task.metric_name,
         # the score's resolution (one example) that the verdicts' zero-variance floor uses
         "test_examples": env.data.test_examples(),
+        **prepared.stepper_info,
         **(diverged_summary(unit, state) if state.diverged else {"status": "ok", **summarize_history(state.history)}),
         "weights": weights,
     }
@@ -481,13 +482,13 @@ def seeded_rng(rng: dict[str, torch.Tensor], device: torch.device):
         yield
 
 
-def train_prepared(prepared: PreparedUnit, precision: str = "fp32") -> None:
-    """Train one prepared unit to its end with the single-model stepper."""
+def train_prepared(prepared: PreparedUnit, precision: str = "fp32", stepper: str = "auto") -> None:
+    """Train one prepared unit to its end with one model: the dense-masked or the sparse stepper
+    (``stepper``: auto, dense or sparse; see ``sparse_stepper.choose_stepper``)."""
+    from ticketlab.sparse_stepper import choose_stepper
+
     env = prepared.env
-    stepper = SingleStepper(
-        prepared.model, prepared.optimizer, env.task, env.data, prepared.masks,
-        autocast_dtype=torch.bfloat16 if precision == "bf16" else None,
-    )
+    stepper, prepared.stepper_info = choose_stepper(prepared, stepper, precision)
     try:
         with user_code("training (the model's forward/backward or the loss)", prepared.unit, active=env.user), \
                 seeded_rng(prepared.rng, env.device):
@@ -505,13 +506,14 @@ def run_unit(
     progress: ProgressFn | None = None,
     precision: str = "fp32",
     inputs: bytes | Inputs | None = None,
+    stepper: str = "auto",
 ) -> dict:
     """Run (or resume, or skip) one unit and return its summary record."""
     env = environment(config, resolve_device(device), inputs)
     prepared = prepare_unit(env, store_dir, unit, progress)
     if isinstance(prepared, dict):
         return prepared
-    train_prepared(prepared, precision)
+    train_prepared(prepared, precision, stepper)
     return finish_unit(prepared, precision)
 
 

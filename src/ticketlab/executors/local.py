@@ -49,7 +49,7 @@ class InlineExecutor:
         unit = self.queue.popleft()
         options = self.options
         return [(unit, run_unit(self.config, self.store_dir, unit, options.device, self.progress, options.precision,
-                                self.inputs))]
+                                self.inputs, options.stepper))]
 
     def close(self) -> None:
         self.queue.clear()
@@ -111,9 +111,10 @@ def _worker_init(threads: int, parent_pid: int, inputs: bytes | None) -> None:
     _WORKER_INPUTS = inputs
 
 
-def _run_in_worker(config: Config, store_dir: str, unit: Unit, device: str, precision: str) -> dict:
+def _run_in_worker(config: Config, store_dir: str, unit: Unit, device: str, precision: str,
+                   stepper: str = "auto") -> dict:
     """``run_unit`` with the user's objects this worker received once, at start."""
-    return run_unit(config, store_dir, unit, device, None, precision, _WORKER_INPUTS)
+    return run_unit(config, store_dir, unit, device, None, precision, _WORKER_INPUTS, stepper)
 
 
 class _MainHidden:
@@ -155,7 +156,8 @@ class ProcessPoolUnitExecutor:
 
     def submit(self, unit: Unit) -> None:
         options = self.options
-        future = self.pool.submit(_run_in_worker, self.config, self.store_dir, unit, options.device, options.precision)
+        future = self.pool.submit(_run_in_worker, self.config, self.store_dir, unit, options.device, options.precision,
+                                  options.stepper)
         self.futures[future] = unit
 
     def wait(self) -> list[tuple[Unit, dict]]:

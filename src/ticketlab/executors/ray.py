@@ -23,7 +23,7 @@ def _run_unit_task(config: Config, store_dir: str, unit: Unit, options: RunOptio
     from ticketlab.units import run_unit
 
     set_threads(options.threads)
-    return run_unit(config, store_dir, unit, options.device, None, options.precision, inputs)
+    return run_unit(config, store_dir, unit, options.device, None, options.precision, inputs, options.stepper)
 
 
 class RayExecutor:
