@@ -183,6 +183,7 @@ def claim_of(result: Result, records: list[dict[str, Any]], level: int) -> dict[
         "test_examples": records[0].get("test_examples"),
         "replicates": [{"replicate": r["replicate"], "seed": r["seed"], "percent_remaining": r["percent_remaining"],
                         "precision": r.get("precision", "fp32"), "training": r.get("training", "sequential"),
+                        "stepper": r.get("stepper", "dense"),
                         **{k: r[k] for k in CLAIMED}} for r in records],
         "interval": interval.to_dict(),
         "verdict": verdict,

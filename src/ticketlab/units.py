@@ -236,6 +236,7 @@ class StoreEvents:
         # fixed record when the unit draws no random numbers itself (stacked training)
         self.fixed_rng: dict[str, torch.Tensor] | None = None
         self.stacked = False  # trained by the stacked stepper (recorded in the summary)
+        self.stepper_info: dict | None = None  # the stepper training it (checkpointed, so a resume keeps it)
 
     def wall_time(self) -> float:
         return self.elapsed + time.perf_counter() - self.started
@@ -258,7 +259,8 @@ class StoreEvents:
 
     def on_checkpoint(self, state: TrainState) -> None:
         meta = {"step": state.step, "history": state.history, "loss_sum": state.loss_sum,
-                "loss_count": state.loss_count, "elapsed": self.wall_time(), "eval_seconds": state.eval_seconds}
+                "loss_count": state.loss_count, "elapsed": self.wall_time(), "eval_seconds": state.eval_seconds,
+                "stepper_info": self.stepper_info}
         save_tensors(self._training_tensors(), self.paths.checkpoint, metadata={"state": json.dumps(meta)},
                      checksum=True)
 
@@ -294,6 +296,7 @@ class PreparedUnit:
     rng: dict[str, torch.Tensor]  # the torch RNG to train under (Dropout): a seed, or a checkpoint's state
     train: TrainConfig  # the unit's schedule (``unit_schedule``)
     stepper_info: dict = dataclasses.field(default_factory=dict)  # which stepper trained it (summary)
+    resumed_stepper_info: dict | None = None  # the stepper its checkpoint was trained with (kept on resume)
 
 
 def unit_schedule(config: Config, unit: Unit, end: int) -> TrainConfig:
@@ -340,11 +343,12 @@ def prepare_unit(
                            eval_seconds=meta.get("eval_seconds", 0.0))
         elapsed = meta["elapsed"]
         rng = split_prefixed(store.tensors(paths.checkpoint), RNG_PREFIX) or None
+        resumed_stepper = meta.get("stepper_info")
     else:
         with user_code(f"control {unit.arm}", unit):
             start = arm.start(mask, context)
         weights, optim_state = start.weights, start.optimizer_state
-        state, elapsed, rng = TrainState(start.step), 0.0, None
+        state, elapsed, rng, resumed_stepper = TrainState(start.step), 0.0, None, None
         if not paths.start.is_file():
             save_tensors(weights, paths.start, checksum=True)
     load_state(model, weights)
@@ -358,7 +362,7 @@ def prepare_unit(
     return PreparedUnit(
         unit, paths, model, optimizer, mask, masks if unit.level > 0 else None, state, events, end,
         derive_seed(seed, "data"), capture, env, rng or {"seed": torch.tensor(derive_seed(seed, "rng", unit.level, unit.arm))},
-        unit_schedule(config, unit, end),
+        unit_schedule(config, unit, end), resumed_stepper_info=resumed_stepper,
     )
 
 
@@ -488,7 +492,14 @@ def train_prepared(prepared: PreparedUnit, precision: str = "fp32", stepper: str
     from ticketlab.sparse_stepper import choose_stepper
 
     env = prepared.env
-    stepper, prepared.stepper_info = choose_stepper(prepared, stepper, precision)
+    resumed = prepared.resumed_stepper_info
+    if stepper == "auto" and resumed:  # a resumed unit continues on the path it started on (same bits)
+        stepper_object, _ = choose_stepper(prepared, resumed["stepper"], precision)
+        prepared.stepper_info = resumed
+    else:
+        stepper_object, prepared.stepper_info = choose_stepper(prepared, stepper, precision)
+    stepper = stepper_object
+    prepared.events.stepper_info = prepared.stepper_info
     try:
         with user_code("training (the model's forward/backward or the loss)", prepared.unit, active=env.user), \
                 seeded_rng(prepared.rng, env.device):

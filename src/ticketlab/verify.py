@@ -184,8 +184,11 @@ def _retrain(bundle: Bundle, config, store, device: str, inputs, controls: list[
     for record in bundle.replicates:
         for arm in ["ticket", *controls]:
             unit = Unit(record["replicate"], bundle.level, arm)
+            # the ticket re-trains on the path it was trained on (dense or sparse arithmetic differ
+            # in the last bits); controls on the dense path
+            stepper = record.get("stepper", "dense") if arm == "ticket" else "dense"
             records[(unit.replicate, arm)] = run_unit(config, str(store.directory), unit, device, inputs=inputs,
-                                                      precision=record.get("precision", "fp32"))
+                                                      precision=record.get("precision", "fp32"), stepper=stepper)
     return records
 
 
