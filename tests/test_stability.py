@@ -95,3 +95,12 @@ def test_stability_cli_reports_bad_input_in_one_line(tmp_path, capsys):
     assert code == 2 and "below the training length" in err
     code, out, err = cli(["stability", str(result.directory), "--k", "0", "--points", "3"], capsys)
     assert code == 0 and "| 0 | 100.0 | 0 | 1 |" in out and "no verdict" in out
+
+
+def test_copies_that_learned_nothing_are_not_called_stable():
+    records = [{"level": 3, "k": 50, "percent_remaining": 10.0, "barrier": 0.0, "test_examples": 1000,
+                "endpoint_test_acc": [0.012, 0.011], "replicate": r} for r in range(3)]
+    (row,) = summarize_stability(records, 2.0, chance=1 / 59)
+    assert row.verdict == "not trained" and row.barrier.low >= 0.0
+    trained = [{**r, "endpoint_test_acc": [0.97, 0.98]} for r in records]
+    assert summarize_stability(trained, 2.0, chance=1 / 59)[0].verdict == "stable"

@@ -165,6 +165,7 @@ class StabilityUnits:
             "replicate": replicate, "seed": seed, "level": level, "k": k,
             "percent_remaining": 100.0 * mask.fraction_remaining(),
             "test_examples": self.env.data.test_examples(),
+            "chance": 1.0 / self.env.data.num_classes if self.env.task.kind == "classification" else None,
             "alphas": torch.linspace(0.0, 1.0, self.points).tolist(),
             "errors": errors, "barrier": error_barrier(errors),
             "endpoint_test_acc": [1.0 - errors[0] / 100.0, 1.0 - errors[-1] / 100.0],
@@ -191,10 +192,17 @@ class StabilityRow:
                 "verdict": self.verdict, "threshold": self.threshold}
 
 
-def stability_verdict(barrier: Interval, threshold: float) -> str:
+def stability_verdict(barrier: Interval, threshold: float, accuracy: Interval | None = None,
+                      chance: float | None = None) -> str:
     """``stable`` when the whole 95% interval of the barrier is at or below ``threshold``,
     ``unstable`` when it is wholly above, ``inconclusive`` otherwise; ``no verdict`` from one seed
-    (no interval): a single pair of copies says nothing about how the barrier varies."""
+    (no interval): a single pair of copies says nothing about how the barrier varies.
+
+    ``not trained`` when the copies' mean test accuracy is at most twice chance (``chance``:
+    1 / classes): two networks that learned nothing are trivially connected, and calling them
+    stable would say something false about the network."""
+    if accuracy is not None and chance and accuracy.mean is not None and accuracy.mean <= 2 * chance:
+        return "not trained"
     if not barrier.has_interval:
         return "no verdict"
     if barrier.high <= threshold:
@@ -208,24 +216,26 @@ def barrier_interval(barriers: Sequence[float], test_examples: int | None) -> In
     """Mean and 95% t-interval of the barriers, with the spread floored at the test set's
     resolution: identical barriers from a few seeds say the spread is below one example's worth
     of error, not that it is zero (see ``stats.quantization_sd``)."""
-    interval = mean_ci(barriers)
+    interval = mean_ci(barriers, bounds=(0.0, 100.0))  # max on the line >= both ends: never below 0
     if not interval.has_interval or not test_examples:
         return interval
     floor = quantization_sd(100.0 / test_examples)
     if interval.std >= floor:
         return interval
     half = float(_sps.t.ppf(0.975, interval.n - 1)) * floor / math.sqrt(interval.n)
-    return Interval(interval.mean, interval.mean - half, interval.mean + half, interval.n, floor)
+    return Interval(interval.mean, max(0.0, interval.mean - half), interval.mean + half, interval.n, floor)
 
 
-def summarize_stability(records: Sequence[dict], threshold: float = THRESHOLD) -> list[StabilityRow]:
+def summarize_stability(records: Sequence[dict], threshold: float = THRESHOLD,
+                        chance: float | None = None) -> list[StabilityRow]:
+    """One row per (level, k) over the replicates' records (``chance``: for records that lack it)."""
     rows = []
     for level, k in sorted({(r["level"], r["k"]) for r in records}):
         cell = [r for r in records if r["level"] == level and r["k"] == k]
         barrier = barrier_interval([r["barrier"] for r in cell], cell[0].get("test_examples"))
         accuracy = mean_ci([sum(r["endpoint_test_acc"]) / 2 for r in cell], bounds=(0.0, 1.0))
-        rows.append(StabilityRow(level, cell[0]["percent_remaining"], k, barrier, accuracy,
-                                 stability_verdict(barrier, threshold), threshold))
+        verdict = stability_verdict(barrier, threshold, accuracy, cell[0].get("chance", chance))
+        rows.append(StabilityRow(level, cell[0]["percent_remaining"], k, barrier, accuracy, verdict, threshold))
     return rows
 
 
@@ -259,14 +269,15 @@ def run_stability(directory: str | Path, levels: Sequence[int], ks: Sequence[int
                 if progress:
                     progress(f"replicate {replicate}, level {level}, k={k}")
                 records.append(units.result(replicate, level, k))
-    rows = summarize_stability(records, threshold)
+    chance = 1.0 / env.data.num_classes if env.task.kind == "classification" else None
+    rows = summarize_stability(records, threshold, chance)
     all_records = [read_json(p) for p in sorted(units.root.glob("replicate_*/level_*/k_*/result.json"))]
     write_json_atomic(units.root / "stability.json",
                       {"threshold": threshold, "points": points, "rows": [r.to_dict() for r in rows],
                        "records": all_records})
     from ticketlab.report.stability_figure import barrier_figure
 
-    barrier_figure(summarize_stability([r for r in all_records if len(r["errors"]) == points], threshold),
+    barrier_figure(summarize_stability([r for r in all_records if len(r["errors"]) == points], threshold, chance),
                    units.root / "barrier_vs_k.png")
     return rows
 
@@ -290,5 +301,6 @@ def stability_markdown(rows: Sequence[StabilityRow]) -> str:
         lines.append(f"Barrier: highest test error on the line between two copies trained from iteration k with "
                      f"different data orders, minus the mean of the copies' errors. stable: the 95% interval over "
                      f"seeds lies at or below {rows[0].threshold:g} points; unstable: wholly above; "
-                     "inconclusive: it straddles the threshold; no verdict: one seed.")
+                     "inconclusive: it straddles the threshold; no verdict: one seed; not trained: the copies' "
+                     "accuracy is at most twice chance, so the barrier says nothing.")
     return "\n".join(lines)
