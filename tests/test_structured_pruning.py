@@ -82,3 +82,8 @@ def test_nm_levels_reach_2_of_4_and_are_refused_past_m_minus_1(tmp_path, capsys)
     code, out, err = cli(["run", "--dataset", "digits", "--model", "mlp_64_32", "--method", "nm", "--levels", "4",
                           "--out", str(tmp_path), "--no-progress"], capsys)
     assert code == 2 and "2:4" in err and len(err.strip().splitlines()) == 1
+
+
+def test_structured_pruning_is_layerwise_only():
+    with pytest.raises(ticketlab.ConfigError, match="layerwise"):
+        tiny_config(prune={"method": "structured", "strategy": "global"})

@@ -194,6 +194,10 @@ class Config:
             )
         method = resolve_method(self.prune.method)
         _check(
+            self.prune.method != "structured" or self.prune.strategy == "layerwise",
+            "structured pruning removes prune.rate of each layer's units (layerwise); drop strategy='global'",
+        )
+        _check(
             self.prune.method != "nm" or self.levels <= self.prune.nm_group - 1,
             f"N:M pruning with M={self.prune.nm_group} has {self.prune.nm_group - 1} levels (level L keeps M-L of "
             f"every M; level 2 is 2:4 when M=4); got levels={self.levels}",
