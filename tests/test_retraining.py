@@ -130,3 +130,22 @@ def test_transfer_refuses_a_ticket_whose_initialisation_differs(tmp_path, capsys
     code, out, err = cli(["run", "--transfer-from", str(source.directory), "--seed", "7", "--out",
                           str(tmp_path / "dst"), "--no-progress", "--workers", "1", "--no-report"], capsys)
     assert code == 2 and "initial weights differ" in err and len(err.strip().splitlines()) == 1
+
+
+def test_learning_rate_rewinding_is_never_called_winning(tmp_path):
+    """A network retrained from trained weights early-stops early by construction: its verdict
+    is judged on accuracy only."""
+    from ticketlab.verdicts import verdict_table
+
+    def record(level, seed, acc, stop):
+        return {"level": level, "arm": "ticket", "seed": seed, "replicate": seed, "percent_remaining": 100 - 20 * level,
+                "test_acc_at_early_stop": acc, "final_test_acc": acc, "early_stop_step": stop, "final_step": 200,
+                "test_examples": 1000, "status": "ok"}
+
+    runs = [record(0, s, 0.950 + 0.001 * s, 100) for s in range(3)] + [record(1, s, 0.960 + 0.001 * s, 0) for s in range(3)]
+    assert verdict_table(runs, eval_every=20).row(1).label == "winning"
+    row = verdict_table(runs, eval_every=20, can_win=False).row(1)
+    assert row.label == "matching" and "not judged for winning" in row.reason
+    result = run(tiny_config(levels=1, seeds=3, retrain="lr_rewind", train={"iterations": 200, "eval_every": 20}),
+                 tmp_path)
+    assert result.verdicts().row(1).label != "winning"

@@ -81,7 +81,8 @@ class Result:
         """
         if not any(r["level"] == 0 and r["arm"] == "ticket" for r in self.runs):
             return None  # no dense run yet: nothing to judge against
-        return verdict_table(self.runs, criteria, eval_every=self.config.train.eval_every)
+        return verdict_table(self.runs, criteria, eval_every=self.config.train.eval_every,
+                             can_win=self.config.retrain == "rewind")
 
     def levels(self) -> list[int]:
         return sorted({r["level"] for r in self.runs})

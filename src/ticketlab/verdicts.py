@@ -251,6 +251,7 @@ def verdict_table(
     runs: Iterable[Mapping[str, Any]],
     criteria: Criteria | None = None,
     eval_every: int | None = None,
+    can_win: bool = True,
 ) -> VerdictTable:
     """Judge every pruned level of an experiment's run records (see the module docstring).
 
@@ -258,6 +259,9 @@ def verdict_table(
     ``early_stop_step``, optionally ``final_step``, ``test_examples`` and ``status``).
     ``eval_every`` is the evaluation interval, the resolution of early-stopping iterations;
     when ``None`` it is inferred as the greatest common divisor of the recorded steps.
+    ``can_win=False`` (learning-rate rewinding, fine-tuning) judges matching only: a network that
+    retrains from trained weights early-stops sooner than the dense run trained from scratch by
+    construction, so an earlier early stop says nothing about it.
     Raises ``ValueError`` when there is no dense (level-0 ticket) run.
     """
     criteria = criteria or Criteria()
@@ -272,6 +276,9 @@ def verdict_table(
 
     levels = sorted({level for (level, arm) in cells if arm == TICKET and level != 0})
     drafts = [_judge_level(level, cells, dense_cell, criteria, grid, acc_floor, es_floor) for level in levels]
+    if not can_win:
+        drafts = [d | {"label": "matching", "reason": d["reason"].split("; ")[0] + "; not judged for winning: "
+                       "retrained from trained weights, not rewound"} if d["label"] == "winning" else d for d in drafts]
     drafts = _holm_controls(drafts, criteria.min_seeds)
 
     sparsest, in_sequence = None, True
