@@ -46,7 +46,7 @@ def cli(args: list[str], capsys) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
-def interrupted_level_1_ticket(config: Config, root, crash_at: int) -> tuple[Store, UnitPaths]:
+def interrupted_level_1_ticket(config: Config, root, crash_at: int, stepper: str = "auto") -> tuple[Store, UnitPaths]:
     """Train level 0, then crash level 1's ticket at its first evaluation at or after ``crash_at``
     (after a checkpoint), as a killed run would leave it."""
     store = Store.for_config(config, root)
@@ -62,5 +62,5 @@ def interrupted_level_1_ticket(config: Config, root, crash_at: int) -> tuple[Sto
             raise Crash
 
     with pytest.raises(Crash):
-        run_unit(config, str(store.directory), Unit(0, 1, "ticket"), "cpu", progress=crash)
+        run_unit(config, str(store.directory), Unit(0, 1, "ticket"), "cpu", progress=crash, stepper=stepper)
     return store, store.unit(0, 1, "ticket")

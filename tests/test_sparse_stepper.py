@@ -169,41 +169,32 @@ def test_a_layer_pruned_away_entirely_trains_as_dense_masked(collapsed):
 def test_sparse_unit_killed_after_a_checkpoint_resumes_to_the_same_weights(tmp_path):
     """Checkpoints written from the sparse stepper's sync resume (sparsely) to exactly the
     weights of an uninterrupted sparse run, and hold masked weights and optimizer state."""
+    from conftest import interrupted_level_1_ticket
     from ticketlab.io import load_tensors
     from ticketlab.method.arms.ticket import load_training_state
     from ticketlab.store import Store
     from ticketlab.units import Unit, ensure_level_mask, run_unit
 
     config = tiny_config(levels=1, train=SHORT, prune={"rate": 0.8, "output_rate": 0.5})
-    finals = []
-    for name, crash_at in (("clean", None), ("killed", 150)):
-        store = Store.for_config(config, tmp_path / name)
-        store.write_config(config)
-        run_unit(config, str(store.directory), Unit(0, 0, "ticket"), "cpu")
-        ensure_level_mask(environment(config), store, 0, 1)
-        unit = Unit(0, 1, "ticket")
-        if crash_at:
-            class Crash(Exception):
-                pass
+    unit = Unit(0, 1, "ticket")
+    clean = Store.for_config(config, tmp_path / "clean")
+    clean.write_config(config)
+    run_unit(config, str(clean.directory), Unit(0, 0, "ticket"), "cpu")
+    ensure_level_mask(environment(config), clean, 0, 1)
+    run_unit(config, str(clean.directory), unit, "cpu", stepper="sparse")
 
-            def crash(unit, step, end):
-                if step >= crash_at:
-                    raise Crash
-
-            with pytest.raises(Crash):
-                run_unit(config, str(store.directory), unit, "cpu", progress=crash, stepper="sparse")
-            paths = store.unit(0, 1, "ticket")
-            weights, optim_state, meta = load_training_state(store, paths.checkpoint)
-            assert meta["step"] == 100
-            mask = store.mask(store.level_mask_path(0, 1))
-            for param, keep in mask.items():
-                assert torch.all(weights[param][~keep] == 0)
-                assert torch.all(optim_state[f"exp_avg/{param}"][~keep] == 0)
-                assert torch.any(optim_state[f"exp_avg_sq/{param}"][keep] != 0)
-        # resumed under `auto`, the unit continues on the path its checkpoint was trained on (a new
-        # probe could choose differently and change the last bits); the clean run forces sparse
-        summary = run_unit(config, str(store.directory), unit, "cpu", stepper="auto" if crash_at else "sparse")
-        assert summary["stepper"] == "sparse"
-        finals.append(load_tensors(store.unit(0, 1, "ticket").final))
+    killed, paths = interrupted_level_1_ticket(config, tmp_path / "killed", crash_at=150, stepper="sparse")
+    weights, optim_state, meta = load_training_state(killed, paths.checkpoint)
+    assert meta["step"] == 100
+    mask = killed.mask(killed.level_mask_path(0, 1))
+    for param, keep in mask.items():
+        assert torch.all(weights[param][~keep] == 0)
+        assert torch.all(optim_state[f"exp_avg/{param}"][~keep] == 0)
+        assert torch.any(optim_state[f"exp_avg_sq/{param}"][keep] != 0)
+    # resumed under `auto`, the unit continues on the path its checkpoint was trained on (a new
+    # probe could choose differently and change the last bits)
+    summary = run_unit(config, str(killed.directory), unit, "cpu", stepper="auto")
+    assert summary["stepper"] == "sparse"
+    finals = [load_tensors(store.unit(0, 1, "ticket").final) for store in (clean, killed)]
     for param, value in finals[0].items():
         assert torch.equal(finals[1][param], value), param
