@@ -64,6 +64,9 @@ for mode in rewind lr_rewind finetune; do
     .venv/bin/ticketlab run scripts/retrain_study.toml --retrain "$mode" --workers 2 --out "$OUT" --no-progress
 done
 
+# 7b. One-shot against iterative pruning, the same schedule and seeds.
+.venv/bin/ticketlab run scripts/retrain_study.toml --method oneshot --ticket-levels 4,8,12 --workers 2 --out "$OUT" --no-progress
+
 # 8. Instability analysis: LeNet on the full MNIST (study 6's IMP run) and the Transformer (study 4),
 #    and the Transformer's IMP with late rewinding to k = 200.
 .venv/bin/ticketlab stability "$OUT"/mnist-lenet_300_100-6423e6477dda --levels 0,12,18 --k 0,100,1000
@@ -73,7 +76,13 @@ done
 
 # 9. Transfer: study 2's tickets (found with Adam) retrained with SGD (momentum 0.9, lr 0.01), beside
 #    IMP run natively with that SGD.
-.venv/bin/ticketlab run --transfer-from "$OUT"/mnist5k-lenet_300_100-aeac6bc260a9 --seeds 3 --optimizer sgd \
-    --lr 0.01 --controls random --control-levels 4,8,12,16 --workers 2 --out "$OUT" --no-progress
+.venv/bin/ticketlab run --transfer-from "$OUT"/mnist5k-lenet_300_100-aeac6bc260a9 --seeds 3 --levels 12 \
+    --optimizer sgd --lr 0.01 --controls random --control-levels 8,12 --workers 2 --out "$OUT" --no-progress
 .venv/bin/ticketlab run --dataset mnist5k --model lenet_300_100 --levels 16 --seeds 3 --optimizer sgd --lr 0.01 \
     --eval-every 50 --controls random --control-levels 4,8,12,16 --workers 2 --out "$OUT" --no-progress
+
+# 9b. N:M sparsity (3:4, 2:4, 1:4) and structured (whole-unit) pruning on mnist5k.
+.venv/bin/ticketlab run --dataset mnist5k --model lenet_300_100 --method nm --levels 3 --seeds 3 --eval-every 50 \
+    --controls random --workers 2 --out "$OUT" --no-progress
+.venv/bin/ticketlab run --dataset mnist5k --model lenet_300_100 --method structured --levels 8 --seeds 3 \
+    --eval-every 50 --controls random --control-levels 4,8 --workers 2 --out "$OUT" --no-progress
