@@ -193,15 +193,9 @@ class Config:
                 "(or mlp_<width>_<width>..., e.g. mlp_300_100, or an import path 'package.module:factory')"
             )
         method = resolve_method(self.prune.method)
-        _check(
-            self.prune.method != "structured" or self.prune.strategy == "layerwise",
-            "structured pruning removes prune.rate of each layer's units (layerwise); drop strategy='global'",
-        )
-        _check(
-            self.prune.method != "nm" or self.levels <= self.prune.nm_group - 1,
-            f"N:M pruning with M={self.prune.nm_group} has {self.prune.nm_group - 1} levels (level L keeps M-L of "
-            f"every M; level 2 is 2:4 when M=4); got levels={self.levels}",
-        )
+        method_check = getattr(method, "check", None)  # optional: a method's own limits on the config
+        if method_check is not None:
+            method_check(self)
         if self.retrain != "rewind":
             from ticketlab.method.base import Need, pruned_from_level
 

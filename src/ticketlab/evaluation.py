@@ -15,14 +15,13 @@ from ticketlab.steppers import SingleStepper
 from ticketlab.weights import load_state
 
 
-def evaluate_weights(env, weights: dict[str, torch.Tensor]) -> dict[str, float]:
-    """``val_loss``, ``val_acc``, ``test_loss`` and ``test_acc`` of ``weights`` on ``env``'s data
+def evaluate_weights(env, weights: dict[str, torch.Tensor], splits: tuple[str, ...] = ("val", "test")) -> dict[str, float]:
+    """``<split>_loss`` and ``<split>_acc`` of ``weights`` for each of ``splits`` on ``env``'s data
     (``env``: a :class:`ticketlab.units.Environment`; the accuracy is the task's score)."""
     model = env.build(0)
     load_state(model, {k: v.to(env.device) for k, v in weights.items()})
     stepper = SingleStepper(model, None, env.task, env.data, None)
     with torch.no_grad():
-        val_loss, val_acc = stepper.evaluate(eval_batches(env.data, "val"))
-        test_loss, test_acc = stepper.evaluate(eval_batches(env.data, "test"))
-    values = torch.cat([val_loss, val_acc, test_loss, test_acc]).tolist()
-    return dict(zip(("val_loss", "val_acc", "test_loss", "test_acc"), values))
+        scores = [stepper.evaluate(eval_batches(env.data, split)) for split in splits]
+    values = torch.cat([t for pair in scores for t in pair]).tolist()
+    return dict(zip((f"{split}_{kind}" for split in splits for kind in ("loss", "acc")), values))

@@ -32,9 +32,10 @@ from typing import Callable, Sequence
 import torch
 
 from ticketlab.config import Config
+from ticketlab.evaluation import evaluate_weights
 from ticketlab.errors import ConfigError
 from ticketlab.io import load_tensors, read_json, save_tensors, write_json_atomic
-from ticketlab.loop import TrainState, eval_batches, run_loop
+from ticketlab.loop import TrainState, run_loop
 from ticketlab.method.arms.ticket import MODEL_PREFIX, OPTIM_PREFIX, load_training_state, split_prefixed
 from ticketlab.optim import load_optimizer_state, make_optimizer, mask_optimizer_state_, optimizer_state_tensors
 from ticketlab.seeding import derive_seed
@@ -86,15 +87,11 @@ def train_from(env: Environment, weights: Weights, optimizer_state: Weights, mas
 def errors_along_line(env: Environment, a: Weights, b: Weights, points: int) -> list[float]:
     """Test error (percent: 100 x (1 - the task's score)) at ``points`` evenly spaced points
     between ``a`` (alpha = 0) and ``b`` (alpha = 1)."""
-    model = env.build(0)
-    stepper = SingleStepper(model, None, env.task, env.data, None)  # evaluation only
     errors = []
     for alpha in torch.linspace(0.0, 1.0, points).tolist():
         mixed = {n: torch.lerp(a[n].float(), b[n].float(), alpha).to(a[n].dtype) if a[n].is_floating_point() else a[n]
                  for n in a}
-        load_state(model, mixed)
-        _, score = stepper.evaluate(eval_batches(env.data, "test"))
-        errors.append(100.0 * (1.0 - float(score.item())))
+        errors.append(100.0 * (1.0 - evaluate_weights(env, mixed, splits=("test",))["test_acc"]))
     return errors
 
 

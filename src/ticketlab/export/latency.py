@@ -1,7 +1,8 @@
 """How fast a ticket's exports run against the dense model, measured here and now.
 
 This is ``ticketlab bench`` and the core of ``bench/export.py``. Every side computes the same
-function (checked against the masked model before anything is timed); sides are timed in
+function (``export_model`` checks each reloaded export against the masked model before anything
+is timed); sides are timed in
 interleaved rounds whose order rotates, and each side's speed is the median over rounds of
 (dense time / side time) paired within a round, so load that comes and goes hits every side
 alike. A side that cannot be built for this model (the structured export of a non-chain model,
@@ -19,17 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
 from ticketlab.errors import TicketlabError
 from ticketlab.export.prune_interop import apply_mask
-from ticketlab.export.sparse import load_sparse, save_sparse
-from ticketlab.export.structured import load_structured, save_structured, structured_chain
 from ticketlab.masks import Mask
-from ticketlab.weights import state_of
-
-TOLERANCE = 1e-5
 
 
 @dataclass
@@ -45,39 +40,25 @@ class Sides:
 def export_sides(model: nn.Module, mask: Mask, example: torch.Tensor, threads: int = 1,
                  workdir: Path | None = None) -> Sides:
     """Dense, masked, sparse, structured and ONNX versions of ``model`` under ``mask``, each
-    written to a file and loaded back, as a user would run them."""
-    model = model.eval()
-    masked = apply_mask(copy.deepcopy(model), mask).eval()
-    tmp = Path(workdir or tempfile.mkdtemp(prefix="ticketlab-bench-"))
-    sides = Sides({"dense": model, "masked": masked},
-                  {"dense": len(safetensors_bytes({k: v.contiguous() for k, v in state_of(model).items()}))}, {})
-    save_sparse(masked, mask, tmp / "sparse.safetensors", example)
-    sides.calls["sparse"] = load_sparse(tmp / "sparse.safetensors", copy.deepcopy(model))
-    sides.file_bytes["sparse"] = (tmp / "sparse.safetensors").stat().st_size
-    try:
-        net, sides.removed = structured_chain(masked, mask, example)
-        save_structured(net, tmp / "structured.safetensors", example)
-        sides.calls["structured"] = load_structured(tmp / "structured.safetensors")
-        sides.file_bytes["structured"] = (tmp / "structured.safetensors").stat().st_size
-    except TicketlabError as exc:
-        sides.skipped["structured"] = str(exc)
-    try:
-        from ticketlab.export.onnx_export import OnnxRunner, export_onnx
+    written by ``export_model`` (which reloads the file and checks it against the masked model),
+    run as a user would run them."""
+    from ticketlab.export.onnx_export import OnnxRunner
+    from ticketlab.export.ticket import export_model
 
-        source = sides.calls.get("structured", masked)
-        export_onnx(source, example[:2], tmp / "model.onnx")
-        sides.calls["onnx"] = OnnxRunner(tmp / "model.onnx", threads=threads)
-        sides.file_bytes["onnx"] = (tmp / "model.onnx").stat().st_size
-    except TicketlabError as exc:
-        sides.skipped["onnx"] = str(exc)
-    with torch.inference_mode():
-        reference = masked(example)
-        scale = max(1.0, float(reference.abs().max()))
-        for name, call in sides.calls.items():
-            if name != "dense":
-                diff = float((torch.as_tensor(call(example)) - reference).abs().max())
-                if diff > TOLERANCE * scale:
-                    raise TicketlabError(f"the {name} export differs from the masked model by {diff:.3g}; not timed")
+    model = model.eval()
+    tmp = Path(workdir or tempfile.mkdtemp(prefix="ticketlab-bench-"))
+    sides = Sides({"dense": model, "masked": apply_mask(copy.deepcopy(model), mask).eval()}, {}, {})
+    for fmt, name in (("sparse", "sparse.safetensors"), ("structured", "structured.safetensors"), ("onnx", "model.onnx")):
+        try:
+            report = export_model(model, mask, fmt, tmp / name, example)
+        except TicketlabError as exc:  # not built for this model, or onnxruntime missing
+            sides.skipped[fmt] = str(exc)
+            continue
+        sides.file_bytes.setdefault("dense", report.dense.file_bytes)
+        sides.file_bytes[fmt] = report.exported.file_bytes
+        sides.calls[fmt] = OnnxRunner(report.path, threads=threads) if fmt == "onnx" else report.loaded
+        if fmt == "structured":
+            sides.removed = report.removed
     return sides
 
 

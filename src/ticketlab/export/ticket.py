@@ -14,7 +14,7 @@ run the full dense layers (their zeros are multiplied like any other weight).
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -51,6 +51,7 @@ class ExportReport:
     exported: Footprint
     max_abs_diff: float  # of the reloaded export's outputs against the masked dense model (checked <= 1e-5 x output scale)
     removed: dict[str, Any] | None = None  # the structured export's units before/after
+    loaded: Callable[[torch.Tensor], torch.Tensor] | None = field(default=None, repr=False, compare=False)  # the reloaded export
 
     def rows(self) -> list[tuple[str, int, int, float]]:
         """(measure, dense, export, dense/export) rows for printing."""
@@ -150,7 +151,7 @@ def export_model(
         raise TicketlabError(f"the {fmt} export at {out} does not reproduce the masked model: outputs differ by "
                              f"{diff:.3g} (> {allowed:.3g}); please report this with the experiment")
     exported = Footprint(out.stat().st_size, params, nonzeros, flops)
-    return ExportReport(fmt, out, dense, exported, diff, removed)
+    return ExportReport(fmt, out, dense, exported, diff, removed, run)
 
 
 def _executed_flops(model: nn.Module, example: torch.Tensor) -> int:

@@ -136,6 +136,10 @@ class ArmContext:
 
 @runtime_checkable
 class PruningMethod(Protocol):
+    """``needs`` and ``next_mask`` are required. A method may also define ``check(config)``,
+    raising ``ConfigError`` for settings it cannot serve; it runs when the config is validated,
+    before anything is written."""
+
     name: str
 
     def needs(self, level: int) -> set[Need]: ...

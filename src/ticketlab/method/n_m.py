@@ -44,12 +44,16 @@ class NMPruning:
     def needs(self, level: int) -> set[Need]:
         return {Need.PREVIOUS_TRAINED}
 
+    def check(self, config) -> None:
+        m = config.prune.nm_group
+        if config.levels > m - 1:
+            raise ConfigError(f"N:M pruning with M={m} has {m - 1} levels (level L keeps M-L of every M; level 2 "
+                              f"is 2:4 when M=4); got levels={config.levels}: use --levels {m - 1} or a larger "
+                              "prune.nm_group")
+
     def next_mask(self, ctx: MaskContext) -> Mask:
         m = ctx.config.prune.nm_group
         n = m - ctx.level
-        if n < 1:
-            raise ConfigError(f"N:M pruning with M={m} has {m - 1} levels (level L keeps {m}-L of every {m}); "
-                              f"got level {ctx.level}: use --levels {m - 1} or a larger prune.nm_group")
         trained = ctx.trained(ctx.level - 1)
         return Mask({name: keep_n_of_m(trained[name], keep, n, m) if keep.dim() >= 2 else keep.clone()
                      for name, keep in ctx.previous.items()})

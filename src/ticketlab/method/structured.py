@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import torch
 
+from ticketlab.errors import ConfigError
 from ticketlab.masks import Mask
 from ticketlab.method.base import MaskContext, Need
 from ticketlab.pruning import count_to_prune
@@ -66,6 +67,11 @@ def mask_inputs_of_removed_units(producer: torch.Tensor, consumer: torch.Tensor)
 
 class StructuredPruning:
     name = "structured"
+
+    def check(self, config) -> None:
+        if config.prune.strategy != "layerwise":
+            raise ConfigError("structured pruning removes prune.rate of each layer's units (layerwise); "
+                              "drop strategy='global'")
 
     def needs(self, level: int) -> set[Need]:
         return {Need.PREVIOUS_TRAINED}
