@@ -101,11 +101,9 @@ def run_experiment(point: Point, args, root: Path) -> tuple[float, list[float]]:
 
 
 def n_params(model: str, dataset: str) -> int:
-    from ticketlab.models import build_model
-    from ticketlab.units import cached_dataset
+    from ticketlab.inputs import builtin_inputs
 
-    data = cached_dataset(dataset, None, 0, "cpu")
-    return sum(p.numel() for p in build_model(model, data.input_shape, data.num_classes).parameters())
+    return sum(p.numel() for p in builtin_inputs(model, dataset, None, 0).build(0).parameters())
 
 
 def fit_line(xs: list[float], ys: list[float]) -> tuple[float, float]:

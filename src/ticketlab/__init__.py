@@ -8,13 +8,44 @@ Your own model and data::
 
     result = ticketlab.run({"levels": 5, "controls": ["reinit", "random"], "seeds": 3},
                            model=make_model, data={"train": (x, y), "val": (xv, yv), "test": (xt, yt)})
+
+The public names are imported on first use (PEP 562), so a worker process that imports
+``ticketlab.units`` to train does not pay for the statistics, reporting and CLI stacks
+(scipy, matplotlib, rich) that only the parent needs.
 """
 
-from ticketlab.api import Result, run
-from ticketlab.config import Config, DataConfig, PruneConfig, RunOptions, TrainConfig
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ticketlab.errors import ConfigError, DataError, ExperimentLockedError, StoreError, TicketlabError, UserCodeError
-from ticketlab.masks import Mask
-from ticketlab.task import Task
+
+if TYPE_CHECKING:
+    from ticketlab.api import Result, run
+    from ticketlab.config import Config, DataConfig, PruneConfig, RunOptions, TrainConfig
+    from ticketlab.masks import Mask
+    from ticketlab.task import Task
+
+_LAZY = {
+    "run": "ticketlab.api", "Result": "ticketlab.api",
+    "Config": "ticketlab.config", "DataConfig": "ticketlab.config", "TrainConfig": "ticketlab.config",
+    "PruneConfig": "ticketlab.config", "RunOptions": "ticketlab.config",
+    "Mask": "ticketlab.masks", "Task": "ticketlab.task",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'ticketlab' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "run", "Result", "Config", "DataConfig", "TrainConfig", "PruneConfig", "RunOptions", "Mask", "Task",

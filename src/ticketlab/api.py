@@ -14,6 +14,7 @@ from ticketlab.audit import repair, scan
 from ticketlab.config import Config, RunOptions
 from ticketlab.errors import PerformanceNote, StoreError
 from ticketlab.executors import make_executor
+from ticketlab.executors.local import start_worker_server
 from ticketlab.graph import all_units, blocked, diverged_levels, run_graph
 from ticketlab.masks import Mask
 from ticketlab.preflight import preflight
@@ -144,6 +145,7 @@ def run(
     options = options or RunOptions()
     options.validate()
     requested, options = options, options.resolved()
+    start_worker_server(options)
     config, inputs = prepare_inputs(config if config is not None else {}, model, data, task, data_version)
     device = resolve_device(options.device)
     env = environment(config, device, inputs)  # missing or malformed data fails here, before any write

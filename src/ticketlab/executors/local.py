@@ -82,20 +82,66 @@ class BatchedExecutor:
         self.queue.clear()
 
 
-def _die_with_parent(parent_pid: int) -> None:
+def worker_context() -> multiprocessing.context.BaseContext:
+    """How the pool starts workers: forked from a fork server where available, spawned elsewhere.
+
+    The fork server (Linux) imports torch and the training modules once (``executors.warm``);
+    every worker forked from it starts with them imported, instead of each spawned worker
+    paying Python start-up, ``import torch`` and torch's lazy compiler import again. The server
+    never runs torch kernels, so forking it is safe, and it exits when the run's process does.
+    """
+    if sys.platform.startswith("linux") and "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["ticketlab.executors.warm"])
+        return context
+    return multiprocessing.get_context("spawn")
+
+
+def start_worker_server(options: RunOptions) -> None:
+    """Start the fork server now, if this run will use worker processes.
+
+    Called first thing in ``ticketlab.run``: the server's imports then overlap the parent's own
+    data loading and preflight instead of following them. Best effort: on failure, the pool
+    starts it (or spawns) as usual.
+    """
+    if options.executor != "local" or options.workers <= 1 or options.batch > 1:
+        return
+    if worker_context().get_start_method() == "forkserver":
+        from multiprocessing import forkserver
+
+        try:
+            forkserver.ensure_running()
+        except (OSError, ValueError):
+            pass
+
+
+def _die_with_parent(run_pid: int) -> None:
     """On Linux, ask the kernel to SIGKILL this worker when its parent dies.
 
     Without it, killing a run (SIGKILL, OOM killer) would leave workers training on and writing
-    into the experiment directory while the resumed run works on the same units. If the parent
-    died while this worker was starting (before prctl), exit now.
+    into the experiment directory while the resumed run works on the same units. The parent is
+    the run's process for a spawned worker and the fork server for a forked one; the server
+    exits as soon as the run's process is gone. If either died while this worker was starting
+    (before prctl), exit now.
     """
+    parent = os.getppid()
     if sys.platform.startswith("linux"):
         try:
             ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         except (OSError, AttributeError):
             pass
-    if os.getppid() != parent_pid:
+    if os.getppid() != parent or not _alive(run_pid):
         os._exit(1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 PR_SET_PDEATHSIG = 1
@@ -139,7 +185,7 @@ class _MainHidden:
 
 
 class ProcessPoolUnitExecutor:
-    """Runs up to ``workers`` units at once in spawned processes (safe with torch, any OS)."""
+    """Runs up to ``workers`` units at once in worker processes (see ``worker_context``)."""
 
     def __init__(self, config: Config, store_dir: str, options: RunOptions, inputs: bytes | None = None) -> None:
         self.config, self.store_dir, self.options = config, store_dir, options
@@ -148,7 +194,7 @@ class ProcessPoolUnitExecutor:
         self.main_hidden.__enter__()
         self.pool = ProcessPoolExecutor(
             max_workers=options.workers,
-            mp_context=multiprocessing.get_context("spawn"),
+            mp_context=worker_context(),
             initializer=_worker_init,
             initargs=(options.threads, os.getpid(), inputs),
         )
