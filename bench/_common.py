@@ -95,12 +95,13 @@ print(json.dumps({"directory": str(result.directory), "import_s": t1 - t0, "run_
 """
 
 
-def run_experiment_subprocess(config: dict, options: dict) -> dict:
+def run_experiment_subprocess(config: dict, options: dict, src: "str | os.PathLike | None" = None) -> dict:
     """Run ``ticketlab.run(config, RunOptions(**options))`` in a fresh Python process, as the CLI would.
 
     Returns {"wall_s": what the user waits for (process start to exit), "run_s": ticketlab.run alone,
     "import_s", "directory", "unit_s": [each unit's own wall_time_s]}. A fresh process per run means
     every run pays the same one-off costs (torch import, dataset parsing, torch's lazy imports).
+    ``src`` runs another checkout's ``src`` folder (e.g. a previous release) instead of this one.
     """
     import json
     import subprocess
@@ -108,7 +109,7 @@ def run_experiment_subprocess(config: dict, options: dict) -> dict:
 
     start = time.perf_counter()
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_SRC), env.get("PYTHONPATH", "")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(src or _SRC), env.get("PYTHONPATH", "")) if p)
     out = subprocess.run([sys.executable, "-c", _RUNNER, json.dumps({"config": config, "options": options})],
                          capture_output=True, text=True, env=env)
     wall = time.perf_counter() - start
