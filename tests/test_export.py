@@ -348,3 +348,22 @@ def test_cli_bench_times_every_export_against_dense(experiment, capsys):
     assert "| dense | " in stdout and " 1.00x | 1.00..1.00 |" in stdout
     code, _, stderr = cli(["bench", str(experiment), "--level", "2", "--rounds", "0"], capsys)
     assert code == 2 and "--rounds" in stderr
+
+
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_sparse_linear_drops_unread_inputs_and_matches_linear(with_bias):
+    """Inputs no stored weight reads are skipped, one example or many, any leading dimensions."""
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(7, 12, generator=generator) * (torch.rand(7, 12, generator=generator) < 0.4)
+    weight[:, [0, 5, 11]] = 0  # inputs pruned away entirely, as IMP does to MNIST's border pixels
+    weight[3] = 0  # and a unit with no inputs left
+    bias = torch.randn(7, generator=generator) if with_bias else None
+    layer = SparseLinear(weight.to_sparse_csr(), bias)
+    assert layer.live.tolist() == [c for c in range(12) if weight[:, c].any()]
+    for shape in ((1, 12), (5, 12), (2, 3, 12)):
+        x = torch.randn(*shape, generator=generator)
+        torch.testing.assert_close(layer(x), nn.functional.linear(x, weight, bias), rtol=1e-5, atol=1e-6)
+    chained = SparseLinear(weight[:, :7].t().contiguous().to_sparse_csr(), None)  # features x batch input, no copy
+    x = torch.randn(4, 12, generator=generator)
+    torch.testing.assert_close(chained(layer(x)), nn.functional.linear(nn.functional.linear(x, weight, bias), weight[:, :7].t()),
+                               rtol=1e-5, atol=1e-5)
