@@ -91,7 +91,7 @@ class Ours:
         self.config = TrainConfig(batch_size=BATCH, lr=LR, iterations=HUGE, eval_every=HUGE, checkpoint_every=HUGE)
         self.optimizer = ticketlab_optimizer(model, self.config, data.x_train.device)
         # A non-empty history skips the loop's initial evaluation; the end-of-call one remains.
-        self.state = TrainState(step=0, history=[{"step": 0}])
+        self.state = TrainState(step=0, history=[{"step": 0, "val_loss": 0.0}])
 
         self.stepper = SingleStepper(model, self.optimizer, Task().bind(data.y_train), data, masks)
         self.events = NoEvents()

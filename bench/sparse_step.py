@@ -72,7 +72,7 @@ class Side:
         self.name, self.data = name, data
         self.config = TrainConfig(batch_size=BATCH, lr=LR, iterations=HUGE, eval_every=HUGE, checkpoint_every=HUGE)
         self.optimizer = make_optimizer(model.parameters(), self.config, data.x_train.device)
-        self.state = TrainState(step=0, history=[{"step": 0}])  # skips the loop's first evaluation
+        self.state = TrainState(step=0, history=[{"step": 0, "val_loss": 0.0}])  # skips the loop's first evaluation
         self.stepper = cls(model, self.optimizer, Task().bind(data.y_train), data, masks)
         self.stepper.evaluate = lambda batches: (torch.zeros(1), torch.zeros(1))  # time steps only
 
