@@ -74,11 +74,11 @@ class SparseLinear(nn.Module):
     last dimension of ``x`` (any leading dimensions, like ``nn.Linear``); one example goes
     through ``torch.mv``, which has the least per-call overhead.
 
-    ``x^T`` is built by gathering only the input features some stored weight reads: one pass
-    that both transposes and drops the inputs pruning removed entirely (IMP prunes MNIST's
-    border pixels away). A plain ``x.t().contiguous()`` costs about twice as much, and at a few
-    percent of weights remaining that copy is a quarter of the layer's time. Between two sparse
-    layers the activations stay in the features-by-batch layout, so no copy is made there.
+    For a batch in the usual batch-major layout, ``x^T`` is built by gathering only the input
+    features some stored weight reads: one pass that both transposes and drops the inputs
+    pruning removed entirely (IMP prunes MNIST's border pixels away); at a few percent of
+    weights remaining that copy is otherwise a large part of the layer's time. Between two
+    sparse layers the activations stay in the features-by-batch layout, so no copy is made.
     """
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
@@ -94,7 +94,6 @@ class SparseLinear(nn.Module):
             warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
             narrow = torch.sparse_csr_tensor(weight.crow_indices(), compact[columns].to(weight.col_indices().dtype),
                                              weight.values(), (self.out_features, live.numel()))
-        self.all_live = live.numel() == self.in_features
         self.register_buffer("live", live, persistent=False)
         self.register_buffer("narrow", narrow, persistent=False)
 
@@ -109,16 +108,29 @@ class SparseLinear(nn.Module):
             if self.bias is not None:
                 out = out + self.bias
         else:
-            rows = flat.t()  # features x batch; contiguous when the previous layer was a SparseLinear
-            rows = rows if self.all_live and rows.is_contiguous() else rows[self.live]
+            rows = flat.t()  # features x batch: contiguous (free) when the previous layer was a SparseLinear
+            weight = self.weight
+            if not rows.is_contiguous():  # a copy is needed anyway: copy only the inputs a weight reads
+                rows, weight = _gather_rows(rows, self.live), self.narrow
             if self.bias is not None:  # bias added by the kernel
-                out = torch.addmm(self.bias.unsqueeze(1), self.narrow, rows).t()
+                out = torch.addmm(self.bias.unsqueeze(1), weight, rows).t()
             else:
-                out = torch.sparse.mm(self.narrow, rows).t()
+                out = torch.sparse.mm(weight, rows).t()
         return out.reshape(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, nnz={self.weight_counts()[1]}"
+
+
+def _gather_rows(rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``rows[index]`` as a contiguous tensor, for a strided (transposed) ``rows``.
+
+    On CPU, outside autograd, numpy's fancy indexing does this gather-and-transpose about twice
+    as fast as torch's index kernels (bench/export.py); elsewhere torch's indexing is used.
+    """
+    if rows.device.type == "cpu" and not rows.requires_grad and rows.dtype in (torch.float32, torch.float64):
+        return torch.from_numpy(rows.numpy()[index.numpy()])
+    return rows[index]
 
 
 def save_sparse(
