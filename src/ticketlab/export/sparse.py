@@ -93,7 +93,8 @@ class SparseLinear(nn.Module):
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
             narrow = torch.sparse_csr_tensor(weight.crow_indices(), compact[columns].to(weight.col_indices().dtype),
-                                             weight.values(), (self.out_features, live.numel()))
+                                             weight.values(), (self.out_features, live.numel()),
+                                             check_invariants=False)  # derived from a checked CSR
         self.register_buffer("live", live, persistent=False)
         self.register_buffer("narrow", narrow, persistent=False)
 
