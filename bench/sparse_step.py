@@ -81,6 +81,22 @@ class Side:
         del self.state.history[1:]
 
 
+def conv_flops_bound(conv: torch.nn.Module, data) -> None:
+    """What a sparse path for conv2's Linear layers alone could give: the convolutions' share of
+    the forward FLOPs (measured by ticketlab.flops) bounds it (Amdahl), since PyTorch has no
+    sparse convolution kernel on CPU to run them on."""
+    from ticketlab.flops import forward_flops
+
+    flops = forward_flops(conv, data.x_train[:1])
+    params = dict(conv.named_parameters())
+    conv_part = sum(f for name, f in flops.per_weight.items() if params[name].dim() > 2)
+    share = conv_part / flops.total
+    print(f"conv2 forward: {flops.total / 1e6:.1f} MFLOP per example, {100 * share:.1f}% of it in its convolutions. "
+          "Even free sparse Linear layers at d of their weights kept would bound a conv2 step's speedup at "
+          "1 / (conv share + (1 - conv share) d): "
+          + ", ".join(f"{1 / (share + (1 - share) * d):.2f}x at {100 * d:.1f}%" for d in (0.211, 0.036)) + ".\n")
+
+
 def imp_masks(data, train_steps: int) -> tuple[dict[str, torch.Tensor], dict[int, Mask]]:
     """The initial weights and an IMP-like mask at every level in LEVELS (trained, pruned, repeat)."""
     torch.manual_seed(0)
@@ -163,7 +179,8 @@ def main() -> None:
 
     conv = build_model("conv2", data.input_shape, data.num_classes)
     why = sparse_ineligible(conv, Task().bind(data.y_train), data, {"x": None}, torch.device("cpu"))
-    print(f"\nconv2 (and every non-MLP model): no sparse row; {why}, so it always trains on the dense path.\n")
+    print(f"\nconv2 (and every non-MLP model): no sparse row; {why}, so it always trains on the dense path.")
+    conv_flops_bound(conv, data)
 
     if args.profile:
         level = 10
