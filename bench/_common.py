@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
+import shutil
 import statistics
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -118,3 +121,16 @@ def run_experiment_subprocess(config: dict, options: dict, src: "str | os.PathLi
     info = json.loads(out.stdout.strip().splitlines()[-1])
     info["wall_s"] = wall
     return info
+
+
+@contextlib.contextmanager
+def scratch_directory(prefix: str, keep: bool = False):
+    """A fresh temporary directory for a benchmark's experiments; removed afterwards unless ``keep``."""
+    base = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield base
+    finally:
+        if keep:
+            print(f"\nexperiment directories kept in {base}")
+        else:
+            shutil.rmtree(base, ignore_errors=True)

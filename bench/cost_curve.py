@@ -28,14 +28,14 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import _common  # noqa: F401  (sys.path for the src layout)
 import torch
 
-from _common import available_cores, print_availability, run_experiment_subprocess, median, print_machine
+from _common import (available_cores, median, print_availability, print_machine, run_experiment_subprocess,
+                     scratch_directory)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -193,8 +193,7 @@ def main() -> None:
     walls_all: dict[Point, list[float]] = {p: [] for p in points}
     unit_times: dict[Point, list[float]] = {p: [] for p in points}
     cores_free: dict[Point, list[float]] = {p: [] for p in points}
-    base_dir = Path(tempfile.mkdtemp(prefix="ticketlab-bench-cost-"))
-    try:
+    with scratch_directory("ticketlab-bench-cost-") as base_dir:
         for r in range(args.repeats):
             order = points[r % len(points):] + points[:r % len(points)]
             for i, point in enumerate(order):
@@ -208,8 +207,6 @@ def main() -> None:
                       f"{point.units(nc):3d} units, {wall:6.2f} s  (cores free before/after: {before:.2f}/{after:.2f})",
                       flush=True)
                 shutil.rmtree(base_dir / f"r{r}-{i}", ignore_errors=True)
-    finally:
-        shutil.rmtree(base_dir, ignore_errors=True)
     walls = {p: median(ws) for p, ws in walls_all.items()}
     print()
 

@@ -29,10 +29,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -40,7 +38,8 @@ import torch
 from safetensors.torch import load_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import median, print_availability, print_machine, run_experiment_subprocess  # noqa: E402
+from _common import (median, print_availability, print_machine, run_experiment_subprocess,  # noqa: E402
+                     scratch_directory)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -192,10 +191,9 @@ def main() -> None:
           f"{args.eval_every}, 1 seed, no controls, 1 worker x 1 thread; previous release = {args.previous}; "
           f"{args.rounds} round(s)\n")
     sides = [s.strip() for s in args.sides.split(",") if s.strip()]
-    base = Path(tempfile.mkdtemp(prefix="ticketlab-bench-e2e-"))
-    previous_src = extract_release(args.previous, base) if "previous" in sides else None
     results: dict[str, list[dict]] = {s: [] for s in sides}
-    try:
+    with scratch_directory("ticketlab-bench-e2e-", args.keep) as base:
+        previous_src = extract_release(args.previous, base) if "previous" in sides else None
         for r in range(args.rounds):
             order = sides[r % len(sides):] + sides[:r % len(sides)]
             for side in order:
@@ -238,11 +236,6 @@ def main() -> None:
             print("\nbare loop, test accuracy at its early-stopping point per level: "
                   + ", ".join(f"{lv['test_at_best']:.4f}" for lv in results["bare"][0]["levels"]))
         print_availability()
-    finally:
-        if args.keep:
-            print(f"\nexperiment directories kept in {base}")
-        else:
-            shutil.rmtree(base, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -21,17 +21,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import _common  # noqa: F401  (sys.path for the src layout)
 import torch
 
-from _common import print_availability, run_experiment_subprocess, median, print_machine, spread
+from _common import median, print_availability, print_machine, run_experiment_subprocess, scratch_directory, spread
 
 
 def parse_args() -> argparse.Namespace:
@@ -164,14 +162,13 @@ def main() -> None:
           f"whole process {probe['process_s']:.2f} s")
     print("(every worker process pays this before its first step; the parent pays it too)\n")
 
-    base = Path(tempfile.mkdtemp(prefix="ticketlab-bench-parallel-"))
     sides = {1: "A", args.workers: "B"}
     walls: dict[int, list[float]] = {1: [], args.workers: []}
     runs: dict[int, list[float]] = {1: [], args.workers: []}
     busy: dict[int, list[float]] = {1: [], args.workers: []}
     dirs: dict[int, list[Path]] = {1: [], args.workers: []}
     all_ok = False
-    try:
+    with scratch_directory("ticketlab-bench-parallel-", args.keep) as base:
         for r in range(args.repeats):
             for workers in ((1, args.workers) if r % 2 == 0 else (args.workers, 1)):
                 info = run_once(raw, workers, args.threads, base / f"{sides[workers]}{r}-workers{workers}")
@@ -221,11 +218,6 @@ def main() -> None:
         print(f"\nidentical results: {'OK' if all_ok else 'DIFFERENT'}")
         print("after the runs:", end=" ")
         print_availability()
-    finally:
-        if args.keep:
-            print(f"experiment roots kept under {base}")
-        else:
-            shutil.rmtree(base, ignore_errors=True)
     if not all_ok:
         sys.exit(1)
 
