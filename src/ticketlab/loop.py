@@ -74,6 +74,11 @@ class Stepper(Protocol):
         """Make replicate k's own model and optimizer hold its current state (before saving)."""
         ...
 
+    # Optional: ``evaluate_weights(k, weights, batches) -> (loss, score)``, replicate k's [1]
+    # loss and score with ``weights`` (as ``weights.state_of`` gives them) in place of its own,
+    # which are left as they were. With it (and an ``Events.early_stop_weights``) the test split
+    # is scored once, at the end, on the saved early-stopped weights (see ``_record_evals``).
+
 
 class Events(Protocol):
     """What happens to one replicate at the loop's events (the unit runner writes files)."""
@@ -88,6 +93,9 @@ class Events(Protocol):
         """The evaluation just recorded is the new early-stopping point (the minimum validation
         loss so far, as :func:`early_stop` picks it); the replicate's model holds its weights."""
         ...
+
+    # Optional: ``early_stop_weights(step) -> dict | None``, the weights ``on_early_stop`` saved
+    # for the evaluation at ``step`` (None when they are not at hand).
 
 
 def steps_per_epoch(dataset: "Dataset | StreamingData", batch_size: int) -> int:
@@ -165,14 +173,18 @@ def non_finite(record: dict[str, float | None], weights_finite: bool = True) -> 
 
 def _record_evals(stepper: Stepper, data: Dataset, states: Sequence[TrainState], events: Sequence[Events],
                   step: int, train_losses: list[float] | None, test_every_eval: bool = True,
-                  final: bool = False) -> None:
+                  final: bool = False, test_saved_later: bool = False) -> None:
     """Append an evaluation to each live replicate's history; mark the ones that went non-finite.
 
     The validation split is evaluated every time (it decides early stopping). The test split is
-    evaluated where a number the run reports comes from: at a new early-stopping candidate (a
-    validation loss below every earlier one) and at the end; elsewhere its fields are null,
-    unless ``test_every_eval`` asks for the whole test curve. The reported test accuracies are
-    the same either way; on the full MNIST the test split is two thirds of what is evaluated.
+    evaluated only where a number the run reports comes from: the end, and the early-stopping
+    point. With ``test_saved_later`` the early-stopping point's test fields stay null here and
+    :func:`_score_early_stop` fills them at the end from the saved early-stopped weights (early
+    in training nearly every evaluation is a new candidate, so scoring each one would cost
+    almost the whole test curve); otherwise each candidate (a validation loss below every
+    earlier one) is scored when it happens. ``test_every_eval`` records the whole test curve.
+    The reported test accuracies are the same in every mode; on the full MNIST the test split
+    is two thirds of what an evaluation scores.
     """
     started = time.perf_counter()
     val_loss, val_acc = stepper.evaluate(eval_batches(data, "val"))
@@ -180,7 +192,7 @@ def _record_evals(stepper: Stepper, data: Dataset, states: Sequence[TrainState],
     head = torch.stack([val_loss, val_acc, finite]).T.tolist()  # one host sync
     candidate = [not state.diverged and values[0] < min((r["val_loss"] for r in state.history), default=math.inf)
                  for state, values in zip(states, head)]
-    if test_every_eval or final or any(candidate):
+    if test_every_eval or final or (any(candidate) and not test_saved_later):
         test_loss, test_acc = stepper.evaluate(eval_batches(data, "test"))
         tests = torch.stack([test_loss, test_acc]).T.tolist()
     else:
@@ -202,6 +214,26 @@ def _record_evals(stepper: Stepper, data: Dataset, states: Sequence[TrainState],
             on_early_stop = getattr(events[k], "on_early_stop", None)  # optional for older Events
             if on_early_stop is not None:
                 on_early_stop(state)
+
+
+def _score_early_stop(stepper: Stepper, data: Dataset, states: Sequence[TrainState],
+                      events: Sequence[Events]) -> None:
+    """Fill in the test fields of each live replicate's early-stopping evaluation, scored on the
+    weights saved there (``Events.early_stop_weights``). A replicate whose saved weights are
+    not at hand (a damaged file set aside) keeps null test fields there."""
+    for k, state in enumerate(states):
+        if state.diverged or not state.history:
+            continue
+        best = early_stop(state.history)
+        if best.get("test_acc") is not None:
+            continue
+        weights = events[k].early_stop_weights(int(best["step"]))
+        if weights is None:
+            continue
+        started = time.perf_counter()
+        loss, score = stepper.evaluate_weights(k, weights, eval_batches(data, "test"))
+        best["test_loss"], best["test_acc"] = torch.stack([loss, score]).view(2).tolist()
+        state.eval_seconds += time.perf_counter() - started
 
 
 def _save_points(stepper: Stepper, states: Sequence[TrainState], events: Sequence[Events], loss_acc: torch.Tensor,
@@ -244,8 +276,11 @@ def run_loop(
     if isinstance(data, StreamingData) and len(states) > 1:
         raise ValueError("streamed data trains one replicate at a time")
     device = data.device if isinstance(data, StreamingData) else data.x_train.device
+    test_saved_later = (not train.test_every_eval and hasattr(stepper, "evaluate_weights")
+                        and all(hasattr(e, "early_stop_weights") for e in events))
     if not states[0].history:
-        _record_evals(stepper, data, states, events, start, None, train.test_every_eval, start == end)
+        _record_evals(stepper, data, states, events, start, None, train.test_every_eval, start == end,
+                      test_saved_later)
 
     batch_at = TrainingBatches(data, train.batch_size, data_seeds).batch_at
     lr_points = set(lr_change_points(train, start, end))
@@ -264,7 +299,8 @@ def run_loop(
             train_losses = [total / loss_count for total in loss_acc.tolist()]  # mean in float64
             loss_acc.zero_()
             loss_count = 0
-            _record_evals(stepper, data, states, events, done, train_losses, train.test_every_eval, done == end)
+            _record_evals(stepper, data, states, events, done, train_losses, train.test_every_eval, done == end,
+                          test_saved_later)
         for state in states:
             if not state.diverged:
                 state.step = done
@@ -278,6 +314,8 @@ def run_loop(
         if not state.diverged:
             stepper.sync(k)
         state.loss_sum, state.loss_count = 0.0, 0
+    if test_saved_later and all(s.diverged or s.step == end for s in states):
+        _score_early_stop(stepper, data, states, events)
 
 
 def last_finite(history: list[dict[str, float | None]]) -> dict[str, float | None] | None:

@@ -162,6 +162,7 @@ class SparseStepper:
             _Layer(m.weight, m.bias, masks.get(n, torch.ones_like(m.weight)), live if i == 0 else None)
             for i, (m, n) in enumerate(zip(linears, names))
         ]
+        self.names = names
         # the training inputs, live columns only, gathered once (``live_x``: another stepper's, same masks)
         self.x = live_x if live_x is not None else self._inputs(data.x_train).contiguous()
         self.y = data.y_train
@@ -299,16 +300,33 @@ class SparseStepper:
         n = max(1, count)
         return (loss_total / n).view(1), (score_total / n).view(1)
 
+    @torch.no_grad()
+    def evaluate_weights(self, k: int, weights: dict[str, torch.Tensor], batches) -> tuple[torch.Tensor, torch.Tensor]:
+        """``evaluate`` with the survivors and biases read from ``weights`` (dense tensors, as the
+        model holds them); the stepper's own come back after."""
+        own = [(layer.values.clone(), layer.bias.clone()) for layer in self.layers]
+        try:
+            for layer, name in zip(self.layers, self.names):
+                layer.values.copy_(weights[name].reshape(-1)[layer.flat])
+                layer.bias.copy_(weights[name.removesuffix("weight") + "bias"])
+            return self.evaluate(batches)
+        finally:
+            for layer, (values, bias) in zip(self.layers, own):
+                layer.values.copy_(values)
+                layer.bias.copy_(bias)
+
     def finite(self) -> torch.Tensor:
         flags = [torch.isfinite(p).all() for layer in self.layers for p in layer.params]
         return torch.stack(flags).all().float().view(1)
 
 
 # ---------------------------------------------------------------------------- choosing a stepper
-# "auto" probes pruned units at any density: above SPARSE_BELOW the hand-written step runs dense
-# matmuls but still beats the autograd step with its re-mask of every weight (1.09x at 100%,
-# 1.20x at 51% of LeNet's weights kept in bench/sparse_step.py), so it is a candidate everywhere.
-AUTO_MAX_DENSITY = 1.0
+# Above this fraction of weights kept, "auto" stays dense without probing. The hand-written step
+# also wins there (its layers are dense matmuls without autograd or a re-mask of every weight:
+# 1.09x at 100%, 1.20x at 51% of LeNet's weights kept in bench/sparse_step.py), but by margins
+# so close to PROBE_MIN_SPEEDUP that a timed probe would flip between runs, and each flip makes
+# two runs of one config differ in the last float bits. ``--stepper sparse`` takes it anyway.
+AUTO_MAX_DENSITY = 0.3
 PROBE_MIN_STEPS = 1000  # "auto" probes only units with at least this many steps left to train
 PROBE_ROUNDS, PROBE_STEPS = 3, 8  # interleaved rounds of steps per side (after 3 warm-up steps each)
 PROBE_MIN_SPEEDUP = 1.1
@@ -351,9 +369,9 @@ def choose_stepper(prepared, requested: str = "auto", precision: str = "fp32"):
 
     ``dense``: the dense-masked :class:`SingleStepper`. ``sparse``: :class:`SparseStepper` (a
     one-line ConfigError when the unit cannot train sparsely). ``auto``: sparse only for an
-    eligible pruned unit with at least :data:`PROBE_MIN_STEPS` steps to go, and only when a
-    short probe on its own data measures it at least :data:`PROBE_MIN_SPEEDUP` times faster;
-    dense otherwise (level 0 always).
+    eligible pruned unit at most :data:`AUTO_MAX_DENSITY` dense with at least
+    :data:`PROBE_MIN_STEPS` steps to go, and only when a short probe on its own data measures it
+    at least :data:`PROBE_MIN_SPEEDUP` times faster; dense otherwise (level 0 always).
     """
     from ticketlab.steppers import SingleStepper
 

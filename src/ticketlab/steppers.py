@@ -28,6 +28,7 @@ from torch.func import functional_call, vmap
 from ticketlab.models.mlp import MLP
 from ticketlab.optim import make_optimizer
 from ticketlab.task import Task, prediction
+from ticketlab.weights import cloned_state, load_state
 
 
 class _MaskedOptimizer:
@@ -111,6 +112,16 @@ class SingleStepper(_MaskedOptimizer):
         self.model.train()
         n = max(1, count)
         return (loss_total / n).view(1), (score_total / n).view(1)
+
+    @torch.no_grad()
+    def evaluate_weights(self, k: int, weights: dict[str, torch.Tensor], batches) -> tuple[torch.Tensor, torch.Tensor]:
+        """``evaluate`` with ``weights`` loaded into the model, which gets its own back after."""
+        own = cloned_state(self.model)
+        load_state(self.model, weights)
+        try:
+            return self.evaluate(batches)
+        finally:
+            load_state(self.model, own)
 
     def finite(self) -> torch.Tensor:
         if not self.params:

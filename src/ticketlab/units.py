@@ -23,7 +23,8 @@ from torch import nn
 
 from ticketlab.config import Config, TrainConfig
 from ticketlab.data import Dataset
-from ticketlab.errors import ConfigError
+from ticketlab.errors import ConfigError, StoreError
+from ticketlab.integrity import DamagedFileError
 from ticketlab.inputs import Inputs, builtin_inputs, user_code
 from ticketlab.io import remove_temporaries, save_tensors, update_manifest, write_json_atomic, write_jsonl_atomic
 from ticketlab.loop import Events, TrainState, early_stop, last_finite, run_loop, summarize_history, total_iterations
@@ -269,6 +270,22 @@ class StoreEvents:
         keeps the previous ones; a resumed run that re-reaches this evaluation writes the same bytes)."""
         record = json.dumps(state.history[-1], sort_keys=True)
         save_tensors(state_of(self.model), self.paths.early_stop, metadata={"evaluation": record}, checksum=True)
+
+    def early_stop_weights(self, step: int) -> dict[str, torch.Tensor] | None:
+        """The weights ``on_early_stop`` saved for the evaluation at ``step`` (checksum verified),
+        or None when the file is missing, damaged or holds another evaluation's weights."""
+        if not self.paths.early_stop.is_file():
+            return None
+        try:
+            tensors, metadata = self.store.tensors_and_metadata(self.paths.early_stop)
+        except (DamagedFileError, StoreError, ValueError):
+            return None
+        if json.loads(metadata.get("evaluation", "{}")).get("step") != step:
+            return None
+        own = state_of(self.model)
+        if tensors.keys() != own.keys():
+            return None
+        return {k: v.to(own[k].device) for k, v in tensors.items()}
 
     def on_capture(self, state: TrainState) -> None:
         path = self.store.rewind_path(self.unit.replicate)
