@@ -135,3 +135,19 @@ def test_batch_never_trains_slower_than_sequential(tmp_path, monkeypatch):
     assert len(result.runs) == 4 and all(r["status"] == "ok" for r in result.runs)
     monkeypatch.setattr(batched, "measure_speedup", lambda env, k, **kw: 1.5 if k == 2 else 0.9)
     assert batched.choose_batch(environment(config), 4)[0] == 2
+
+
+def test_workers_start_warm_and_light():
+    """Workers are forked from a server that imported the training code once (Linux), and that
+    code does not drag in the parent-only stacks: a worker never pays for scipy or matplotlib."""
+    import subprocess
+    import sys
+
+    from ticketlab.executors.local import worker_context
+
+    if sys.platform.startswith("linux"):
+        assert worker_context().get_start_method() == "forkserver"
+    probe = ("import sys, ticketlab.executors.warm; "
+             "print(sorted(m for m in ('scipy', 'matplotlib', 'rich', 'typer') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
