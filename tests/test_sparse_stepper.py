@@ -199,3 +199,29 @@ def test_sparse_unit_killed_after_a_checkpoint_resumes_to_the_same_weights(tmp_p
     finals = [load_tensors(store.unit(0, 1, "ticket").final) for store in (clean, killed)]
     for param, value in finals[0].items():
         assert torch.equal(finals[1][param], value), param
+
+
+@pytest.mark.parametrize("density", ["10%", "3%"])
+def test_evaluate_weights_scores_other_weights_and_restores_its_own(density):
+    """What lean evaluation relies on: both steppers score saved (earlier) weights as the dense
+    model would, and then train on exactly as if they had not."""
+    from ticketlab.weights import cloned_state
+
+    env, config, masks, (dm, _, dense), (sm, _, sparse) = _pair(OPTIMIZERS["adam"], DENSITIES[density])
+    batch_at = TrainingBatches(env.data, 32, [0]).batch_at
+    for step in range(5):
+        dense.step(batch_at(step)), sparse.step(batch_at(step))
+    sparse.sync(0)
+    saved = cloned_state(sm)  # the weights an early-stopping point would have saved
+    for step in range(5, 15):
+        dense.step(batch_at(step)), sparse.step(batch_at(step))
+    for stepper in (dense, sparse):
+        scored = [t.item() for t in stepper.evaluate_weights(0, saved, eval_batches(env.data, "test"))]
+        probe = copy.deepcopy(dm)
+        probe.load_state_dict(saved)
+        expected = [t.item() for t in SingleStepper(probe, make_optimizer(probe.parameters(), config.train, env.device),
+                                                    env.task, env.data, None).evaluate(eval_batches(env.data, "test"))]
+        assert scored == pytest.approx(expected, rel=1e-5, abs=1e-6)
+    # after the detour both still train to the same losses as each other (their own weights came back)
+    for step in range(15, 20):
+        torch.testing.assert_close(sparse.step(batch_at(step)), dense.step(batch_at(step)), rtol=1e-4, atol=1e-6)
