@@ -89,6 +89,8 @@ def worker_context() -> multiprocessing.context.BaseContext:
     every worker forked from it starts with them imported, instead of each spawned worker
     paying Python start-up, ``import torch`` and torch's lazy compiler import again. The server
     never runs torch kernels, so forking it is safe, and it exits when the run's process does.
+    Workers get the parent's ``sys.path`` and working directory at each start, but the
+    environment variables the server started with (the first run of a process starts it).
     """
     if sys.platform.startswith("linux") and "forkserver" in multiprocessing.get_all_start_methods():
         context = multiprocessing.get_context("forkserver")
