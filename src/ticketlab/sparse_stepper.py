@@ -39,6 +39,10 @@ from ticketlab.errors import ConfigError
 from ticketlab.models.mlp import MLP
 
 SPARSE_BELOW = 0.3  # a layer keeping at most this fraction of its weights runs as CSR
+# Evaluation chunks are 4,096 examples wide, where dense GEMM is far more efficient than a CSR
+# product: on full MNIST a LeNet unit's evaluations took 1.25-2.5 s as CSR against ~1.4 s dense
+# between 21% and 10.8% kept (bench/imp_end_to_end.py). Layers above this evaluate dense.
+EVAL_CSR_BELOW = 0.1
 
 
 
@@ -118,10 +122,17 @@ class _Layer:
             self.bias = bias.detach().clone()
         self.params = [self.values, self.bias]
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        """[out, B] pre-activations from [in, B] inputs."""
-        matrix = self.csr if self.sparse else self.dense
+    def forward(self, h: torch.Tensor, matrix: torch.Tensor | None = None) -> torch.Tensor:
+        """[out, B] pre-activations from [in, B] inputs (with ``matrix`` in place of the layer's own)."""
+        if matrix is None:
+            matrix = self.csr if self.sparse else self.dense
         return torch.addmm(self.bias[:, None], matrix, h)
+
+    def eval_matrix(self) -> torch.Tensor:
+        """The weight to evaluate wide batches with: CSR only where it beats dense GEMM there."""
+        if self.sparse and self.density > EVAL_CSR_BELOW:
+            return self.csr.to_dense()
+        return self.csr if self.sparse else self.dense
 
     def backward(self, h: torch.Tensor, dz: torch.Tensor, need_input_grad: bool):
         """Gradients of ``values`` and ``bias`` from ``dz`` [out, B], and dH [in, B] (or None)."""
@@ -222,12 +233,12 @@ class SparseStepper:
             for group in optimizer.param_groups:
                 group["lr"] = lr
 
-    def _forward(self, h: torch.Tensor) -> list[torch.Tensor]:
+    def _forward(self, h: torch.Tensor, matrices: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
         """Every layer's input ([features, B]) and, last, the logits [classes, B]."""
         hs = [h]
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
-            z = layer.forward(hs[-1])
+            z = layer.forward(hs[-1], matrices[i] if matrices is not None else None)
             hs.append(z if i == last else z.relu_())
         return hs
 
@@ -292,8 +303,9 @@ class SparseStepper:
         loss_total = torch.zeros(())
         score_total = torch.zeros(())
         count = 0
+        matrices = [layer.eval_matrix() for layer in self.layers]
         for x, target in batches:
-            pred = self._forward(self._inputs(x).t())[-1].t().float()
+            pred = self._forward(self._inputs(x).t(), matrices)[-1].t().float()
             count += target.shape[0]
             loss_total += F.cross_entropy(pred, target, reduction="sum")
             score_total += (pred.argmax(1) == target).sum()
