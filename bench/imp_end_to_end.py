@@ -154,6 +154,27 @@ def compare_masks(a: dict, b: dict) -> list[str]:
     return rows
 
 
+def print_accuracies(results: dict[str, list[dict]]) -> None:
+    """Test accuracy at each level's early-stopping point, per side (first round): different
+    masks must still give tickets of the same quality."""
+    table: dict[str, list[float]] = {}
+    for side, runs in results.items():
+        if side == "bare":
+            table[side] = [lv["test_at_best"] for lv in runs[0]["levels"]]
+        else:
+            table[side] = [s["test_acc_at_early_stop"] for s in runs[0]["summaries"] if s["path"].endswith("ticket/summary.json")]
+    sides = list(table)
+    print("\ntest accuracy at the early-stopping point, per level (round 0):\n")
+    print("| level | " + " | ".join(sides) + " |")
+    print("|---:|" + "---:|" * len(sides))
+    for level in range(max(len(v) for v in table.values())):
+        print(f"| {level} | " + " | ".join(f"{100 * table[s][level]:.2f}" if level < len(table[s]) else "-" for s in sides) + " |")
+    if "previous" in table and "current" in table:
+        gaps = [100 * (a - b) for a, b in zip(table["current"], table["previous"])]
+        print(f"\ncurrent - previous, percentage points: mean {sum(gaps) / len(gaps):+.2f}, "
+              f"range {min(gaps):+.2f}..{max(gaps):+.2f}")
+
+
 def run_side(side: str, args: argparse.Namespace, root: Path, previous_src: Path | None) -> dict:
     config = {"model": "lenet_300_100", "levels": args.levels, "seeds": 1, "controls": [],
               "data": {"dataset": "mnist"}, "train": {"iterations": args.iterations, "eval_every": args.eval_every}}
@@ -232,9 +253,7 @@ def main() -> None:
                 print(f"\nmasks, {a} vs {b}:")
                 for row in compare_masks(mask_sets[a], mask_sets[b]):
                     print("  " + row)
-        if "bare" in results:
-            print("\nbare loop, test accuracy at its early-stopping point per level: "
-                  + ", ".join(f"{lv['test_at_best']:.4f}" for lv in results["bare"][0]["levels"]))
+        print_accuracies(results)
         print_availability()
 
 
