@@ -424,19 +424,18 @@ def finish_unit(prepared: PreparedUnit, precision: str = "fp32") -> dict:
 
 def stored_weights(prepared: PreparedUnit) -> dict[str, dict | None]:
     """Which weight file holds which iteration, for the summary; drops early-stop weights that
-    are not the summary's early-stopping point (a diverged unit, or a checkpoint resumed from an
-    older ticketlab that did not keep them), so that a file present is always the one reported."""
+    are not the summary's early-stopping point (a diverged unit, a checkpoint resumed from an
+    older ticketlab that did not keep them, a damaged file), so that a file present is always
+    the one reported."""
     paths, state = prepared.paths, prepared.state
     if state.diverged:
         _remove(paths, paths.early_stop)
         return {"early_stop": None, "final": None}
     step = int(early_stop(state.history)["step"])
     final = {"file": paths.final.name, "step": int(state.history[-1]["step"])}
-    if paths.early_stop.is_file():
-        _, metadata = prepared.events.store.tensors_and_metadata(paths.early_stop)
-        if json.loads(metadata.get("evaluation", "{}")).get("step") == step:
-            return {"early_stop": {"file": paths.early_stop.name, "step": step}, "final": final}
-        _remove(paths, paths.early_stop)
+    if prepared.events.early_stop_weights(step) is not None:
+        return {"early_stop": {"file": paths.early_stop.name, "step": step}, "final": final}
+    _remove(paths, paths.early_stop)
     return {"early_stop": None, "final": final}
 
 
