@@ -50,21 +50,27 @@ def test_stacked_training_keeps_early_stop_weights(options):
 
 
 def test_killed_and_resumed_unit_keeps_the_same_early_stop_weights(tmp_path):
-    # level 1 early-stops at step 200 with this lr: the kill at 250 comes after that evaluation and
-    # after the checkpoint at 200, so the resumed run must keep the weights saved before the kill
-    config = tiny_config(levels=1, train={"lr": 0.03})
+    # with this lr level 1 early-stops well before the end; the kill comes one evaluation after the
+    # first checkpoint at or past that step, so the early-stopped weights were saved before the kill
+    # and the resumed run must keep them. The step is read from an uninterrupted run, not assumed:
+    # where a trajectory early-stops moves with the CPU's kernels and the packages' versions.
+    config = tiny_config(levels=1, train={"lr": 0.03, "iterations": 500})
     clean = Store.for_config(config, tmp_path / "clean")
     clean.write_config(config)
     run_unit(config, str(clean.directory), Unit(0, 0, "ticket"), "cpu")
     ensure_level_mask(environment(config), clean, 0, 1)
     run_unit(config, str(clean.directory), Unit(0, 1, "ticket"), "cpu")
-    store, paths = interrupted_level_1_ticket(config, tmp_path / "killed", crash_at=250)
+    clean_paths = clean.unit(0, 1, "ticket")
+    stopped = clean.summary(clean_paths)["weights"]["early_stop"]["step"]
+    every, checkpoint_every = config.train.eval_every, config.train.checkpoint_every
+    crash_at = -(-stopped // checkpoint_every) * checkpoint_every + every  # after the checkpoint
+    assert crash_at < config.train.iterations, f"level 1 early-stopped at {stopped}: too late to test"
+    store, paths = interrupted_level_1_ticket(config, tmp_path / "killed", crash_at=crash_at)
     assert paths.checkpoint.is_file() and paths.early_stop.is_file()
     run_unit(config, str(store.directory), Unit(0, 1, "ticket"), "cpu")
-    clean_paths = clean.unit(0, 1, "ticket")
     assert paths.early_stop.read_bytes() == clean_paths.early_stop.read_bytes()
     assert store.summary(paths)["weights"] == clean.summary(clean_paths)["weights"]
-    assert store.summary(paths)["weights"]["early_stop"]["step"] == 200
+    assert store.summary(paths)["weights"]["early_stop"]["step"] == stopped
     assert not scan(store, config)
 
 

@@ -70,24 +70,26 @@ def test_batched_replicates_match_sequential_training(tmp_path):
 
 
 def test_batched_with_late_rewinding_and_any_module(tmp_path):
-    """The generic vmap path (conv) and stacked optimizer state (rewinding to k) agree with sequential."""
+    """The generic vmap path (conv) and stacked optimizer state (rewinding to k) agree with sequential.
+
+    SGD with momentum, not Adam: convolutions batched by vmap reassociate sums, and Adam divides
+    by a second moment that is near zero for some weights, so a 1e-7 gradient difference can turn
+    into an lr-sized step. How far such weights drift depends on the CPU's kernels, which made a
+    tolerance tuned on one machine fail on another. Under SGD a rounding difference stays a
+    rounding difference, while a wrong mask, momentum buffer or rewind point is off by O(1)."""
     config = tiny_config(model="conv2", levels=1, seeds=2, rewind_iteration=20,
-                         train={"iterations": 60, "eval_every": 20, "checkpoint_every": 40})
+                         train={"iterations": 60, "eval_every": 20, "checkpoint_every": 40,
+                                "optimizer": "sgd", "lr": 0.05})
     sequential = run_with(tmp_path, "seq", config)
     batched = run_with(tmp_path, "batched", config, batch=4)
     for replicate in (0, 1):
         a = load_tensors(sequential.final_weights_path(0, replicate))
         b = load_tensors(batched.final_weights_path(0, replicate))
         for name in a:
-            # convolutions batched by vmap reassociate sums; Adam can turn a 1e-7 gradient difference
-            # on a near-zero second moment into an lr-sized step (lr = 1.2e-3), and such a weight can
-            # take a few of them. So: the tensors agree to 1% of their norm (a wrong mask, optimizer
-            # state or rewind point gives O(1)), and no weight is more than a few steps off.
             gap = a[name] - b[name]
-            assert float(gap.norm()) <= 1e-2 * max(float(a[name].norm()), 1e-6), name
-            assert float(gap.abs().max()) <= 5 * 1.2e-3, name
+            assert float(gap.norm()) <= 1e-4 * max(float(a[name].norm()), 1e-6), name
         for ra, rb in zip(sequential.metrics(0, replicate), batched.metrics(0, replicate)):
-            assert (ra["step"], rb["val_loss"]) == (rb["step"], pytest.approx(ra["val_loss"], abs=1e-3))
+            assert (ra["step"], rb["val_loss"]) == (rb["step"], pytest.approx(ra["val_loss"], abs=1e-4))
         # level 1 prunes those nearly equal weights: only weights at the threshold may land differently
         mask_a, mask_b = sequential.mask(1, replicate), batched.mask(1, replicate)
         disagree = sum(int((mask_a[n] != mask_b[n]).sum()) for n in mask_a)
