@@ -3,6 +3,11 @@ can collapse when another process competes, and results must not depend on threa
 
 from __future__ import annotations
 
+import platform
+import re
+from importlib import metadata
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -12,6 +17,57 @@ from ticketlab.cli import main  # noqa: E402
 from ticketlab.config import Config, RunOptions  # noqa: E402
 from ticketlab.store import Store, UnitPaths  # noqa: E402
 from ticketlab.units import Unit, ensure_level_mask, environment, run_unit  # noqa: E402
+
+LOCK = Path(__file__).resolve().parents[1] / "requirements" / "lock.txt"
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _lock_mismatches() -> list[str]:
+    """Installed distributions whose version differs from requirements/lock.txt."""
+    if not LOCK.is_file():
+        return ["requirements/lock.txt missing"]
+    wrong = []
+    for name, locked in re.findall(r"^([A-Za-z0-9_.\-]+)==(\S+)", LOCK.read_text(), re.M):
+        try:
+            installed = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            installed = "absent"
+        if installed != locked:
+            wrong.append(f"{name} {installed} (lock {locked})")
+    return wrong
+
+
+def _environment_lines() -> list[str]:
+    versions = ", ".join(
+        f"{name} {metadata.version(name)}"
+        for name in ("torch", "numpy", "scipy", "scikit-learn", "safetensors", "mlxtend")
+    )
+    mismatches = _lock_mismatches()
+    return [
+        f"cpu: {_cpu_model()} ({torch.backends.cpu.get_cpu_capability()} kernels)",
+        f"versions: {versions}",
+        "lock: installed versions match requirements/lock.txt" if not mismatches
+        else "lock: differs from requirements/lock.txt: " + "; ".join(mismatches),
+    ]
+
+
+def pytest_sessionstart(session) -> None:
+    """The machine and versions this run had, at the top of the log even under -q: numbers a
+    training trajectory produces move with both, so a red run elsewhere starts from knowing
+    what differed."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        for line in _environment_lines():
+            reporter.write_line(line)
 
 
 def tiny_config(**changes) -> Config:
