@@ -4,6 +4,6 @@
 # it ends with the verdict table and the path of the HTML report.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+[ -n "${TICKETLAB_SKIP_SETUP:-}" ] || bash scripts/setup.sh  # set by the test that runs this demo
 .venv/bin/ticketlab run --dataset mnist5k --model lenet_300_100 --levels 4 --seeds 3 \
     --controls reinit,random --iterations 1500 --workers 2 --out experiments "$@"

@@ -215,6 +215,7 @@ def _experiment_files(directory: Path) -> dict[str, object]:
     return out
 
 
+@pytest.mark.readme
 def test_resume_after_kill_equals_uninterrupted_run(tmp_path):
     args = ["--dataset", "digits", "--model", "mlp_64_32", "--levels", "2", "--controls", "reinit",
             "--iterations", "3000", "--eval-every", "100", "--no-progress", "--device", "cpu"]

@@ -67,3 +67,16 @@ def sequence_data(n: int = 400, length: int = 6, vocab: int = 13, seed: int = 0)
 
 def broken_factory():
     raise ValueError("width must be positive")
+
+
+class DictHead(nn.Module):
+    """A classifier for 8x8 digits whose forward returns a dict, as Hugging Face models do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(64, 48), nn.ReLU())
+        self.head = nn.Linear(48, 10)
+
+    def forward(self, x):
+        hidden = self.body(x)
+        return {"logits": self.head(hidden), "hidden": hidden}
