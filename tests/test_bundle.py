@@ -133,6 +133,36 @@ def test_verify_in_a_fresh_process_from_the_cli(bundled, tmp_path, capsys):
     assert "verified" in checked.stdout and "(exact)" in checked.stdout and "claim: level 1" in checked.stdout
 
 
+def _default_environment() -> dict[str, str]:
+    """This process's environment without the thread limits the test script sets: what a user has."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    return {**env, "PYTHONPATH": SRC}
+
+
+def _ticketlab(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ticketlab", *args], env=_default_environment(), cwd=cwd,
+                          capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_run_bundle_verify_in_a_default_environment(tmp_path, threads):
+    """Where the bundle was made, with no OMP_NUM_THREADS (torch then uses every core), verify
+    re-trains under the threads the run used (``--threads``, recorded per unit) and passes exactly."""
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps(tiny_config(levels=1, train={"iterations": 150}).to_dict()))
+    made = _ticketlab(["run", str(config), "--out", "e", "--device", "cpu", "--no-progress", "--no-report",
+                       "--threads", str(threads), "--workers", "1"], tmp_path)
+    assert made.returncode == 0, made.stderr
+    experiment = next((tmp_path / "e").iterdir())
+    assert json.loads((experiment / "replicate_0" / "level_01" / "ticket" / "summary.json").read_text())["numerics"]["threads"] \
+        == threads
+    bundled = _ticketlab(["bundle", str(experiment), "--level", "1", "--out", "t.safetensors"], tmp_path)
+    assert bundled.returncode == 0, bundled.stderr
+    checked = _ticketlab(["verify", "t.safetensors"], tmp_path)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "MISMATCH" not in checked.stdout and "(exact)" in checked.stdout
+
+
 def test_a_late_rewinding_ticket_carries_its_rewind_point(options, tmp_path):
     result = run(tiny_config(levels=1, rewind_iteration=50), options)
     path = make_bundle(result.directory, 1, tmp_path / "rewind.safetensors")

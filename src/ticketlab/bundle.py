@@ -184,6 +184,9 @@ def claim_of(result: Result, records: list[dict[str, Any]], level: int) -> dict[
         "replicates": [{"replicate": r["replicate"], "seed": r["seed"], "percent_remaining": r["percent_remaining"],
                         "precision": r.get("precision", "fp32"), "training": r.get("training", "sequential"),
                         "stepper": r.get("stepper", "dense"),
+                        # the settings it trained under (threads, determinism flags), which verify
+                        # re-trains under (None: an older experiment, which trained under the defaults)
+                        "numerics": r.get("numerics"),
                         **{k: r[k] for k in CLAIMED}} for r in records],
         "interval": interval.to_dict(),
         "verdict": verdict,

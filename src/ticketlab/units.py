@@ -29,6 +29,7 @@ from ticketlab.inputs import Inputs, builtin_inputs, user_code
 from ticketlab.io import remove_temporaries, save_tensors, update_manifest, write_json_atomic, write_jsonl_atomic
 from ticketlab.loop import Events, TrainState, early_stop, last_finite, run_loop, summarize_history, total_iterations
 from ticketlab.masks import Mask
+from ticketlab.numerics import numerics_record
 from ticketlab.method import ArmContext, MaskContext, resolve_arm, resolve_method
 from ticketlab.method.arms.ticket import MODEL_PREFIX, OPTIM_PREFIX, load_training_state, split_prefixed
 from ticketlab.optim import learning_rate, load_optimizer_state, make_optimizer, mask_optimizer_state_, optimizer_state_tensors
@@ -409,6 +410,8 @@ def finish_unit(prepared: PreparedUnit, precision: str = "fp32") -> dict:
         # stacked (--batch) and sequential training differ in the last bits: a re-run is exact only in kind
         "training": "stacked" if prepared.events.stacked else "sequential",
         "metric": env.task.metric_name,
+        # threads and determinism flags move the last bits: verify re-trains under these
+        "numerics": numerics_record(),
         # the score's resolution (one example) that the verdicts' zero-variance floor uses
         "test_examples": env.data.test_examples(),
         **prepared.stepper_info,

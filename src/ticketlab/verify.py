@@ -3,7 +3,9 @@
 The bundle is read and checked first (hashes, self-consistency: see ``bundle.read_bundle``),
 then the data is checked against the bundle's fingerprint, and only then is anything
 trained: each claimed replicate's ticket, from the bundle's initial weights (or rewind
-point) and mask, with the bundle's config, so the same seeds give the same batches.
+point) and mask, with the bundle's config, so the same seeds give the same batches, and under
+the numerics it was trained under (torch threads, determinism flags: ``ticketlab.numerics``),
+whatever this process's own are.
 
 Two ways a claim can hold:
 
@@ -29,6 +31,7 @@ import torch
 
 from ticketlab.bundle import CLAIMED, METRIC, Bundle, BundleError, environment_record, read_bundle
 from ticketlab.errors import ConfigError
+from ticketlab.numerics import applied
 from ticketlab.stats import mean_ci
 
 ONE_SEED_TOLERANCE = 0.01  # one accuracy point, for a claim of one replicate (no interval)
@@ -138,7 +141,8 @@ def _score_bundled_weights(result: Verification, env) -> None:
     resolution = 1.0 / (bundle.doc["claim"].get("test_examples") or env.data.test_examples())
     for claimed in bundle.replicates:
         r = claimed["replicate"]
-        measured = evaluate_weights(env, bundle.tensors[r]["early_stop"])["test_acc"]
+        with applied(claimed.get("numerics")):
+            measured = evaluate_weights(env, bundle.tensors[r]["early_stop"])["test_acc"]
         ok = measured == claimed[METRIC] if result.mode == "exact" else abs(measured - claimed[METRIC]) <= resolution + 1e-9
         result.checks.append(Check(f"replicate {r} bundled early_stop weights: test accuracy", claimed[METRIC],
                                    measured, ok))
@@ -187,8 +191,10 @@ def _retrain(bundle: Bundle, config, store, device: str, inputs, controls: list[
             # the ticket re-trains on the path it was trained on (dense or sparse arithmetic differ
             # in the last bits); controls on the dense path
             stepper = record.get("stepper", "dense") if arm == "ticket" else "dense"
-            records[(unit.replicate, arm)] = run_unit(config, str(store.directory), unit, device, inputs=inputs,
-                                                      precision=record.get("precision", "fp32"), stepper=stepper)
+            with applied(record.get("numerics")):  # the threads and flags it trained under: the same bits
+                records[(unit.replicate, arm)] = run_unit(config, str(store.directory), unit, device,
+                                                          inputs=inputs, precision=record.get("precision", "fp32"),
+                                                          stepper=stepper)
     return records
 
 
