@@ -96,11 +96,15 @@ def verify(bundle_path: str | Path, controls: list[str] | None = None, seeds: in
     if config.model.startswith("python:") and model is None:
         raise ConfigError(f"{bundle_path} was trained with the user's own model ({config.model}); verify it from "
                           "Python with ticketlab.verify.verify(bundle, model=...) passing the same model")
+    if config.task_fingerprint is not None and task is None:
+        raise ConfigError(f"{bundle_path} was made with a custom task ({config.task}); verify it from Python with "
+                          "ticketlab.verify.verify(bundle, task=ticketlab.Task(...)) passing the same task")
     inputs = None
     if data is not None or model is not None or task is not None or ":" in config.model:
         from ticketlab.inputs import prepare_inputs
 
         config, inputs = prepare_inputs(config, model, data, task, data_version)
+        _check_task(bundle, config)
     torch_device = resolve_device(device)
     env = environment(config, torch_device, inputs)
     _check_data(bundle, env, data_version)
@@ -119,6 +123,16 @@ def verify(bundle_path: str | Path, controls: list[str] | None = None, seeds: in
         if seeds > 0:
             _seed_evidence(result, config, seeds, root / "seeds", str(torch_device), model, data, task, data_version)
     return result
+
+
+def _check_task(bundle: Bundle, config) -> None:
+    """BundleError when the task given is not the one the ticket was trained with (its
+    identity, as in the experiment's name): re-training with another loss proves nothing."""
+    made = bundle.config
+    if config.task_fingerprint != made.task_fingerprint:
+        raise BundleError(f"the task given ({config.task or 'the default'}, fingerprint {config.task_fingerprint}) "
+                          f"is not the one the ticket was trained with ({made.task or 'the default'}, fingerprint "
+                          f"{made.task_fingerprint}); verification needs the same task")
 
 
 def _check_data(bundle: Bundle, env, data_version: str | None) -> None:
