@@ -209,3 +209,42 @@ def test_a_ticket_on_user_data_and_model_verifies_with_them(tmp_path):
     assert outcome.mode == "exact" and outcome.passed, [c for c in outcome.checks if c.ok is False]
     with pytest.raises(BundleError, match="not the data the ticket was trained on"):
         verify(path, data=models.classification_data(seed=1))
+
+
+def _relabelled(path: Path, out: Path, level: int | None = None, seed: int | None = None,
+                config: dict | None = None) -> Path:
+    """A bundle whose level, replicate 0's claimed seed or config was edited (a config's new base
+    seed also relabels every claimed seed), with its experiment name and hashes recomputed as a
+    forger would."""
+    from ticketlab.config import Config
+
+    doc = json.loads(json.dumps(read_bundle(path).doc))
+    if level is not None:
+        doc["level"] = level
+    if seed is not None:
+        doc["claim"]["replicates"][0]["seed"] = seed
+    if config is not None:
+        doc["config"].update(config)
+        doc["experiment"] = Config.from_dict(doc["config"], resolve=False).experiment_name()
+        for record in doc["claim"]["replicates"]:
+            record["seed"] = doc["config"]["seed"] + record["replicate"]
+    return _rewrite(path, out, doc=doc, rehash=True)
+
+
+def test_an_edited_seed_is_refused_in_one_line(bundled, tmp_path, capsys):
+    _, path = bundled
+    code, out, err = cli(["verify", str(_relabelled(path, tmp_path / "seed.safetensors", seed=5))], capsys)
+    assert code == 2 and "replicate 0 claims seed 5" in err and "verified" not in out
+    assert len(err.strip().splitlines()) == 1
+    # a config whose base seed was changed with the claim's: that seed draws other initial weights
+    code, out, err = cli(["verify", str(_relabelled(path, tmp_path / "base.safetensors", config={"seed": 7}))], capsys)
+    assert code == 2 and "initial weights are not the ones seed 7 draws" in err and "verified" not in out
+    assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("edit", [{"level": 0}, {"level": 2, "config": {"levels": 2}}, {"level": 3}])
+def test_an_edited_level_is_refused_in_one_line(bundled, tmp_path, capsys, edit):
+    _, path = bundled
+    code, out, err = cli(["verify", str(_relabelled(path, tmp_path / "level.safetensors", **edit))], capsys)
+    assert code == 2 and f"claims level {edit['level']}" in err and "verified" not in out, err
+    assert len(err.strip().splitlines()) == 1

@@ -193,6 +193,72 @@ def claim_of(result: Result, records: list[dict[str, Any]], level: int) -> dict[
     }
 
 
+# ---------------------------------------------------------------------------- binding
+def _check_identity(bundle: Bundle) -> None:
+    """BundleError when the description's labels are not those its config derives: the
+    experiment's name, the level's range and each replicate's seed (``seed + replicate``, as
+    training derives its data order from it), so an edited seed or level is refused, not printed."""
+    config, where = bundle.config, bundle.path
+    if bundle.doc["experiment"] != config.experiment_name():
+        raise BundleError(f"{where} is inconsistent: it names experiment {bundle.doc['experiment']}, its config is "
+                          f"experiment {config.experiment_name()}")
+    if not 0 <= bundle.level <= config.levels:
+        raise BundleError(f"{where} is inconsistent: it claims level {bundle.level}, its config has levels "
+                          f"0 to {config.levels}")
+    for record in bundle.replicates:
+        r = record["replicate"]
+        if not 0 <= r < config.seeds or record["seed"] != config.seed + r:
+            raise BundleError(f"{where} is inconsistent: replicate {r} claims seed {record['seed']}, its config "
+                              f"gives replicate {r} seed {config.seed + r} (of {config.seeds} replicate(s))")
+
+
+#: Methods whose level-L masks keep exactly IMP's level-L counts (``pruning.count_to_prune``).
+IMP_COUNTED = ("magnitude", "oneshot")
+
+
+def imp_kept(config: Config, sizes: dict[str, int], output: str | None, level: int) -> dict[str, int] | int:
+    """How many weights IMP's level ``level`` keeps under ``config.prune``: per layer when
+    layerwise; when global, in all layers together (excluded layers keep all theirs)."""
+    import re
+
+    from ticketlab.pruning import count_to_prune, layer_rates
+
+    prune = config.prune
+    if prune.strategy == "global":
+        excluded = {n for n in sizes if any(re.search(p, n) for p in prune.global_exclude)}
+        total = sum(v for n, v in sizes.items() if n not in excluded)
+        for _ in range(level):
+            total -= count_to_prune(prune.rate, total)
+        return total + sum(sizes[n] for n in excluded)
+    rates = layer_rates(list(sizes), prune, output)
+    remaining = dict(sizes)
+    for _ in range(level):
+        remaining = {n: k - count_to_prune(rates[n], k) for n, k in remaining.items()}
+    return remaining
+
+
+def check_level(bundle: Bundle, names: list[str], output: str | None) -> None:
+    """BundleError when a mask does not keep the weights the claimed level keeps (methods with
+    IMP's counts): the level is re-derived from the masks, so it cannot be relabelled.
+    ``names``: the prunable parameters in model order, ``output``: the output layer's weight."""
+    config = bundle.config
+    if config.prune.method not in IMP_COUNTED:
+        return
+    for record in bundle.replicates:
+        r = record["replicate"]
+        mask = bundle.mask(r)
+        order = [n for n in names if n in mask] + [n for n in mask if n not in names]
+        sizes = {n: mask[n].numel() for n in order}
+        kept = {n: int(mask[n].sum()) for n in order}
+        expected = imp_kept(config, sizes, output, bundle.level)
+        found = sum(kept.values()) if isinstance(expected, int) else kept
+        if found != expected:
+            total = expected if isinstance(expected, int) else sum(expected.values())
+            raise BundleError(f"{bundle.path} is inconsistent: it claims level {bundle.level}, whose masks keep "
+                              f"{total} weights, but replicate {r}'s mask keeps {sum(kept.values())} (the mask "
+                              "is not that level's)")
+
+
 # ---------------------------------------------------------------------------- reading
 def read_bundle(path: str | Path) -> Bundle:
     """Read a bundle and check it before anything trains: its hashes (altered tensors or
@@ -236,6 +302,7 @@ def check_consistent(bundle: Bundle) -> None:
     if claimed != set(bundle.tensors):
         raise BundleError(f"{where} is inconsistent: the claim names replicates {sorted(claimed)}, "
                           f"the tensors hold {sorted(bundle.tensors)}")
+    _check_identity(bundle)
     for record in claim["replicates"]:
         r = record["replicate"]
         parts = bundle.tensors[r]

@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from ticketlab.bundle import CLAIMED, METRIC, Bundle, BundleError, environment_record, read_bundle
+from ticketlab.bundle import CLAIMED, METRIC, Bundle, BundleError, check_level, environment_record, read_bundle
 from ticketlab.errors import ConfigError
 from ticketlab.numerics import applied
 from ticketlab.stats import mean_ci
@@ -84,7 +84,7 @@ def verify(bundle_path: str | Path, controls: list[str] | None = None, seeds: in
     ``workdir`` keeps the re-trained experiment (default: a temporary folder, removed).
     ``model``/``data``/``task`` are the user's objects for a ticket trained on them.
     """
-    from ticketlab.units import environment, resolve_device
+    from ticketlab.units import environment, parameter_plan, resolve_device
 
     bundle = read_bundle(bundle_path)
     config = bundle.config
@@ -108,7 +108,11 @@ def verify(bundle_path: str | Path, controls: list[str] | None = None, seeds: in
     torch_device = resolve_device(device)
     env = environment(config, torch_device, inputs)
     _check_data(bundle, env, data_version)
+    plan = parameter_plan(env)
+    check_level(bundle, list(plan.pruned), plan.output)
     mode, reason = _mode(bundle, torch_device)
+    if mode == "exact":
+        _check_init(bundle, env)
     result = Verification(bundle, mode, reason)
     _score_bundled_weights(result, env)
     if not result.passed:  # the weights are not the ones claimed: no need to train
@@ -133,6 +137,22 @@ def _check_task(bundle: Bundle, config) -> None:
         raise BundleError(f"the task given ({config.task or 'the default'}, fingerprint {config.task_fingerprint}) "
                           f"is not the one the ticket was trained with ({made.task or 'the default'}, fingerprint "
                           f"{made.task_fingerprint}); verification needs the same task")
+
+
+def _check_init(bundle: Bundle, env) -> None:
+    """BundleError when a replicate's initial weights are not the ones its seed draws: the
+    claimed seed is bound to the weights. Only where the bundle was measured (exact mode):
+    another torch build may draw other numbers from the same seed. Skipped for experiments
+    that start from given weights (``init_weights``), which no seed draws."""
+    from ticketlab.units import initial_weights
+
+    if bundle.config.init_weights:
+        return
+    for record in bundle.replicates:
+        r = record["replicate"]
+        if not _same_tensors(initial_weights(env, r), bundle.tensors[r]["init"]):
+            raise BundleError(f"{bundle.path} is inconsistent: replicate {r}'s initial weights are not the ones "
+                              f"seed {record['seed']} draws (the seed or the weights were changed)")
 
 
 def _check_data(bundle: Bundle, env, data_version: str | None) -> None:
