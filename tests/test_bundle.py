@@ -248,3 +248,87 @@ def test_an_edited_level_is_refused_in_one_line(bundled, tmp_path, capsys, edit)
     code, out, err = cli(["verify", str(_relabelled(path, tmp_path / "level.safetensors", **edit))], capsys)
     assert code == 2 and f"claims level {edit['level']}" in err and "verified" not in out, err
     assert len(err.strip().splitlines()) == 1
+
+
+def _without(doc: dict, *path: str) -> dict:
+    """A deep copy of ``doc`` with the key at ``path`` removed."""
+    doc = json.loads(json.dumps(doc))
+    parent = doc
+    for key in path[:-1]:
+        parent = parent[key]
+    del parent[path[-1]]
+    return doc
+
+
+def _with(doc: dict, value, *path) -> dict:
+    doc = json.loads(json.dumps(doc))
+    parent = doc
+    for key in path[:-1]:
+        parent = parent[key]
+    parent[path[-1]] = value
+    return doc
+
+
+def test_a_rewritten_description_is_one_line_not_a_traceback(bundled, tmp_path, capsys):
+    """Descriptions rewritten with their hashes recomputed: every missing key, wrong type or
+    malformed tensor name is refused in one line, exit 2, before anything trains."""
+    _, path = bundled
+    doc = read_bundle(path).doc
+    cases = {
+        "no claim": (_without(doc, "claim"), None, "has no 'claim'"),
+        "level as text": (_with(doc, "1", "level"), None, "['level'] is str, not int"),
+        "replicate as text": (_with(doc, ["r0"], "claim", "replicates"), None, "replicates[0] is not an object"),
+        "no replicates": (_with(doc, [], "claim", "replicates"), None, "names no replicate"),
+        "interval without n": (_without(doc, "claim", "interval", "n"), None, "claim.interval has no 'n'"),
+        "seed as float": (_with(doc, 0.5, "claim", "replicates", 0, "seed"), None, "is float, not int"),
+        "bad config": (_with(doc, -1, "config", "levels"), None, "its config is invalid"),
+        "environment as list": (_with(doc, [], "environment"), None, "is list, not dict"),
+        "no rewind steps": (_without(doc, "rewind_steps"), None, "has no 'rewind_steps'"),
+        "tensor without parts": (doc, {"junk": torch.zeros(1)}, "tensor 'junk' is not named"),
+        "mask of another shape": (doc, {"r0/mask/" + next(iter(read_bundle(path).mask(0))): torch.ones(3, dtype=torch.uint8)},
+                                  "fits none of its weights"),
+        "rewind without its step": (doc, {"r0/rewind/x": torch.zeros(1)}, "rewind point and its iteration"),
+    }
+    for name, (description, tensors, expected) in cases.items():
+        forged = _rewrite(path, tmp_path / f"{name.replace(' ', '_')}.safetensors", tensors=tensors, doc=description,
+                          rehash=True)
+        code, out, err = cli(["verify", str(forged)], capsys)
+        assert code == 2 and expected in err and "Traceback" not in err, (name, err)
+        assert len(err.strip().splitlines()) == 1, (name, err)
+
+
+def test_verify_into_a_file_workdir_is_one_line(bundled, tmp_path, capsys):
+    _, path = bundled
+    (tmp_path / "file").write_text("x")
+    code, _, err = cli(["verify", str(path), "--workdir", str(tmp_path / "file")], capsys)
+    assert code == 2 and "is a file, not a folder" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("where", ["directory", "proc", "file_as_folder"])
+def test_bundle_to_an_unusable_out_is_one_line_and_writes_nothing(bundled, tmp_path, capsys, where):
+    result, _ = bundled
+    (tmp_path / "existing").mkdir()
+    (tmp_path / "plain").write_text("x")
+    out = {"directory": tmp_path / "existing", "proc": Path("/proc/ticket.safetensors"),
+           "file_as_folder": tmp_path / "plain" / "ticket.safetensors"}[where]
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    code, _, err = cli(["bundle", str(result.directory), "--level", "1", "--out", str(out)], capsys)
+    assert code == 2 and "--out" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before and not Path("/proc/ticket.safetensors").exists()
+
+
+def test_a_full_disk_while_bundling_is_one_line(bundled, tmp_path, capsys, monkeypatch):
+    import errno
+
+    import ticketlab.bundle
+
+    result, _ = bundled
+
+    def full(path, data, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(ticketlab.bundle, "write_bytes_atomic", full)
+    out = tmp_path / "t.safetensors"
+    code, _, err = cli(["bundle", str(result.directory), "--level", "1", "--out", str(out)], capsys)
+    assert code == 2 and "No space left on device" in err and "nothing was written" in err, err
+    assert len(err.strip().splitlines()) == 1 and not out.exists()

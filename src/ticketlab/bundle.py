@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +35,7 @@ from safetensors.torch import load, save
 
 from ticketlab.api import Result
 from ticketlab.config import Config
-from ticketlab.errors import StoreError
+from ticketlab.errors import StoreError, TicketlabError
 from ticketlab.io import metadata_from_bytes, read_bytes, write_bytes_atomic
 from ticketlab.masks import Mask
 from ticketlab.stats import mean_ci
@@ -115,6 +116,8 @@ def make_bundle(experiment: str | Path, level: int, out: str | Path | None = Non
     if config.retrain != "rewind" and level > 0:
         raise BundleError(f"{experiment} retrains with {config.retrain!r}: its tickets start from the previous "
                           "level's trained weights, which a bundle does not carry; bundle a weight-rewinding experiment")
+    out = Path(out) if out else Path(f"{config.experiment_name()}-level{level:02d}.ticket.safetensors")
+    check_writable(out)
     records = sorted((r for r in result.select("ticket", level) if r.get("status", "ok") == "ok"),
                      key=lambda r: r["replicate"])
     if not records:
@@ -150,10 +153,34 @@ def make_bundle(experiment: str | Path, level: int, out: str | Path | None = Non
         "rewind_steps": rewind_steps,
         "tensors_sha256": tensors_sha256(tensors),
     }
-    out = Path(out) if out else Path(f"{config.experiment_name()}-level{level:02d}.ticket.safetensors")
     metadata = {"ticketlab_bundle": _doc_bytes(doc).decode(), "sha256": _content_sha256(doc)}
-    write_bytes_atomic(out, save({k: v.contiguous() for k, v in tensors.items()}, metadata=metadata))
+    data = save({k: v.contiguous() for k, v in tensors.items()}, metadata=metadata)
+    try:
+        write_bytes_atomic(out, data)  # removes its temporary file when the write fails
+    except OSError as exc:  # a full disk, a quota, a device gone: the user's environment, in one line
+        raise BundleError(f"cannot write the bundle {out} ({len(data) / 2**20:.1f} MiB): "
+                          f"{exc.strerror or exc}; nothing was written") from None
     return out
+
+
+def check_writable(out: Path) -> None:
+    """BundleError (before anything is read or written) unless ``out`` can become a file: not a
+    directory, below a directory (or folders that can be made) where a file can be created.
+    The probe is a temporary file in the nearest existing folder, removed at once."""
+    import tempfile
+
+    if out.is_dir():
+        raise BundleError(f"--out {out} is a directory; give a file name, e.g. {out / 'ticket.safetensors'}")
+    folder = out.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise BundleError(f"--out {out}: {folder} is not a directory")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise BundleError(f"--out {out}: cannot create a file in {folder} ({exc.strerror or exc})") from None
 
 
 def _data_fingerprint(config: Config, environment) -> str:
@@ -191,6 +218,93 @@ def claim_of(result: Result, records: list[dict[str, Any]], level: int) -> dict[
         "interval": interval.to_dict(),
         "verdict": verdict,
     }
+
+
+# ---------------------------------------------------------------------------- the description's schema
+TENSOR_KEY = re.compile(r"r(?P<replicate>[0-9]+)/(?P<part>" + "|".join(PARTS) + r")/(?P<name>.+)")
+_NUMBER = (int, float)
+_INT = (int,)
+_TEXT = (str,)
+_OPTIONAL_NUMBER = (int, float, type(None))
+#: key -> accepted types, per object of the description (keys that ``make_bundle`` always writes).
+_SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
+    "bundle": {"format": _INT, "experiment": _TEXT, "level": _INT, "config": (dict,), "data": (dict,),
+               "claim": (dict,), "environment": (dict,), "rewind_steps": (dict,), "tensors_sha256": _TEXT},
+    "data": {"dataset": _TEXT, "fingerprint": _TEXT, "builtin": (bool,)},
+    "claim": {"metric": _TEXT, "percent_remaining": _NUMBER, "replicates": (list,), "interval": (dict,),
+              "verdict": (dict, type(None)), "test_examples": (int, type(None))},
+    "interval": {"mean": _OPTIONAL_NUMBER, "low": _OPTIONAL_NUMBER, "high": _OPTIONAL_NUMBER, "n": _INT,
+                 "confidence": _NUMBER, "has_interval": (bool,)},
+    "replicate": {"replicate": _INT, "seed": _INT, "percent_remaining": _NUMBER, "precision": _TEXT,
+                  "training": _TEXT, "stepper": _TEXT, "early_stop_step": _INT, "final_step": _INT,
+                  **{k: _OPTIONAL_NUMBER for k in CLAIMED if not k.endswith("_step")}, METRIC: _NUMBER},
+    "environment": {"torch": _TEXT, "machine": _TEXT, "device": _TEXT},
+}
+
+
+def _check_fields(value: dict[str, Any], kind: str, where: str, path: Path) -> None:
+    """BundleError naming the first key of ``value`` that is missing or of the wrong type."""
+    for key, types in _SCHEMA[kind].items():
+        if key not in value:
+            raise BundleError(f"{path} is not a valid ticket bundle: {where} has no {key!r}")
+        item = value[key]
+        if not isinstance(item, types) or (isinstance(item, bool) and bool not in types):
+            wanted = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+            raise BundleError(f"{path} is not a valid ticket bundle: {where}[{key!r}] is {type(item).__name__}, "
+                              f"not {wanted}")
+
+
+def validate_description(doc: dict[str, Any], path: Path) -> None:
+    """BundleError (one line) unless the description has every key ``make_bundle`` writes,
+    each of its type, and a valid config: checked once, here, so nothing after it meets a
+    missing key or a string where a number belongs (a rewritten description with recomputed
+    hashes is bad input, not a crash)."""
+    _check_fields(doc, "bundle", "the description", path)
+    for kind in ("data", "claim", "environment"):
+        _check_fields(doc[kind], kind, kind, path)
+    claim = doc["claim"]
+    _check_fields(claim["interval"], "interval", "claim.interval", path)
+    if not claim["replicates"]:
+        raise BundleError(f"{path} is not a valid ticket bundle: its claim names no replicate")
+    for i, record in enumerate(claim["replicates"]):
+        if not isinstance(record, dict):
+            raise BundleError(f"{path} is not a valid ticket bundle: claim.replicates[{i}] is not an object")
+        _check_fields(record, "replicate", f"claim.replicates[{i}]", path)
+        if not isinstance(record.get("numerics"), (dict, type(None))):
+            raise BundleError(f"{path} is not a valid ticket bundle: claim.replicates[{i}]['numerics'] is not an object")
+    if claim["metric"] != METRIC:
+        raise BundleError(f"{path} is not a valid ticket bundle: it claims {claim['metric']!r}; bundles claim {METRIC}")
+    if claim["verdict"] is not None and not isinstance(claim["verdict"].get("label"), str):
+        raise BundleError(f"{path} is not a valid ticket bundle: claim.verdict has no label")
+    if not all(isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool)
+               for k, v in doc["rewind_steps"].items()):
+        raise BundleError(f"{path} is not a valid ticket bundle: rewind_steps must map replicates to iterations")
+    try:
+        Config.from_dict(doc["config"], resolve=False)
+    except TicketlabError as exc:
+        raise BundleError(f"{path} is not a valid ticket bundle: its config is invalid ({exc})") from None
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise BundleError(f"{path} is not a valid ticket bundle: its config is invalid "
+                          f"({type(exc).__name__}: {exc})") from None
+
+
+def _check_shapes(bundle: Bundle, r: int) -> None:
+    """BundleError unless replicate ``r``'s weight parts hold the same names, shapes and dtypes,
+    its mask is 0/1 over some of those weights, and a rewind point has its iteration."""
+    parts, where = bundle.tensors[r], bundle.path
+    layout = {n: (t.shape, t.dtype) for n, t in parts["init"].items()}
+    for part in ("early_stop", "final"):
+        if {n: (t.shape, t.dtype) for n, t in parts[part].items()} != layout:
+            raise BundleError(f"{where} is inconsistent: replicate {r}'s {part} weights do not have the names, "
+                              "shapes and dtypes of its initial weights")
+    for name, keep in parts["mask"].items():
+        if name not in layout or keep.shape != layout[name][0]:
+            raise BundleError(f"{where} is inconsistent: replicate {r}'s mask {name!r} fits none of its weights")
+        if keep.dtype != torch.uint8 or bool((keep > 1).any()):
+            raise BundleError(f"{where} is inconsistent: replicate {r}'s mask {name!r} is not a 0/1 uint8 mask")
+    if ("rewind" in parts) != (str(r) in bundle.doc["rewind_steps"]):
+        raise BundleError(f"{where} is inconsistent: replicate {r}'s rewind point and its iteration "
+                          "(rewind_steps) do not come together")
 
 
 # ---------------------------------------------------------------------------- binding
@@ -278,6 +392,8 @@ def read_bundle(path: str | Path) -> Bundle:
         doc = json.loads(metadata["ticketlab_bundle"])
     except ValueError as exc:
         raise BundleError(f"{path} is damaged (its description is not JSON: {exc})") from None
+    if not isinstance(doc, dict):
+        raise BundleError(f"{path} is not a valid ticket bundle: its description is {type(doc).__name__}, not an object")
     if doc.get("format") != FORMAT:
         raise BundleError(f"{path} is a bundle of format {doc.get('format')!r}; this ticketlab reads format {FORMAT}")
     if tensors_sha256(flat) != doc.get("tensors_sha256"):
@@ -286,10 +402,14 @@ def read_bundle(path: str | Path) -> Bundle:
     if _content_sha256(doc) != metadata.get("sha256"):
         raise BundleError(f"{path} was altered: its description (config or claim) does not match the bundle's "
                           "sha256; ask its author for the original")
+    validate_description(doc, path)
     tensors: dict[int, dict[str, dict[str, torch.Tensor]]] = {}
     for key, value in flat.items():
-        replicate, part, name = key.split("/", 2)
-        tensors.setdefault(int(replicate[1:]), {}).setdefault(part, {})[name] = value
+        match = TENSOR_KEY.fullmatch(key)
+        if match is None:
+            raise BundleError(f"{path} is not a valid ticket bundle: tensor {key!r} is not named "
+                              f"r<replicate>/<{'|'.join(PARTS)}>/<parameter>")
+        tensors.setdefault(int(match["replicate"]), {}).setdefault(match["part"], {})[match["name"]] = value
     bundle = Bundle(path, doc, tensors)
     check_consistent(bundle)
     return bundle
@@ -309,6 +429,7 @@ def check_consistent(bundle: Bundle) -> None:
         missing = [p for p in ("init", "mask", "early_stop", "final") if p not in parts]
         if missing:
             raise BundleError(f"{where} is inconsistent: replicate {r} lacks its {', '.join(missing)} tensors")
+        _check_shapes(bundle, r)
         mask = bundle.mask(r)
         percent = 100.0 * mask.fraction_remaining()
         if abs(percent - record["percent_remaining"]) > 1e-9 or abs(percent - claim["percent_remaining"]) > 1e-9:

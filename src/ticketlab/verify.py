@@ -86,6 +86,8 @@ def verify(bundle_path: str | Path, controls: list[str] | None = None, seeds: in
     """
     from ticketlab.units import environment, parameter_plan, resolve_device
 
+    if workdir is not None:
+        _check_workdir(Path(workdir))
     bundle = read_bundle(bundle_path)
     config = bundle.config
     if not bundle.doc["data"]["builtin"] and data is None:
@@ -127,6 +129,21 @@ def verify(bundle_path: str | Path, controls: list[str] | None = None, seeds: in
         if seeds > 0:
             _seed_evidence(result, config, seeds, root / "seeds", str(torch_device), model, data, task, data_version)
     return result
+
+
+def _check_workdir(workdir: Path) -> None:
+    """ConfigError (one line, before anything is read or trained) unless ``workdir`` is or can
+    become a folder this process writes into."""
+    import os
+
+    if workdir.exists() and not workdir.is_dir():
+        raise ConfigError(f"--workdir {workdir} is a file, not a folder; give a folder to keep the re-trained "
+                          "experiment in (or omit it)")
+    folder = workdir
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"--workdir {workdir}: {folder} is not a folder this process can write into")
 
 
 def _check_task(bundle: Bundle, config) -> None:
