@@ -8,15 +8,20 @@ Everything a reviewer needs to re-train the ticket and check the claim, without 
   its early-stopping iteration and at the end) and, with late rewinding, ``r<r>/rewind/...``
   (the dense run's weights and optimizer state at the rewind iteration);
 * metadata ``ticketlab_bundle``: one JSON document with the config, the data's fingerprint,
-  the claim (each replicate's measured metrics with its seed, and the level's mean, interval
-  and verdict), the environment that measured it (torch, Python and ticketlab versions,
-  platform, device) and ``tensors_sha256``, the hash of the tensors' names, dtypes, shapes and
-  bytes; metadata ``sha256``: the hash of that document and the tensors together.
+  the claim (each replicate's measured metrics with its seed, the numerics it trained under,
+  and the level's mean, interval and verdict), the environment that measured it (torch, Python
+  and ticketlab versions, platform, device) and ``tensors_sha256``, the hash of the tensors'
+  names, dtypes, shapes and bytes; metadata ``sha256``: the hash of that document and the
+  tensors together.
 
 A single file rather than a folder so that it can be mailed, attached or uploaded as is;
 safetensors so that opening it never executes code. The hashes detect damage and naive edits
 (a changed mask or claim), not a forger who recomputes them: that is what re-training
-(``ticketlab verify``) and the consistency checks in :func:`read_bundle` are for.
+(``ticketlab verify``) and the consistency checks in :func:`read_bundle` are for. Those checks
+bind the description's labels to what is verified: a replicate's seed is the config's, the
+level is the one whose weight counts the masks keep (:func:`check_level`), and ``verify``
+re-draws the initial weights from the seeds. Reading validates the description's schema
+first (:func:`validate_description`), so a rewritten one is a one-line error, not a crash.
 """
 
 from __future__ import annotations
