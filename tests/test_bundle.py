@@ -212,7 +212,7 @@ def test_a_ticket_on_user_data_and_model_verifies_with_them(tmp_path):
 
 
 def _relabelled(path: Path, out: Path, level: int | None = None, seed: int | None = None,
-                config: dict | None = None) -> Path:
+                config: dict | None = None, plan: bool = True) -> Path:
     """A bundle whose level, replicate 0's claimed seed or config was edited (a config's new base
     seed also relabels every claimed seed), with its experiment name and hashes recomputed as a
     forger would."""
@@ -221,6 +221,8 @@ def _relabelled(path: Path, out: Path, level: int | None = None, seed: int | Non
     doc = json.loads(json.dumps(read_bundle(path).doc))
     if level is not None:
         doc["level"] = level
+    if not plan:  # as an older bundle, without the experiment's parameter plan
+        del doc["plan"]
     if seed is not None:
         doc["claim"]["replicates"][0]["seed"] = seed
     if config is not None:
@@ -242,11 +244,13 @@ def test_an_edited_seed_is_refused_in_one_line(bundled, tmp_path, capsys):
     assert len(err.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("edit", [{"level": 0}, {"level": 2, "config": {"levels": 2}}, {"level": 3}])
+@pytest.mark.parametrize("edit", [{"level": 0}, {"level": 2, "config": {"levels": 2}}, {"level": 3},
+                                  {"level": 2, "config": {"levels": 2}, "plan": False}])
 def test_an_edited_level_is_refused_in_one_line(bundled, tmp_path, capsys, edit):
     _, path = bundled
     code, out, err = cli(["verify", str(_relabelled(path, tmp_path / "level.safetensors", **edit))], capsys)
     assert code == 2 and f"claims level {edit['level']}" in err and "verified" not in out, err
+    assert "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
 
 

@@ -156,6 +156,7 @@ def make_bundle(experiment: str | Path, level: int, out: str | Path | None = Non
         "claim": claim_of(result, records, level),
         "environment": environment_record(records[0].get("device", "cpu")),
         "rewind_steps": rewind_steps,
+        "plan": _plan_record(store),
         "tensors_sha256": tensors_sha256(tensors),
     }
     metadata = {"ticketlab_bundle": _doc_bytes(doc).decode(), "sha256": _content_sha256(doc)}
@@ -186,6 +187,13 @@ def check_writable(out: Path) -> None:
             pass
     except OSError as exc:
         raise BundleError(f"--out {out}: cannot create a file in {folder} ({exc.strerror or exc})") from None
+
+
+def _plan_record(store) -> dict[str, Any] | None:
+    """What the level's weight counts depend on besides the config: the pruned parameters in
+    model order and the output layer (``output_rate``), as the experiment recorded them."""
+    plan = store.parameter_plan()
+    return {"pruned": list(plan.pruned), "output": plan.output} if plan is not None else None
 
 
 def _data_fingerprint(config: Config, environment) -> str:
@@ -281,6 +289,11 @@ def validate_description(doc: dict[str, Any], path: Path) -> None:
         raise BundleError(f"{path} is not a valid ticket bundle: it claims {claim['metric']!r}; bundles claim {METRIC}")
     if claim["verdict"] is not None and not isinstance(claim["verdict"].get("label"), str):
         raise BundleError(f"{path} is not a valid ticket bundle: claim.verdict has no label")
+    plan = doc.get("plan")  # absent from older bundles: verify traces the model instead
+    if plan is not None and not (isinstance(plan, dict) and isinstance(plan.get("pruned"), list)
+                                 and all(isinstance(n, str) for n in plan["pruned"])
+                                 and isinstance(plan.get("output"), (str, type(None)))):
+        raise BundleError(f"{path} is not a valid ticket bundle: plan must hold the pruned names and the output layer")
     if not all(isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool)
                for k, v in doc["rewind_steps"].items()):
         raise BundleError(f"{path} is not a valid ticket bundle: rewind_steps must map replicates to iterations")
@@ -423,18 +436,21 @@ def read_bundle(path: str | Path) -> Bundle:
 def check_consistent(bundle: Bundle) -> None:
     """BundleError when the claim contradicts itself or the tensors (see :func:`read_bundle`)."""
     claim, where = bundle.doc["claim"], bundle.path
-    claimed = {r["replicate"] for r in claim["replicates"]}
-    if claimed != set(bundle.tensors):
-        raise BundleError(f"{where} is inconsistent: the claim names replicates {sorted(claimed)}, "
+    claimed = [r["replicate"] for r in claim["replicates"]]
+    if len(set(claimed)) != len(claimed) or set(claimed) != set(bundle.tensors):
+        raise BundleError(f"{where} is inconsistent: the claim names replicates {claimed}, "
                           f"the tensors hold {sorted(bundle.tensors)}")
     _check_identity(bundle)
-    for record in claim["replicates"]:
-        r = record["replicate"]
-        parts = bundle.tensors[r]
-        missing = [p for p in ("init", "mask", "early_stop", "final") if p not in parts]
+    for r in claimed:
+        missing = [p for p in ("init", "mask", "early_stop", "final") if p not in bundle.tensors[r]]
         if missing:
             raise BundleError(f"{where} is inconsistent: replicate {r} lacks its {', '.join(missing)} tensors")
         _check_shapes(bundle, r)
+    if bundle.doc.get("plan") is not None:
+        check_level(bundle, bundle.doc["plan"]["pruned"], bundle.doc["plan"]["output"])
+    for record in claim["replicates"]:
+        r = record["replicate"]
+        parts = bundle.tensors[r]
         mask = bundle.mask(r)
         percent = 100.0 * mask.fraction_remaining()
         if abs(percent - record["percent_remaining"]) > 1e-9 or abs(percent - claim["percent_remaining"]) > 1e-9:
