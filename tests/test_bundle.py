@@ -336,3 +336,25 @@ def test_a_full_disk_while_bundling_is_one_line(bundled, tmp_path, capsys, monke
     code, _, err = cli(["bundle", str(result.directory), "--level", "1", "--out", str(out)], capsys)
     assert code == 2 and "No space left on device" in err and "nothing was written" in err, err
     assert len(err.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_a_ticket_resumed_under_other_threads_is_checked_by_interval(tmp_path):
+    """No one thread count re-trains a unit whose two halves trained under different ones: its
+    summary says ``mixed``, and verify checks it by interval instead of failing bit for bit."""
+    from conftest import interrupted_level_1_ticket
+
+    from ticketlab.config import RunOptions
+
+    config = tiny_config(levels=1, train={"iterations": 200})
+    store, paths = interrupted_level_1_ticket(config, tmp_path, crash_at=150)
+    assert paths.checkpoint.is_file()
+    try:
+        result = run(config, RunOptions(root=str(tmp_path), device="cpu", threads=2, workers=1, progress=False))
+    finally:
+        torch.set_num_threads(1)
+    numerics = result.select("ticket", 1)[0]["numerics"]
+    assert numerics["threads"] == 2 and numerics["mixed"]
+    assert "mixed" not in result.select("ticket", 0)[0]["numerics"]
+    outcome = verify(make_bundle(result.directory, 1, tmp_path / "mixed.safetensors"))
+    assert outcome.mode == "interval" and "replicate(s) 0 resumed under other threads" in outcome.mode_reason
+    assert torch.get_num_threads() == 1  # verify restores the caller's settings

@@ -41,6 +41,7 @@ def complete(record: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def _set(record: dict[str, Any]) -> None:
+    """Apply ``record`` to this process (a ``mixed`` mark, of a resumed unit, is not a setting)."""
     torch.set_num_threads(int(record["threads"]))
     torch.use_deterministic_algorithms(bool(record["deterministic_algorithms"]))
     torch.set_float32_matmul_precision(str(record["float32_matmul_precision"]))

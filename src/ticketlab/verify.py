@@ -69,6 +69,9 @@ def _mode(bundle: Bundle, device: torch.device) -> tuple[str, str]:
         differs.append(f"device {claimed.get('device')} here {device}")
     if any(r.get("training") == "stacked" for r in bundle.replicates):
         differs.append("trained stacked (--batch), re-trained sequentially")
+    mixed = [str(r["replicate"]) for r in bundle.replicates if (r.get("numerics") or {}).get("mixed")]
+    if mixed:
+        differs.append(f"replicate(s) {', '.join(mixed)} resumed under other threads or determinism flags")
     if differs:
         return "interval", "measured elsewhere (" + "; ".join(differs) + ")"
     return "exact", f"same torch {here['torch']}, {here['machine']} and {device.type} as the bundle"
