@@ -97,3 +97,21 @@ def test_verify_of_a_custom_task_bundle_needs_that_task(tmp_path, capsys):
         verify(path, data=data, task=ticketlab.Task(loss=F.mse_loss, metric="neg_mae"))
     outcome = verify(path, data=data, task=task)
     assert outcome.mode == "exact" and outcome.passed, [c for c in outcome.checks if c.ok is False]
+
+
+def test_a_custom_task_on_built_in_data_bundles_and_says_what_verify_needs(tmp_path, capsys):
+    from ticketlab.units import environment
+
+    task = ticketlab.Task(loss=functools.partial(F.cross_entropy, label_smoothing=0.1))
+    result = ticketlab.run({**SHORT, "model": "mlp_64_32", "data": {"dataset": "digits"}}, opts(tmp_path), task=task)
+    path = make_bundle(result.directory, 1, tmp_path / "digits.safetensors")
+    code, out, err = cli(["verify", str(path)], capsys)
+    assert code == 2 and "made with a custom task (loss=partial(torch.nn.functional:cross_entropy))" in err
+    assert "task=" in err and len(err.strip().splitlines()) == 1 and "MISMATCH" not in out
+    # commands that rebuild a stored experiment from its config (stability) refuse its task in one line;
+    # its model and data (export, FLOPs) are still available
+    env = environment(result.config)
+    assert env.build(0, "cpu") is not None and env.data.num_classes == 10
+    with pytest.raises(ConfigError, match="custom task"):
+        env.task
+    assert verify(path, task=task).passed

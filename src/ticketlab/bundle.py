@@ -114,8 +114,6 @@ def make_bundle(experiment: str | Path, level: int, out: str | Path | None = Non
     Every replicate whose ticket at that level finished (and did not diverge) is included; the
     claim is their metrics, and the level's mean, interval and verdict as ``show`` prints them.
     """
-    from ticketlab.units import environment
-
     result = Result.load(experiment)
     store, config = result.store, result.config
     if config.retrain != "rewind" and level > 0:
@@ -151,7 +149,7 @@ def make_bundle(experiment: str | Path, level: int, out: str | Path | None = Non
         "experiment": config.experiment_name(),
         "level": level,
         "config": config.to_dict(),
-        "data": {"dataset": config.data.dataset, "fingerprint": _data_fingerprint(config, environment),
+        "data": {"dataset": config.data.dataset, "fingerprint": _data_fingerprint(config),
                  "builtin": ":" not in config.data.dataset},
         "claim": claim_of(result, records, level),
         "environment": environment_record(records[0].get("device", "cpu")),
@@ -196,14 +194,15 @@ def _plan_record(store) -> dict[str, Any] | None:
     return {"pruned": list(plan.pruned), "output": plan.output} if plan is not None else None
 
 
-def _data_fingerprint(config: Config, environment) -> str:
+def _data_fingerprint(config: Config) -> str:
     """The fingerprint of the data the ticket was trained on: the config's for the user's data
     (recorded by ``run``), else computed from the built-in dataset."""
-    from ticketlab.inputs import data_fingerprint
+    from ticketlab.inputs import data_fingerprint, named_dataset
 
     if config.data.fingerprint:
         return config.data.fingerprint
-    return data_fingerprint(environment(config).data)
+    data = config.data  # the built-in dataset itself: no model or task is needed to hash it
+    return data_fingerprint(named_dataset(data.dataset, data.data_dir, data.split_seed))
 
 
 def claim_of(result: Result, records: list[dict[str, Any]], level: int) -> dict[str, Any]:

@@ -79,6 +79,13 @@ class Environment:
 
     @property
     def task(self):
+        """The task to train and score with. A stored experiment rebuilt from its config alone
+        (stability, export) has only the default task, which would train or score a custom-task
+        experiment wrongly: asking for it is then a one-line error (its model and data are fine)."""
+        if not self.user and self.config.task_fingerprint is not None:
+            raise ConfigError(f"this experiment was trained with a custom task ({self.config.task}), which only the "
+                              "Python API can pass again: ticketlab.run(..., task=ticketlab.Task(...)) or "
+                              "ticketlab.verify.verify(..., task=...)")
         return self.inputs.task
 
     def build(self, seed: int, device: torch.device | str | None = None) -> nn.Module:
