@@ -301,8 +301,10 @@ def test_a_rewritten_description_is_one_line_not_a_traceback(bundled, tmp_path, 
         assert len(err.strip().splitlines()) == 1, (name, err)
 
 
-def test_verify_into_a_file_workdir_is_one_line(bundled, tmp_path, capsys):
+def test_verify_into_a_file_workdir_or_with_negative_seeds_is_one_line(bundled, tmp_path, capsys):
     _, path = bundled
+    code, _, err = cli(["verify", str(path), "--seeds", "-1"], capsys)
+    assert code == 2 and "--seeds must be" in err and len(err.strip().splitlines()) == 1
     (tmp_path / "file").write_text("x")
     code, _, err = cli(["verify", str(path), "--workdir", str(tmp_path / "file")], capsys)
     assert code == 2 and "is a file, not a folder" in err and len(err.strip().splitlines()) == 1

@@ -89,6 +89,8 @@ def verify(bundle_path: str | Path, controls: list[str] | None = None, seeds: in
     """
     from ticketlab.units import environment, parameter_plan, resolve_device
 
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 0:
+        raise ConfigError(f"--seeds must be a number of new seeds >= 0 (0: none), got {seeds!r}")
     if workdir is not None:
         _check_workdir(Path(workdir))
     bundle = read_bundle(bundle_path)
