@@ -117,7 +117,10 @@ class Config:
     or a state dict read with ``weights_only=True``) instead of drawing them from its seed.
     ``model_fingerprint`` and ``data.fingerprint`` are filled in by ``ticketlab.run`` for
     user-given models and data (names, shapes, dtypes and initial weights; content hash), so
-    changed inputs are a different experiment.
+    changed inputs are a different experiment. ``task`` and ``task_fingerprint`` likewise
+    describe and identify a custom ``ticketlab.Task`` (its loss, score, metric: see
+    ``Task.identity``); both stay None for the default task, so that built-in experiments keep
+    their names.
     """
 
     model: str = "lenet_300_100"
@@ -131,6 +134,8 @@ class Config:
     ticket_levels: tuple[int, ...] = ()
     init_weights: str | None = None
     model_fingerprint: str | None = None
+    task: str | None = None  # a custom training task, in words (None: the default for the labels)
+    task_fingerprint: str | None = None  # its identity: import paths, code fingerprint or version
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)

@@ -272,6 +272,9 @@ def prepare_inputs(config: Any, model: Any = None, data: Any = None, task: Task 
     if data is not None:
         raw["data"] = {**raw.get("data", {}), "dataset": f"python:{getattr(data, 'name', None) or 'data'}"}
     config = Config.from_dict(raw)
+    if task is None and config.task_fingerprint is not None:
+        raise ConfigError(f"this experiment was trained with a custom task ({config.task}); pass the same task "
+                          "again (ticketlab.run(..., task=ticketlab.Task(...))) to run or resume it")
     user_model = model is not None or ":" in config.model
     user_data = data is not None or ":" in config.data.dataset
     if not (user_model or user_data or task is not None or config.init_weights):
@@ -303,6 +306,9 @@ def prepare_inputs(config: Any, model: Any = None, data: Any = None, task: Task 
         changes["model_fingerprint"] = model_fingerprint(built)
     if user_data:
         changes["data"] = {"fingerprint": data_fingerprint(dataset, data_version)}
+    if task is not None:  # a changed loss or score is another experiment (the default names none)
+        identity = task.identity(dataset.train_targets())
+        changes["task"], changes["task_fingerprint"] = identity if identity else (None, None)
     return (config.replace(**changes) if changes else config), inputs
 
 

@@ -13,6 +13,10 @@ the ``*_acc`` fields for every task, with the task's ``metric`` name in each sum
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
+import types
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
@@ -55,14 +59,42 @@ class Task:
     score: LossFn | None = None
     metric: str | None = None  # the score's name in tables (default: accuracy or r2)
     target_variance: float = field(default=1.0, repr=False)
+    #: the user's name for this version of the loss and score: replaces fingerprinting their code
+    version: str | None = None
 
     def bind(self, y_train: torch.Tensor) -> "Task":
         """This task with ``auto`` decided by the labels' dtype and R²'s variance measured."""
         kind = self.kind
         if kind == "auto":
-            kind = "classification" if not torch.is_floating_point(y_train) else "regression"
+            kind = _auto_kind(y_train)
         variance = float(y_train.float().var()) if kind == "regression" and y_train.numel() > 1 else 1.0
-        return Task(kind, self.loss, self.score, self.metric, variance if variance > 0 else 1.0)
+        return Task(kind, self.loss, self.score, self.metric, variance if variance > 0 else 1.0, self.version)
+
+    def identity(self, y_train: torch.Tensor) -> tuple[str, str] | None:
+        """``(description, fingerprint)`` of this task when it is not the default for these
+        labels, else None: what names an experiment trained with it, so that a changed loss or
+        score is a new experiment rather than the old one's results.
+
+        A loss or score with an import path is identified by it (name a ``version`` when its code
+        changes); one without (a lambda, a function in ``__main__`` or a notebook) by a
+        fingerprint of its code and of the values it reads. ``version`` replaces fingerprints.
+        """
+        parts = {"loss": self.loss, "score": self.score}
+        described = {k: _label(v) for k, v in parts.items() if v is not None}
+        if self.metric is not None:
+            described["metric"] = self.metric
+        if self.kind != "auto" and self.kind != _auto_kind(y_train):
+            described["kind"] = self.kind
+        if self.version is not None:
+            described["version"] = self.version
+        if not described:
+            return None
+        digest = hashlib.sha256(json.dumps(described, sort_keys=True).encode())
+        if self.version is None:
+            for name in sorted(k for k, v in parts.items() if v is not None):
+                digest.update(name.encode())
+                _digest_value(digest, parts[name], depth=0)
+        return ", ".join(f"{k}={v}" for k, v in sorted(described.items())), digest.hexdigest()[:16]
 
     @property
     def metric_name(self) -> str:
@@ -101,3 +133,103 @@ class Task:
         elif pred.numel() != target.numel():
             raise ConfigError(f"regression needs one output per target: outputs {list(pred.shape)}, "
                               f"targets {list(target.shape)}")
+
+
+def _auto_kind(y_train: torch.Tensor) -> str:
+    return "classification" if not torch.is_floating_point(y_train) else "regression"
+
+
+def _label(obj: Any) -> str:
+    """An import path for ``obj`` (or its class, for a loss object), else ``python:<name>``."""
+    from ticketlab.inputs import object_label
+
+    if isinstance(obj, functools.partial):
+        return f"partial({_label(obj.func)})"
+    if isinstance(obj, (types.FunctionType, types.BuiltinFunctionType, types.MethodType, type)):
+        return object_label(obj)
+    return object_label(type(obj)) + "()"
+
+
+_MAX_DEPTH = 4  # how far into closures and helper functions a code fingerprint follows
+
+
+def _digest_value(digest: "hashlib._Hash", value: Any, depth: int) -> None:
+    """Add what ``value`` computes with to ``digest``: plain values and tensors by content, a
+    function without an import path by its code, defaults, closure and the globals it reads, an
+    importable function or class by its import path, a loss object by its class and settings."""
+    if depth > _MAX_DEPTH:
+        digest.update(f"<{type(value).__name__}>".encode())
+    elif value is None or isinstance(value, (bool, int, float, complex, str, bytes)):
+        digest.update(repr(value).encode())
+    elif isinstance(value, torch.Tensor):
+        tensor = value.detach().cpu().contiguous()
+        digest.update(f"tensor:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    elif isinstance(value, (list, tuple)):
+        digest.update(f"{type(value).__name__}[".encode())
+        for item in value:
+            _digest_value(digest, item, depth + 1)
+    elif isinstance(value, dict):
+        digest.update(b"dict{")
+        for key in sorted(value, key=repr):
+            digest.update(repr(key).encode())
+            _digest_value(digest, value[key], depth + 1)
+    elif isinstance(value, types.ModuleType):
+        digest.update(f"module:{value.__name__}".encode())
+    elif isinstance(value, functools.partial):
+        digest.update(b"partial")
+        for item in (value.func, value.args, value.keywords):
+            _digest_value(digest, item, depth + 1)
+    elif isinstance(value, types.MethodType):
+        _digest_value(digest, value.__func__, depth + 1)
+        _digest_value(digest, value.__self__, depth + 1)
+    elif isinstance(value, types.FunctionType):
+        _digest_function(digest, value, depth)
+    elif isinstance(value, (types.BuiltinFunctionType, type)):
+        digest.update(_label(value).encode())
+    else:  # a callable object (a torch loss module): its class and its settings and buffers
+        digest.update(_label(value).encode())
+        state = value.state_dict() if isinstance(value, torch.nn.Module) else {}
+        settings = {k: v for k, v in vars(value).items() if not k.startswith("_")} if hasattr(value, "__dict__") else {}
+        _digest_value(digest, {**settings, **state}, depth + 1)
+
+
+def _digest_function(digest: "hashlib._Hash", fn: types.FunctionType, depth: int) -> None:
+    label = _label(fn)
+    digest.update(label.encode())
+    if not label.startswith("python:"):
+        return  # its import path names it (and its version, where the user gives one)
+    _digest_code(digest, fn.__code__)
+    _digest_value(digest, (fn.__defaults__, fn.__kwdefaults__), depth + 1)
+    cells = [cell.cell_contents for cell in fn.__closure__ or () if _filled(cell)]
+    _digest_value(digest, cells, depth + 1)
+    read = {name: fn.__globals__[name] for name in _global_names(fn.__code__) if name in fn.__globals__}
+    _digest_value(digest, read, depth + 1)
+
+
+def _filled(cell: types.CellType) -> bool:
+    try:
+        cell.cell_contents
+    except ValueError:  # an empty cell (a variable not yet assigned)
+        return False
+    return True
+
+
+def _digest_code(digest: "hashlib._Hash", code: types.CodeType) -> None:
+    """The bytecode, constants and names of ``code`` (nested functions included), not its file
+    or line numbers: moving a function in its file does not rename the experiment."""
+    digest.update(code.co_code)
+    digest.update(repr((code.co_names, code.co_varnames, code.co_freevars)).encode())
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            _digest_code(digest, const)
+        else:
+            digest.update(repr(const).encode())
+
+
+def _global_names(code: types.CodeType) -> list[str]:
+    names = list(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names.extend(_global_names(const))
+    return sorted(set(names))

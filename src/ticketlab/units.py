@@ -29,6 +29,7 @@ from ticketlab.inputs import Inputs, builtin_inputs, user_code
 from ticketlab.io import remove_temporaries, save_tensors, update_manifest, write_json_atomic, write_jsonl_atomic
 from ticketlab.loop import Events, TrainState, early_stop, last_finite, run_loop, summarize_history, total_iterations
 from ticketlab.masks import Mask
+from ticketlab.numerics import numerics_record
 from ticketlab.method import ArmContext, MaskContext, resolve_arm, resolve_method
 from ticketlab.method.arms.ticket import MODEL_PREFIX, OPTIM_PREFIX, load_training_state, split_prefixed
 from ticketlab.optim import learning_rate, load_optimizer_state, make_optimizer, mask_optimizer_state_, optimizer_state_tensors
@@ -78,6 +79,13 @@ class Environment:
 
     @property
     def task(self):
+        """The task to train and score with. A stored experiment rebuilt from its config alone
+        (stability, export) has only the default task, which would train or score a custom-task
+        experiment wrongly: asking for it is then a one-line error (its model and data are fine)."""
+        if not self.user and self.config.task_fingerprint is not None:
+            raise ConfigError(f"this experiment was trained with a custom task ({self.config.task}), which only the "
+                              "Python API can pass again: ticketlab.run(..., task=ticketlab.Task(...)) or "
+                              "ticketlab.verify.verify(..., task=...)")
         return self.inputs.task
 
     def build(self, seed: int, device: torch.device | str | None = None) -> nn.Module:
@@ -238,6 +246,7 @@ class StoreEvents:
         self.fixed_rng: dict[str, torch.Tensor] | None = None
         self.stacked = False  # trained by the stacked stepper (recorded in the summary)
         self.stepper_info: dict | None = None  # the stepper training it (checkpointed, so a resume keeps it)
+        self.numerics: dict = numerics_record()  # the threads and flags it trains under (``unit_numerics``)
 
     def wall_time(self) -> float:
         return self.elapsed + time.perf_counter() - self.started
@@ -261,7 +270,7 @@ class StoreEvents:
     def on_checkpoint(self, state: TrainState) -> None:
         meta = {"step": state.step, "history": state.history, "loss_sum": state.loss_sum,
                 "loss_count": state.loss_count, "elapsed": self.wall_time(), "eval_seconds": state.eval_seconds,
-                "stepper_info": self.stepper_info}
+                "stepper_info": self.stepper_info, "numerics": self.numerics}
         save_tensors(self._training_tensors(), self.paths.checkpoint, metadata={"state": json.dumps(meta)},
                      checksum=True)
 
@@ -316,6 +325,16 @@ class PreparedUnit:
     resumed_stepper_info: dict | None = None  # the stepper its checkpoint was trained with (kept on resume)
 
 
+def unit_numerics(resumed: dict | None) -> dict:
+    """The numerics a unit trains under: this process's, marked ``mixed`` when its checkpoint
+    was trained under others (resumed with other ``--threads``): no one setting re-trains it
+    bit for bit then, so ``verify`` checks it by interval."""
+    here = numerics_record()
+    if resumed is not None and (resumed.get("mixed") or {k: v for k, v in resumed.items() if k != "mixed"} != here):
+        return {**here, "mixed": True}
+    return here
+
+
 def unit_schedule(config: Config, unit: Unit, end: int) -> TrainConfig:
     """The training schedule of ``unit``: the experiment's, except that a fine-tuned ticket
     (``retrain="finetune"``) trains at the schedule's final learning rate throughout. A pure
@@ -361,11 +380,13 @@ def prepare_unit(
         elapsed = meta["elapsed"]
         rng = split_prefixed(store.tensors(paths.checkpoint), RNG_PREFIX) or None
         resumed_stepper = meta.get("stepper_info")
+        resumed_numerics = meta.get("numerics")
     else:
         with user_code(f"control {unit.arm}", unit):
             start = arm.start(mask, context)
         weights, optim_state = start.weights, start.optimizer_state
         state, elapsed, rng, resumed_stepper = TrainState(start.step), 0.0, None, None
+        resumed_numerics = None
         if not paths.start.is_file():
             save_tensors(weights, paths.start, checksum=True)
     load_state(model, weights)
@@ -374,6 +395,7 @@ def prepare_unit(
 
     masks = {n: m.to(env.device, torch.float32) for n, m in mask.items()}
     events = StoreEvents(unit, paths, store, model, optimizer, masks, elapsed, progress, end)
+    events.numerics = unit_numerics(resumed_numerics)
     capture = frozenset({config.rewind_iteration}) if unit.level == 0 and config.rewind_iteration > 0 else frozenset()
     seed = replicate_seed(config, unit.replicate)
     return PreparedUnit(
@@ -409,6 +431,8 @@ def finish_unit(prepared: PreparedUnit, precision: str = "fp32") -> dict:
         # stacked (--batch) and sequential training differ in the last bits: a re-run is exact only in kind
         "training": "stacked" if prepared.events.stacked else "sequential",
         "metric": env.task.metric_name,
+        # threads and determinism flags move the last bits: verify re-trains under these
+        "numerics": prepared.events.numerics,
         # the score's resolution (one example) that the verdicts' zero-variance floor uses
         "test_examples": env.data.test_examples(),
         **prepared.stepper_info,

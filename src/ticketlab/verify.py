@@ -3,7 +3,9 @@
 The bundle is read and checked first (hashes, self-consistency: see ``bundle.read_bundle``),
 then the data is checked against the bundle's fingerprint, and only then is anything
 trained: each claimed replicate's ticket, from the bundle's initial weights (or rewind
-point) and mask, with the bundle's config, so the same seeds give the same batches.
+point) and mask, with the bundle's config, so the same seeds give the same batches, and under
+the numerics it was trained under (torch threads, determinism flags: ``ticketlab.numerics``),
+whatever this process's own are.
 
 Two ways a claim can hold:
 
@@ -27,8 +29,9 @@ from typing import Any
 
 import torch
 
-from ticketlab.bundle import CLAIMED, METRIC, Bundle, BundleError, environment_record, read_bundle
+from ticketlab.bundle import CLAIMED, METRIC, Bundle, BundleError, check_level, environment_record, read_bundle
 from ticketlab.errors import ConfigError
+from ticketlab.numerics import applied
 from ticketlab.stats import mean_ci
 
 ONE_SEED_TOLERANCE = 0.01  # one accuracy point, for a claim of one replicate (no interval)
@@ -66,6 +69,9 @@ def _mode(bundle: Bundle, device: torch.device) -> tuple[str, str]:
         differs.append(f"device {claimed.get('device')} here {device}")
     if any(r.get("training") == "stacked" for r in bundle.replicates):
         differs.append("trained stacked (--batch), re-trained sequentially")
+    mixed = [str(r["replicate"]) for r in bundle.replicates if (r.get("numerics") or {}).get("mixed")]
+    if mixed:
+        differs.append(f"replicate(s) {', '.join(mixed)} resumed under other threads or determinism flags")
     if differs:
         return "interval", "measured elsewhere (" + "; ".join(differs) + ")"
     return "exact", f"same torch {here['torch']}, {here['machine']} and {device.type} as the bundle"
@@ -81,8 +87,12 @@ def verify(bundle_path: str | Path, controls: list[str] | None = None, seeds: in
     ``workdir`` keeps the re-trained experiment (default: a temporary folder, removed).
     ``model``/``data``/``task`` are the user's objects for a ticket trained on them.
     """
-    from ticketlab.units import environment, resolve_device
+    from ticketlab.units import environment, parameter_plan, resolve_device
 
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 0:
+        raise ConfigError(f"--seeds must be a number of new seeds >= 0 (0: none), got {seeds!r}")
+    if workdir is not None:
+        _check_workdir(Path(workdir))
     bundle = read_bundle(bundle_path)
     config = bundle.config
     if not bundle.doc["data"]["builtin"] and data is None:
@@ -93,15 +103,24 @@ def verify(bundle_path: str | Path, controls: list[str] | None = None, seeds: in
     if config.model.startswith("python:") and model is None:
         raise ConfigError(f"{bundle_path} was trained with the user's own model ({config.model}); verify it from "
                           "Python with ticketlab.verify.verify(bundle, model=...) passing the same model")
+    if config.task_fingerprint is not None and task is None:
+        raise ConfigError(f"{bundle_path} was made with a custom task ({config.task}); verify it from Python with "
+                          "ticketlab.verify.verify(bundle, task=ticketlab.Task(...)) passing the same task")
     inputs = None
     if data is not None or model is not None or task is not None or ":" in config.model:
         from ticketlab.inputs import prepare_inputs
 
         config, inputs = prepare_inputs(config, model, data, task, data_version)
+        _check_task(bundle, config)
     torch_device = resolve_device(device)
     env = environment(config, torch_device, inputs)
     _check_data(bundle, env, data_version)
+    if bundle.doc.get("plan") is None:  # an older bundle: its level is checked against a trace of the model
+        plan = parameter_plan(env)
+        check_level(bundle, list(plan.pruned), plan.output)
     mode, reason = _mode(bundle, torch_device)
+    if mode == "exact":
+        _check_init(bundle, env)
     result = Verification(bundle, mode, reason)
     _score_bundled_weights(result, env)
     if not result.passed:  # the weights are not the ones claimed: no need to train
@@ -116,6 +135,47 @@ def verify(bundle_path: str | Path, controls: list[str] | None = None, seeds: in
         if seeds > 0:
             _seed_evidence(result, config, seeds, root / "seeds", str(torch_device), model, data, task, data_version)
     return result
+
+
+def _check_workdir(workdir: Path) -> None:
+    """ConfigError (one line, before anything is read or trained) unless ``workdir`` is or can
+    become a folder this process writes into."""
+    import os
+
+    if workdir.exists() and not workdir.is_dir():
+        raise ConfigError(f"--workdir {workdir} is a file, not a folder; give a folder to keep the re-trained "
+                          "experiment in (or omit it)")
+    folder = workdir
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"--workdir {workdir}: {folder} is not a folder this process can write into")
+
+
+def _check_task(bundle: Bundle, config) -> None:
+    """BundleError when the task given is not the one the ticket was trained with (its
+    identity, as in the experiment's name): re-training with another loss proves nothing."""
+    made = bundle.config
+    if config.task_fingerprint != made.task_fingerprint:
+        raise BundleError(f"the task given ({config.task or 'the default'}, fingerprint {config.task_fingerprint}) "
+                          f"is not the one the ticket was trained with ({made.task or 'the default'}, fingerprint "
+                          f"{made.task_fingerprint}); verification needs the same task")
+
+
+def _check_init(bundle: Bundle, env) -> None:
+    """BundleError when a replicate's initial weights are not the ones its seed draws: the
+    claimed seed is bound to the weights. Only where the bundle was measured (exact mode):
+    another torch build may draw other numbers from the same seed. Skipped for experiments
+    that start from given weights (``init_weights``), which no seed draws."""
+    from ticketlab.units import initial_weights
+
+    if bundle.config.init_weights:
+        return
+    for record in bundle.replicates:
+        r = record["replicate"]
+        if not _same_tensors(initial_weights(env, r), bundle.tensors[r]["init"]):
+            raise BundleError(f"{bundle.path} is inconsistent: replicate {r}'s initial weights are not the ones "
+                              f"seed {record['seed']} draws (the seed or the weights were changed)")
 
 
 def _check_data(bundle: Bundle, env, data_version: str | None) -> None:
@@ -138,7 +198,8 @@ def _score_bundled_weights(result: Verification, env) -> None:
     resolution = 1.0 / (bundle.doc["claim"].get("test_examples") or env.data.test_examples())
     for claimed in bundle.replicates:
         r = claimed["replicate"]
-        measured = evaluate_weights(env, bundle.tensors[r]["early_stop"])["test_acc"]
+        with applied(claimed.get("numerics")):
+            measured = evaluate_weights(env, bundle.tensors[r]["early_stop"])["test_acc"]
         ok = measured == claimed[METRIC] if result.mode == "exact" else abs(measured - claimed[METRIC]) <= resolution + 1e-9
         result.checks.append(Check(f"replicate {r} bundled early_stop weights: test accuracy", claimed[METRIC],
                                    measured, ok))
@@ -187,8 +248,10 @@ def _retrain(bundle: Bundle, config, store, device: str, inputs, controls: list[
             # the ticket re-trains on the path it was trained on (dense or sparse arithmetic differ
             # in the last bits); controls on the dense path
             stepper = record.get("stepper", "dense") if arm == "ticket" else "dense"
-            records[(unit.replicate, arm)] = run_unit(config, str(store.directory), unit, device, inputs=inputs,
-                                                      precision=record.get("precision", "fp32"), stepper=stepper)
+            with applied(record.get("numerics")):  # the threads and flags it trained under: the same bits
+                records[(unit.replicate, arm)] = run_unit(config, str(store.directory), unit, device,
+                                                          inputs=inputs, precision=record.get("precision", "fp32"),
+                                                          stepper=stepper)
     return records
 
 
