@@ -84,3 +84,36 @@ def test_thread_limit_is_the_core_count_locally_and_wide_on_ray():
     with pytest.raises(ConfigError, match="CPU core"):
         RunOptions(threads=cores + 1).validate()
     RunOptions(threads=cores + 1, executor="ray").validate()  # another machine may have more cores
+
+
+# ---------------------------------------------------------------------------- transfer sources
+TRANSFER_MISMATCHES = {
+    "other-seed": (["--seed", "1"], "seed 0 there, 1 here"),
+    "other-model": (["--model", "mlp_32"], "model 'mlp_16' there, 'mlp_32' here"),
+    "other-input-shape": (["--dataset", "mnist1d"], "dataset 'digits' there, 'mnist1d' here"),
+    "more-levels": (["--levels", "3"], "has no level-3 mask for replicate 0"),
+    "more-seeds": (["--seeds", "2"], "has no level-1 mask for replicate 1"),
+    "other-roles": (["--roles", "linear,bias"], "masks cover other parameters than this experiment prunes"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TRANSFER_MISMATCHES))
+def test_mismatched_transfer_source_is_refused_before_any_write(case, source, tmp_path, capsys):
+    flags, fragment = TRANSFER_MISMATCHES[case]
+    out = tmp_path / "out"
+    before = _snapshot(source)
+    _refused(["run", "--transfer-from", str(source), *flags, *QUICK, "--out", str(out)], out, fragment, capsys)
+    assert not out.exists()  # not even the root folder: nothing of the new experiment
+    assert _snapshot(source) == before
+
+
+def test_an_unfinished_transfer_source_is_refused_before_any_write(source, tmp_path, capsys):
+    import shutil
+
+    unfinished = tmp_path / source.name
+    shutil.copytree(source, unfinished)
+    (unfinished / "replicate_0" / "level_02" / "mask.safetensors").unlink()
+    out = tmp_path / "out"
+    _refused(["run", "--transfer-from", str(unfinished), *QUICK, "--out", str(out)], out,
+             "has no level-2 mask for replicate 0", capsys)
+    assert not out.exists()

@@ -39,12 +39,24 @@ def preflight(env: Environment, options: RunOptions) -> ParameterPlan:
     check_resources(env, options)
     plan = parameter_plan(env)
     probe(env.inputs, config, env.device)
+    check_method(env, plan)
     end = env.end()
     if config.rewind_iteration >= end:
         raise ConfigError(
             f"rewind_iteration ({config.rewind_iteration}) must be below the training length ({end} iterations)"
         )
     return plan
+
+
+def check_method(env: Environment, plan: ParameterPlan) -> None:
+    """The pruning method's own checks of this run's inputs (``preflight(env, plan)``, optional):
+    what only the built model or another experiment can show, e.g. a transfer source that does
+    not fit, refused before the first write instead of at the first level's mask."""
+    from ticketlab.method import resolve_method
+
+    method_preflight = getattr(resolve_method(env.config.prune.method), "preflight", None)
+    if method_preflight is not None:
+        method_preflight(env, plan)
 
 
 def unit_count(config: Config) -> int:
