@@ -117,3 +117,97 @@ def test_an_unfinished_transfer_source_is_refused_before_any_write(source, tmp_p
     _refused(["run", "--transfer-from", str(unfinished), *QUICK, "--out", str(out)], out,
              "has no level-2 mask for replicate 0", capsys)
     assert not out.exists()
+
+
+# ---------------------------------------------------------------------------- labels and inputs
+def _digits_splits() -> dict[str, list[torch.Tensor]]:
+    from ticketlab.data import load_dataset
+
+    d = load_dataset("digits")
+    return {"train": [d.x_train.clone(), d.y_train.clone()], "val": [d.x_val.clone(), d.y_val.clone()],
+            "test": [d.x_test.clone(), d.y_test.clone()]}
+
+
+def _float_labels_with(value: float):
+    def spoil(splits):
+        splits["train"][1] = splits["train"][1].float()
+        splits["train"][1][5] = value
+    return spoil
+
+
+def _set(split: str, part: int, index: tuple, value) -> "callable":
+    def spoil(splits):
+        splits[split][part][index] = value
+    return spoil
+
+
+BAD_DATA = {
+    "nan-label": (_float_labels_with(math.nan), "'train' labels contain NaN or infinity (example 5 is the first)"),
+    "inf-label": (_float_labels_with(math.inf), "'train' labels contain NaN or infinity (example 5 is the first)"),
+    "label-above-classes": (_set("val", 1, (3,), 10), "'val' labels must be class indices 0..9 (the model outputs "
+                                                     "10 classes), but example 3 has label 10"),
+    "negative-label": (_set("test", 1, (8,), -1), "'test' labels must be class indices 0..9"),
+    "ignored-label": (_set("train", 1, (7,), -100), "example 7 has label -100"),  # cross-entropy would skip it
+    "nan-input": (_set("test", 0, (4, 0, 2, 3), math.nan), "'test' inputs contain NaN or infinity (example 4 is the first)"),
+}
+RUN = {"model": "mlp_16", "levels": 1, "train": {"iterations": 20, "eval_every": 10}}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_DATA))
+def test_bad_labels_or_inputs_are_refused_before_training(case, tmp_path):
+    spoil, fragment = BAD_DATA[case]
+    splits = _digits_splits()
+    spoil(splits)
+    root = tmp_path / "out"
+    with pytest.raises(ConfigError, match="^data ") as caught:
+        ticketlab.run(RUN, RunOptions(root=str(root), device="cpu", workers=1, progress=False),
+                      data={name: tuple(pair) for name, pair in splits.items()})
+    assert fragment in str(caught.value)
+    assert not root.exists()
+
+
+def test_a_ready_made_dataset_object_is_checked_too(tmp_path):
+    """A ticketlab Dataset given as ``data=`` skips the tensor-pair reader; the check still runs."""
+    from ticketlab.data import load_dataset
+    from ticketlab.data.base import Dataset
+
+    d = load_dataset("digits")
+    y_val = d.y_val.clone()
+    y_val[0] = 12
+    dataset = Dataset("mine", d.x_train, d.y_train, d.x_val, y_val, d.x_test, d.y_test, d.num_classes)
+    with pytest.raises(ConfigError, match="'val' labels must be class indices 0..9"):
+        ticketlab.run(RUN, RunOptions(root=str(tmp_path / "out"), device="cpu", workers=1, progress=False),
+                      data=dataset)
+    assert not (tmp_path / "out").exists()
+
+
+def test_nan_labels_from_a_dataset_function_are_one_line_on_the_command_line(tmp_path, capsys, monkeypatch):
+    (tmp_path / "nan_labels.py").write_text(
+        "import torch\n"
+        "from ticketlab.data import load_dataset\n"
+        "def splits():\n"
+        "    d = load_dataset('digits')\n"
+        "    y = d.y_train.float()\n"
+        "    y[11] = float('nan')\n"
+        "    return {'train': (d.x_train, y), 'val': (d.x_val, d.y_val), 'test': (d.x_test, d.y_test)}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "out"
+    _refused(["run", "--dataset", "nan_labels:splits", "--model", "mlp_16", "--levels", "1", *QUICK,
+              "--out", str(out)], out, "'train' labels contain NaN or infinity (example 11 is the first)", capsys)
+
+
+def test_good_float_targets_still_train_as_regression(tmp_path):
+    from user_code import models
+
+    result = ticketlab.run({"levels": 0, "train": {"iterations": 20, "eval_every": 10}},
+                           RunOptions(root=str(tmp_path), device="cpu", workers=1, progress=False),
+                           model=models.Regressor, data=models.regression_data())
+    assert result.runs[0]["status"] == "ok"
+
+
+def test_the_finiteness_check_is_exact_when_a_sum_overflows():
+    from ticketlab.inputs import _all_finite
+
+    assert _all_finite(torch.full((10,), 3e38))  # the sum overflows; every value is finite
+    assert not _all_finite(torch.tensor([1.0, math.inf, -math.inf]))
+    assert not _all_finite(torch.tensor([[1.0], [math.nan]]))
