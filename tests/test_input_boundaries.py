@@ -211,3 +211,44 @@ def test_the_finiteness_check_is_exact_when_a_sum_overflows():
     assert _all_finite(torch.full((10,), 3e38))  # the sum overflows; every value is finite
     assert not _all_finite(torch.tensor([1.0, math.inf, -math.inf]))
     assert not _all_finite(torch.tensor([[1.0], [math.nan]]))
+
+
+# ---------------------------------------------------------------------------- unusable --out
+def _dangling_link(tmp_path: Path) -> Path:
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "nowhere" / "x")
+    return link / "sub"
+
+
+def _link_loop(tmp_path: Path) -> Path:
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    return tmp_path / "a" / "sub"
+
+
+OUT_PATHS = {
+    "empty": (lambda tmp_path: "", "--out (root) is empty"),
+    "blank": (lambda tmp_path: "  ", "--out (root) is empty"),
+    "name-too-long": (lambda tmp_path: str(tmp_path / ("n" * 300)), "has 300 bytes, more than the 255"),
+    "path-too-long": (lambda tmp_path: str(tmp_path.joinpath(*["d" * 200] * 21)), "is too long"),
+    "dangling-link": (lambda tmp_path: str(_dangling_link(tmp_path)), "is a symbolic link to nothing"),
+    "link-loop": (lambda tmp_path: str(_link_loop(tmp_path)), "is a symbolic link to nothing"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(OUT_PATHS))
+def test_unusable_out_paths_are_one_line_before_any_write(case, tmp_path, capsys, monkeypatch):
+    make, fragment = OUT_PATHS[case]
+    monkeypatch.chdir(tmp_path)  # an empty --out must not write into the current folder either
+    out = make(tmp_path)
+    _refused(["run", *BASE, "--out", out], tmp_path, fragment, capsys)
+
+
+def test_dev_shm_is_an_ordinary_folder_for_out(tmp_path):
+    from ticketlab.preflight import check_out_dir
+
+    if not Path("/dev/shm").is_dir():
+        pytest.skip("no /dev/shm here")
+    check_out_dir(Path("/dev/shm/ticketlab-test-out"), "digits-mlp_16-0123456789ab")  # no error: tmpfs holds files
+    with pytest.raises(ConfigError, match="cannot hold files"):
+        check_out_dir(Path("/dev/ticketlab-test-out"))

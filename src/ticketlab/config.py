@@ -354,6 +354,8 @@ class RunOptions:
         return dataclasses.replace(self, workers=auto)
 
     def validate(self) -> None:
+        _check(bool(str(self.root).strip()), "--out (root) is empty; give the folder that holds experiment directories "
+               "(default: experiments)")  # an unset shell variable would otherwise write into the current folder
         _check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
                f"device must be auto, cpu or cuda, got {self.device!r}")
         check_threads(self.threads, "threads", local=self.executor == "local")
