@@ -252,3 +252,42 @@ def test_dev_shm_is_an_ordinary_folder_for_out(tmp_path):
     check_out_dir(Path("/dev/shm/ticketlab-test-out"), "digits-mlp_16-0123456789ab")  # no error: tmpfs holds files
     with pytest.raises(ConfigError, match="cannot hold files"):
         check_out_dir(Path("/dev/ticketlab-test-out"))
+
+
+def test_a_nan_target_deep_in_streamed_data_is_named_as_a_possible_cause(tmp_path):
+    """Streamed data is checked on its first batch only (reading it all would cost an epoch), so
+    a NaN target later on still diverges; the message then points at the data, not only the rate."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from user_code import models
+
+    splits = models.regression_data()
+    x, y = splits["train"]
+    y = y.clone()
+    y[100:] = math.nan  # the first batches are clean, every later one is not
+    data = {"train": lambda: DataLoader(TensorDataset(x, y), batch_size=32),
+            **{name: (lambda x=sx, y=sy: DataLoader(TensorDataset(x, y), batch_size=64))
+               for name, (sx, sy) in splits.items() if name != "train"}}
+    result = ticketlab.run({"levels": 0, "train": {"iterations": 20, "eval_every": 10, "batch_size": 32}},
+                           RunOptions(root=str(tmp_path), device="cpu", workers=1, progress=False),
+                           model=models.Regressor, data=data, data_version="nan-later")
+    (record,) = result.diverged()
+    assert "with streamed data (checked on its first batch only)" in record["message"]
+
+
+def test_a_nan_target_in_the_first_streamed_batch_is_refused_before_training(tmp_path):
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from user_code import models
+
+    splits = models.regression_data()
+    x, y = splits["train"]
+    y = y.clone()
+    y[3] = math.inf
+    data = {name: (lambda x=sx, y=sy: DataLoader(TensorDataset(x, y), batch_size=32))
+            for name, (sx, sy) in {**splits, "train": (x, y)}.items()}
+    with pytest.raises(ConfigError, match=r"'train \(first batch\)' labels contain NaN or infinity \(example 3"):
+        ticketlab.run({"levels": 0, "train": {"iterations": 20, "eval_every": 10, "batch_size": 32}},
+                      RunOptions(root=str(tmp_path / "out"), device="cpu", workers=1, progress=False),
+                      model=models.Regressor, data=data, data_version="inf-first")
+    assert not (tmp_path / "out").exists()
