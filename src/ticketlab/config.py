@@ -183,6 +183,9 @@ class Config:
             )
         if self.init_weights is not None and not Path(self.init_weights).is_file():
             raise ConfigError(f"init_weights file {self.init_weights!r} does not exist; give a .safetensors or .pt file")
+        if self.data.data_dir is not None and Path(self.data.data_dir).is_file():
+            raise ConfigError(f"data directory {self.data.data_dir!r} is a file, not a folder; pass --data-dir with "
+                              "the folder holding the dataset files")
         if self.data.data_dir is not None and not Path(self.data.data_dir).is_dir():
             raise ConfigError(
                 f"data directory {self.data.data_dir!r} does not exist; pass --data-dir with the folder holding the dataset files"
