@@ -66,8 +66,8 @@ def check_source(env: "Environment", plan: "ParameterPlan") -> None:
 
     config = env.config
     source = _source(config)
-    missing = [(r, level) for r in range(config.seeds) for level in range(1, config.levels + 1)
-               if config.trains(level) and not source.level_mask_path(r, level).is_file()]
+    needed = [(r, level) for r in range(config.seeds) for level in range(1, config.levels + 1) if config.trains(level)]
+    missing = [(r, level) for r, level in needed if not source.level_mask_path(r, level).is_file()]
     if missing:
         have = source.read_config()
         replicate, level = missing[0]
@@ -84,8 +84,8 @@ def check_source(env: "Environment", plan: "ParameterPlan") -> None:
                 f"experiment's ({_init_hint(source.read_config(), config)}); a ticket transfers with its own "
                 "initialisation, so keep the source's model, seed and init_weights"
             )
-    if config.levels >= 1:
-        _check_covers(source, source.mask(source.level_mask_path(0, 1)), plan.pruned, plan.shapes)
+    if needed:  # one mask shows which parameters the source pruned: the same at every level
+        _check_covers(source, source.mask(source.level_mask_path(*needed[0])), plan.pruned, plan.shapes)
 
 
 def _check_covers(source: "Store", mask: Mask, pruned, shapes) -> None:
