@@ -23,7 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ticketlab.api import Result, run as run_experiment
 from ticketlab.audit import scan
-from ticketlab.config import Config, RunOptions, load_config_file
+from ticketlab.config import Config, RunOptions, check_threads, load_config_file
 from ticketlab.errors import ConfigError, IntegrityWarning, TicketlabError
 from ticketlab.graph import all_units, blocked, diverged_levels
 from ticketlab.method.transfer import transfer_config
@@ -218,6 +218,7 @@ def stability_command(
 
     from ticketlab.stability import run_stability, stability_markdown
 
+    check_threads(threads, "--threads")
     torch.set_num_threads(threads)
     rows = run_stability(experiment_dir, _int_csv(levels, "--levels"), _int_csv(k, "--k"), points,
                          _int_csv(replicates, "--replicates"), threshold, device,
@@ -383,6 +384,7 @@ def bench_command(
     from ticketlab.export.latency import export_sides, latency_table
     from ticketlab.export.ticket import load_ticket
 
+    check_threads(threads, "--threads")
     torch.set_num_threads(threads)
     sizes = _int_csv(batches, "--batches")
     if not sizes or min(sizes) < 1 or rounds < 1 or seconds <= 0:
@@ -443,6 +445,8 @@ def verify_command(
 
     from ticketlab.verify import claim_line, verify
 
+    if seeds < 0:
+        raise ConfigError(f"--seeds is how many new seeds to run as evidence (0: none), got {seeds}; give 0 or more")
     outcome = verify(bundle_file, _csv(controls), seeds, workdir, device)
     console.print(claim_line(outcome.bundle), highlight=False, markup=False, soft_wrap=True)
     table = Table(title=f"{bundle_file.name}: level {outcome.bundle.level}, {outcome.mode} check")

@@ -188,6 +188,9 @@ class Config:
             )
         if self.init_weights is not None and not Path(self.init_weights).is_file():
             raise ConfigError(f"init_weights file {self.init_weights!r} does not exist; give a .safetensors or .pt file")
+        if self.data.data_dir is not None and Path(self.data.data_dir).is_file():
+            raise ConfigError(f"data directory {self.data.data_dir!r} is a file, not a folder; pass --data-dir with "
+                              "the folder holding the dataset files")
         if self.data.data_dir is not None and not Path(self.data.data_dir).is_dir():
             raise ConfigError(
                 f"data directory {self.data.data_dir!r} does not exist; pass --data-dir with the folder holding the dataset files"
@@ -359,9 +362,11 @@ class RunOptions:
         return dataclasses.replace(self, workers=auto)
 
     def validate(self) -> None:
+        _check(bool(str(self.root).strip()), "--out (root) is empty; give the folder that holds experiment directories "
+               "(default: experiments)")  # an unset shell variable would otherwise write into the current folder
         _check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
                f"device must be auto, cpu or cuda, got {self.device!r}")
-        _check(self.threads >= 1, f"threads must be >= 1, got {self.threads}")
+        check_threads(self.threads, "threads", local=self.executor == "local")
         _check(self.workers >= 0, f"workers must be >= 0 (0 = one per CPU core), got {self.workers}")
         _check(self.batch >= 1, f"batch must be >= 1, got {self.batch}")
         _check(self.batch == 1 or (self.workers in (0, 1) and self.executor == "local"),
@@ -383,6 +388,21 @@ def _user_object(name: str) -> bool:
     """An import path (``package.module:object``) or a Python object's label (``python:name``):
     resolved where the object is built, not in a registry."""
     return ":" in name
+
+
+# Torch crashes (a segfault, after the run has written its first files) when asked for tens of
+# thousands of threads; no machine has this many cores, so more is always a typo.
+MAX_THREADS = 1024
+
+
+def check_threads(threads: int, flag: str = "threads", local: bool = True) -> None:
+    """Refuse a torch thread count that cannot help: below 1 is an error in torch, and more threads
+    than this machine has cores only compete for them (``local``; a Ray cluster's machines may have
+    more cores than this one, so there only an absurd count is refused)."""
+    cores = os.cpu_count() or 1
+    limit = cores if local else MAX_THREADS
+    where = f"this machine's {cores} CPU core(s)" if local else f"{MAX_THREADS}"
+    _check(1 <= threads <= limit, f"{flag} must be between 1 and {where}, got {threads}")
 
 
 def _check(condition: bool, message: str) -> None:

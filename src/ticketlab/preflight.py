@@ -35,16 +35,28 @@ def preflight(env: Environment, options: RunOptions) -> ParameterPlan:
     from ticketlab.inputs import probe
 
     config = env.config
-    check_out_dir(Path(options.root))
+    check_out_dir(Path(options.root), config.experiment_name())
     check_resources(env, options)
     plan = parameter_plan(env)
     probe(env.inputs, config, env.device)
+    check_method(env, plan)
     end = env.end()
     if config.rewind_iteration >= end:
         raise ConfigError(
             f"rewind_iteration ({config.rewind_iteration}) must be below the training length ({end} iterations)"
         )
     return plan
+
+
+def check_method(env: Environment, plan: ParameterPlan) -> None:
+    """The pruning method's own checks of this run's inputs (``preflight(env, plan)``, optional):
+    what only the built model or another experiment can show, e.g. a transfer source that does
+    not fit, refused before the first write instead of at the first level's mask."""
+    from ticketlab.method import resolve_method
+
+    method_preflight = getattr(resolve_method(env.config.prune.method), "preflight", None)
+    if method_preflight is not None:
+        method_preflight(env, plan)
 
 
 def unit_count(config: Config) -> int:
@@ -114,15 +126,70 @@ def _free_disk(root: Path) -> int | None:
 
 
 PSEUDO_FILESYSTEMS = (Path("/proc"), Path("/sys"), Path("/dev"))
+MEMORY_FILESYSTEMS = (Path("/dev/shm"),)  # under /dev, but an ordinary tmpfs that holds files
+NAME_MAX = 255  # bytes in one file name on ext4, xfs, btrfs, tmpfs and APFS alike
+# Characters the store adds below the experiment folder at most:
+# replicate_<r>/level_<LL>/<arm>/.<file>.safetensors.<random>.tmp, with room for long arm names.
+INSIDE_EXPERIMENT = 160
 
 
-def check_out_dir(root: Path) -> None:
-    """``--out`` must be (or be creatable as) a writable folder on a real filesystem."""
+def check_out_dir(root: Path, experiment: str = "") -> None:
+    """``--out`` must be (or be creatable as) a writable folder on a real filesystem, whose
+    experiment folder (``experiment``, the name the store will create in it) and every file
+    the store writes there have names the filesystem accepts."""
+    _check_name_lengths(root, experiment)
+    _check_links(root)
     existing = _existing_ancestor(root)
     resolved = existing.resolve()
-    if any(resolved == p or p in resolved.parents for p in PSEUDO_FILESYSTEMS):
+    if _pseudo(resolved):
         raise ConfigError(f"--out {str(root)!r} is under {resolved}, which cannot hold files; choose a normal folder")
     if not existing.is_dir():
         raise ConfigError(f"--out {str(root)!r}: {existing} is a file, not a folder; choose a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError(f"--out {str(root)!r}: {existing} is not writable; choose a folder you can write to")
+
+
+def _pseudo(path: Path) -> bool:
+    """Whether ``path`` lies on a kernel filesystem (``/proc``, ``/sys``, ``/dev`` but ``/dev/shm``)."""
+    def under(base: Path) -> bool:
+        return path == base or base in path.parents
+
+    return any(under(p) for p in PSEUDO_FILESYSTEMS) and not any(under(p) for p in MEMORY_FILESYSTEMS)
+
+
+def _check_name_lengths(root: Path, experiment: str) -> None:
+    """Refuse a folder name or a whole path the filesystem would reject (ENAMETOOLONG), which
+    otherwise fails as a traceback at the first write, or halfway through the run."""
+    full = root.absolute() / experiment if experiment else root.absolute()
+    for part in full.parts:
+        if len(os.fsencode(part)) > NAME_MAX:
+            raise ConfigError(f"--out {_short(root)}: the name {_short(part)} has {len(os.fsencode(part))} bytes, "
+                              f"more than the {NAME_MAX} a file name may have; choose a shorter folder name")
+    limit = _path_max(root)
+    length = len(os.fsencode(str(full))) + INSIDE_EXPERIMENT
+    if length > limit:
+        raise ConfigError(f"--out {_short(root)} is too long: the experiment's files would have paths of about "
+                          f"{length} bytes, more than the {limit} this system allows; choose a shorter path")
+
+
+def _path_max(root: Path) -> int:
+    """The longest path this system accepts (4096 on Linux, 1024 on macOS)."""
+    try:
+        return os.pathconf(_existing_ancestor(root), "PC_PATH_MAX")
+    except (OSError, ValueError, AttributeError):
+        return 4096
+
+
+def _check_links(root: Path) -> None:
+    """Refuse a path through a symbolic link that leads nowhere (dangling, or a loop)."""
+    path = root.absolute()
+    for candidate in (path, *path.parents):
+        if os.path.islink(candidate) and not os.path.exists(candidate):
+            raise ConfigError(f"--out {_short(root)}: {candidate} is a symbolic link to nothing (dangling, or a "
+                              "loop); fix the link or choose another folder")
+
+
+def _short(text: Path | str, keep: int = 60) -> str:
+    """``text`` quoted, its middle elided when long, so the error stays one readable line."""
+    text = str(text)
+    return repr(text if len(text) <= keep else f"{text[:keep // 2]}...{text[-keep // 2:]}")

@@ -479,7 +479,8 @@ def diverged_summary(unit: Unit, state: TrainState) -> dict:
     reached = (f"last finite evaluation: step {last['step']}, validation score {last['val_acc']:.3f}"
                if last else "no finite evaluation")
     message = (f"{unit} diverged: non-finite {state.diverged} by step {state.step} ({reached}); "
-               "lower the learning rate (--lr) or add warmup")
+               "lower the learning rate (--lr) or add warmup; with streamed data (checked on its first batch only) "
+               "or a custom loss, also look there for NaN or infinite values")
     return {
         "status": "diverged",
         "diverged_step": state.step,

@@ -138,7 +138,9 @@ class ArmContext:
 class PruningMethod(Protocol):
     """``needs`` and ``next_mask`` are required. A method may also define ``check(config)``,
     raising ``ConfigError`` for settings it cannot serve; it runs when the config is validated,
-    before anything is written."""
+    before anything is written. ``preflight(env, plan)`` (the units' Environment and the traced
+    ParameterPlan), also optional, checks what needs the built model or files elsewhere; it runs
+    in ``ticketlab.preflight``, also before anything is written."""
 
     name: str
 
