@@ -230,3 +230,57 @@ def test_full_disk_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, attenti
     with pytest.raises(StoreError, match="No space left on device"):
         export_model(model, mask, "torch-prune", tmp_path / "p.safetensors", x, factory=factory)
     assert leftovers(tmp_path) == []
+
+
+# ---------------------------------------------------------------- the CLI: one line, exit 2, nothing written
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory):
+    import ticketlab
+    from conftest import tiny_config
+    from ticketlab.config import RunOptions
+
+    root = tmp_path_factory.mktemp("experiments")
+    options = RunOptions(root=str(root), device="cpu", threads=1, workers=1, progress=False)
+    return ticketlab.run(tiny_config(levels=1, prune={"rate": 0.6}), options).directory
+
+
+def one_line_refusal(code, stdout, stderr, message):
+    assert code == 2 and message in stderr, stderr
+    assert "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1
+
+
+def test_cli_export_weights_of_another_model_is_one_line(experiment, tmp_path, capsys):
+    from conftest import cli
+    from ticketlab.io import save_tensors
+
+    save_tensors({"fc.weight": torch.zeros(3, 4)}, tmp_path / "other.safetensors")
+    out = tmp_path / "t.safetensors"
+    result = cli(["export", str(experiment), "--level", "1", "--format", "torch-prune", "--out", str(out),
+                  "--weights", str(tmp_path / "other.safetensors")], capsys)
+    one_line_refusal(*result, "are not weights of this experiment's model")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("where", ["directory", "proc", "full disk"])
+def test_cli_export_unusable_out_is_one_line_and_writes_nothing(experiment, tmp_path, capsys, monkeypatch, where):
+    from conftest import cli
+
+    target = tmp_path / "out"
+    if where == "directory":
+        target.mkdir()
+        message = "is a directory"
+    elif where == "proc":
+        target = "/proc/ticketlab-export-test/t.safetensors"
+        message = "cannot"
+    else:
+        def full(*args, **kwargs):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr("ticketlab.io.write_bytes_atomic", full)
+        message = "No space left on device"
+    before = leftovers(tmp_path)
+    result = cli(["export", str(experiment), "--level", "1", "--format", "sparse", "--out", str(target)], capsys)
+    one_line_refusal(*result, message)
+    assert leftovers(tmp_path) == before
+    if where == "directory":
+        assert leftovers(target) == []
