@@ -284,3 +284,19 @@ def test_cli_export_unusable_out_is_one_line_and_writes_nothing(experiment, tmp_
     assert leftovers(tmp_path) == before
     if where == "directory":
         assert leftovers(target) == []
+
+
+def test_loaders_never_import_a_user_model_named_in_the_file(tmp_path):
+    """Sparse and structured exports of a user's model rebuild it only from a model passed in."""
+    from ticketlab.export._files import recorded_model
+    from ticketlab.export.sparse import load_sparse
+
+    model = seeded(DictNet, 0)
+    mask = random_mask(model)
+    spec = {"name": "mymodels:dict_net", "input_shape": [6], "num_classes": 3}
+    export_model(model, mask, "sparse", tmp_path / "s.safetensors", torch.rand(4, 6), spec)
+    with pytest.raises(ConfigError, match="build it and pass it as model="):
+        load_sparse(tmp_path / "s.safetensors")
+    with pytest.raises(ConfigError, match="build it and pass it as model="):
+        recorded_model(spec, None)
+    assert recorded_model(spec, model) is model
