@@ -300,3 +300,19 @@ def test_loaders_never_import_a_user_model_named_in_the_file(tmp_path):
     with pytest.raises(ConfigError, match="build it and pass it as model="):
         recorded_model(spec, None)
     assert recorded_model(spec, model) is model
+
+
+def test_hf_image_classifier_output_exports(tmp_path):
+    """A Hugging Face ResNet returns ImageClassifierOutputWithNoAttention (the issue's traceback)."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.ResNetConfig(num_channels=1, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1],
+                                       num_labels=3)
+    build = lambda seed=7: seeded(lambda: transformers.ResNetForImageClassification(config), seed)  # noqa: E731
+    model = build(0)
+    mask = random_mask(model)
+    x = torch.rand(2, 1, 16, 16)
+    spec = {"name": "hf:resnet", "input_shape": [1, 16, 16], "num_classes": 3}
+    reference = masked_outputs(model, mask, x)
+    for fmt in ("sparse", "torch-prune"):
+        report = export_model(model, mask, fmt, tmp_path / f"{fmt}.safetensors", x, spec, factory=build)
+        torch.testing.assert_close(report.loaded(x).logits, reference, rtol=0, atol=TOL)
