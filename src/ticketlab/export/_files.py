@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
-from ticketlab.errors import StoreError
+from ticketlab.errors import ConfigError, StoreError
 from ticketlab.io import metadata_from_bytes, read_bytes, save_tensors, tensors_from_bytes
 
 KEY = "ticketlab.export"
@@ -39,3 +40,16 @@ def read_export(path: str | Path, kind: str) -> tuple[dict[str, torch.Tensor], d
         raise StoreError(f"{path} has export format version {record.get('version')!r}; this ticketlab reads "
                          f"version {VERSION} or older (upgrade ticketlab)")
     return tensors_from_bytes(data, path), record
+
+
+def recorded_model(spec: dict[str, Any], model: nn.Module | None) -> nn.Module:
+    """The model an export of a non-chain architecture loads into: ``model`` when the caller
+    built one, else ticketlab's registry model named in the record. A user's model (an import
+    path) is never imported from a file's record: loading runs no code the file names."""
+    if model is not None:
+        return model
+    if ":" in spec["name"]:
+        raise ConfigError(f"this export is of the user model {spec['name']!r}; build it and pass it as model=")
+    from ticketlab.models import build_model
+
+    return build_model(spec["name"], tuple(spec["input_shape"]), spec["num_classes"])

@@ -4,11 +4,20 @@
 these functions raise ConfigError with that one line. The TorchScript-based exporter
 (``dynamo=False``) is used: it needs no ``onnxscript`` and handles every built-in model, the
 Transformer's attention included. The batch dimension is dynamic.
+
+Attention is exported through its math path: ``nn.MultiheadAttention``'s inference fast path
+(``aten::_native_multi_head_attention``) has no ONNX form, so it is switched off while tracing,
+and a Hugging Face model's KV cache (an object, not a tensor) is off (``config.use_cache``).
+A model the exporter still cannot handle is refused in one line naming the operator; what the
+exporter prints meanwhile (a graph dump of the failing trace) is captured, not shown.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -30,16 +39,61 @@ def _require(module: str):
 
 
 def export_onnx(model: nn.Module, example_input: torch.Tensor, path: str | Path) -> None:
-    """Write ``model`` (eval mode, weights as they are) to ``path`` as ONNX, atomically."""
+    """Write ``model`` (eval mode, weights as they are) to ``path`` as ONNX, atomically; every
+    tensor of a dict / ``ModelOutput`` / tuple output becomes one ONNX output, in order."""
+    from ticketlab.export.ticket import for_inference, output_tensors
+
     _require("onnx")
     buffer = io.BytesIO()
-    model = model.eval()
+    model = for_inference(model)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer warnings about Python control flow on shapes
-        torch.onnx.export(model, (example_input,), buffer, input_names=["input"], output_names=["logits"],
-                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-                          opset_version=OPSET, dynamo=False)
+        count = len(output_tensors(model(example_input)))
+        names = ["logits"] if count == 1 else [f"output_{i}" for i in range(count)]
+        axes = {name: {0: "batch"} for name in ["input", *names]}
+        try:
+            with _math_attention(), _captured_stderr():
+                torch.onnx.export(model, (example_input,), buffer, input_names=["input"], output_names=names,
+                                  dynamic_axes=axes, opset_version=OPSET, dynamo=False)
+        except Exception as exc:  # noqa: BLE001 - the exporter's own error types, on the user's model
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ConfigError(f"ONNX cannot express {type(model).__name__}: {first}; "
+                              f"use --format sparse or torch-prune") from None
     write_bytes_atomic(path, buffer.getvalue())
+
+
+@contextlib.contextmanager
+def _math_attention():
+    """``nn.MultiheadAttention`` on its math path (the fast path's fused op has no ONNX form)."""
+    mha = getattr(torch.backends, "mha", None)
+    if mha is None:
+        yield
+        return
+    before = mha.get_fastpath_enabled()
+    mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        mha.set_fastpath_enabled(before)
+
+
+@contextlib.contextmanager
+def _captured_stderr():
+    """Send what is written to stderr (Python's and the C++ side's file descriptor 2) to a
+    temporary file that is dropped: the exporter prints a whole graph before it raises."""
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        try:
+            saved = os.dup(2)
+        except OSError:  # no file descriptor 2: nothing to capture
+            yield
+            return
+        try:
+            os.dup2(sink.fileno(), 2)
+            with contextlib.redirect_stderr(io.StringIO()):
+                yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 class OnnxRunner:
@@ -53,6 +107,7 @@ class OnnxRunner:
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input = self.session.get_inputs()[0].name
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        (out,) = self.session.run(None, {self.input: np.ascontiguousarray(x.numpy())})
-        return torch.from_numpy(out)
+    def __call__(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        """The output tensor, or, for a model with several outputs, all of them in order."""
+        outs = [torch.from_numpy(out) for out in self.session.run(None, {self.input: np.ascontiguousarray(x.numpy())})]
+        return outs[0] if len(outs) == 1 else tuple(outs)

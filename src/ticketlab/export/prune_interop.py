@@ -8,11 +8,13 @@ uses the ``_orig`` names, and a plain ``weight`` entry is rejected or silently l
 attribute. So **load the ticket's weights first, then apply the mask** -- ``to_torch_prune`` does
 it in that order and documents it here because nothing in PyTorch does.
 
-A second trap: ``nn.MultiheadAttention`` reads ``out_proj.weight`` (and ``in_proj_weight``)
-directly rather than calling ``out_proj``'s forward, so the pre-forward hook that recomputes
-``weight`` never runs for it. The masked value computed when the mask is applied is right, but
-training ``weight_orig`` afterwards does not reach the attention. Exported tickets are for
-inference, where this is harmless; don't fine-tune through the reparametrisation there.
+A second trap: the hook recomputes ``weight`` only when the module's own forward runs.
+``nn.MultiheadAttention`` reads ``out_proj.weight`` directly rather than calling ``out_proj``,
+and a model may read any parameter through ``F.linear`` or tie it to another module (GPT-2's
+``lm_head.weight`` *is* ``wte.weight``). So ``to_torch_prune`` zeroes the pruned weights
+before reparametrising: ``weight_orig`` holds ``weight_orig * weight_mask`` already, and any
+route to the parameter sees the ticket. (A *loaded* reparametrisation of a module whose forward
+never runs stays stale all the same: the torch-prune export stores such weights plainly.)
 """
 
 from __future__ import annotations
@@ -71,11 +73,14 @@ def to_torch_prune(model: nn.Module, mask: Mapping[str, torch.Tensor]) -> nn.Mod
     """Reparametrise ``model`` in place with ``prune.custom_from_mask``; returns ``model``.
 
     Each masked parameter ``p`` becomes ``p_orig`` (parameter) and ``p_mask`` (float buffer),
-    and ``p`` is recomputed as their product before every forward. **Load the weights into the
+    and ``p`` is recomputed as their product before every forward; ``p_orig`` holds the pruned
+    weights as zeros (see the module's docstring for why). **Load the weights into the
     model before calling this**: the reparametrisation snapshots the current values into
     ``p_orig``. ``prune.remove(module, "p")`` makes a pruning permanent afterwards.
     """
-    for name, keep in _checked(model, mask).items():
+    checked = _checked(model, mask)
+    apply_mask(model, checked)  # weight_orig = weight_orig * mask: right even where no hook runs
+    for name, keep in checked.items():
         module, local = _owner(model, name)
         prune.custom_from_mask(module, local, keep)
     return model
@@ -88,6 +93,14 @@ def from_torch_prune(model: nn.Module) -> Mask:
     method, ours or the user's own) and returns it under the name ``<p>`` would have unpruned,
     the name ticketlab's masks and checkpoints use. ConfigError when nothing is pruned.
     """
+    tensors = reparametrised_masks(model)
+    if not tensors:
+        raise ConfigError("the model has no torch.nn.utils.prune masks (no <name>_mask buffer beside a <name>_orig parameter)")
+    return Mask(tensors)
+
+
+def reparametrised_masks(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Every ``<p>_mask`` buffer beside a ``<p>_orig`` parameter, as bool, keyed by ``<p>``'s full name."""
     tensors: dict[str, torch.Tensor] = {}
     for module_name, module in model.named_modules():
         local_params = dict(module.named_parameters(recurse=False))
@@ -99,6 +112,26 @@ def from_torch_prune(model: nn.Module) -> Mask:
                 continue
             full = f"{module_name}.{plain}" if module_name else plain
             tensors[full] = buffer.detach().to("cpu").bool().clone()
-    if not tensors:
-        raise ConfigError("the model has no torch.nn.utils.prune masks (no <name>_mask buffer beside a <name>_orig parameter)")
-    return Mask(tensors)
+    return tensors
+
+
+def hookless(model: nn.Module, example: torch.Tensor | None = None) -> list[str]:
+    """The reparametrised parameters whose module's forward does not run, so whose pruning hook
+    never refreshes them: every ``out_proj`` of an ``nn.MultiheadAttention``, and, given an
+    ``example`` input, any other module that the model's forward on it never calls."""
+    names = reparametrised_masks(model)
+    owners = {name: name.rpartition(".")[0] for name in names}
+    skipped = {f"{n}.out_proj" if n else "out_proj" for n, m in model.named_modules()
+               if isinstance(m, nn.MultiheadAttention)}
+    if example is not None:
+        called: set[str] = set()
+        modules = dict(model.named_modules())
+        handles = [m.register_forward_pre_hook(lambda mod, args, n=n: called.add(n)) for n, m in modules.items()]
+        try:
+            with torch.no_grad():
+                model(example)
+        finally:
+            for handle in handles:
+                handle.remove()
+        skipped |= {owner for owner in owners.values() if owner not in called}
+    return [name for name, owner in owners.items() if owner in skipped]

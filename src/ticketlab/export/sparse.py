@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from ticketlab.errors import ConfigError, StoreError
-from ticketlab.export._files import read_export, write_export
+from ticketlab.export._files import read_export, recorded_model, write_export
 from ticketlab.export.chain import ChainNet, build_layer, describe_input, is_weighted, ops_of
 
 KIND = "ticketlab-sparse"
@@ -213,14 +213,7 @@ def load_sparse(path: str | Path, model: nn.Module | None = None) -> nn.Module:
                     _fill(layer, {"weight": _weight(tensors, csr, key), **({"bias": bias} if bias is not None else {})})
             layers.append(layer)
         return ChainNet(nn.Sequential(*layers)).eval()
-    spec = record["model"]
-    if model is None:
-        if ":" in spec["name"]:
-            raise ConfigError(f"this export is of the user model {spec['name']!r}; build it and pass it as model=")
-        from ticketlab.models import build_model
-
-        model = build_model(spec["name"], tuple(spec["input_shape"]), spec["num_classes"])
-    return _sparsify(model, tensors, csr).eval()
+    return _sparsify(recorded_model(record["model"], model), tensors, csr).eval()
 
 
 @torch.no_grad()

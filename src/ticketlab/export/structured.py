@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from ticketlab.errors import ConfigError, StoreError
-from ticketlab.export._files import read_export, write_export
+from ticketlab.export._files import read_export, recorded_model, write_export
 from ticketlab.export.chain import ChainNet, Op, build_layer, describe_input, is_weighted, ops_of
 
 KIND = "ticketlab-structured"
@@ -258,13 +258,7 @@ def load_structured(path: str | Path, model: nn.Module | None = None) -> nn.Modu
 def _load_feedforward(path, tensors, record, model: nn.Module | None) -> nn.Module:
     from ticketlab.weights import load_state
 
-    spec = record["model"]
-    if model is None:
-        if ":" in spec["name"]:
-            raise ConfigError(f"this export is of the user model {spec['name']!r}; build it and pass it as model=")
-        from ticketlab.models import build_model
-
-        model = build_model(spec["name"], tuple(spec["input_shape"]), spec["num_classes"])
+    model = recorded_model(record["model"], model)
     for name, width in record["feedforward"].items():
         layer = model.get_submodule(name)
         layer.linear1 = nn.Linear(layer.linear1.in_features, width, bias=layer.linear1.bias is not None)

@@ -2,8 +2,10 @@
 
 This is ``ticketlab export``: rebuild the model, load the chosen weights (the final ones by
 default; a ``weights`` path lets early-stopped weights be exported the same way), apply the
-level's mask, write the chosen format, **load the written file back** and check its outputs
-against the masked dense model on real validation examples. The report then gives file size,
+level's mask, write the chosen format under a temporary name, **load the written file into a
+fresh model** (built by the model factory, never a copy of the trained one) and check its
+outputs against the masked dense model on real validation examples -- every tensor of a dict,
+``ModelOutput`` or tuple output -- and only then rename it into place. The report then gives file size,
 parameters, nonzeros and FLOPs per example beside the dense model's.
 
 FLOPs are counted as the export executes them: the sparse format skips pruned weights, the
@@ -13,19 +15,22 @@ run the full dense layers (their zeros are multiplied like any other weight).
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import os
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator, Mapping
 
 import torch
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
-from ticketlab.errors import ConfigError, TicketlabError
+from ticketlab.errors import ConfigError, StoreError, TicketlabError
 from ticketlab.export._files import read_export, write_export
 from ticketlab.flops import dense_and_sparse_flops
-from ticketlab.export.prune_interop import apply_mask, from_torch_prune, to_torch_prune
+from ticketlab.export.prune_interop import apply_mask, to_torch_prune
 from ticketlab.masks import Mask
 
 FORMATS = ("sparse", "structured", "onnx", "torch-prune")
@@ -92,66 +97,211 @@ def dense_footprint(model: nn.Module, example: torch.Tensor) -> Footprint:
 
 def export_model(
     model: nn.Module, mask: Mask, fmt: str, out: str | Path, example: torch.Tensor,
-    model_spec: dict[str, Any] | None = None,
+    model_spec: dict[str, Any] | None = None, factory: Callable[[], nn.Module] | None = None,
 ) -> ExportReport:
-    """Export ``model`` (its weights loaded, not yet masked; left unchanged) as ``fmt`` to ``out``."""
+    """Export ``model`` (its weights loaded, not yet masked; left unchanged) as ``fmt`` to ``out``.
+
+    The file is written under a temporary name beside ``out`` and renamed into place only after
+    it has been loaded back into a *fresh* model and reproduces the masked model's outputs: a
+    failed export leaves nothing behind. ``factory`` builds that fresh model (the experiment's
+    model factory); without it a registry model is built by name, and any other model is a copy
+    whose parameters are all NaN, so that nothing the export failed to carry can pass unseen.
+    """
     if fmt not in FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}; choose one of: {', '.join(FORMATS)}")
-    out = Path(out)
-    model = copy.deepcopy(model).eval()
+    out = _target(out)
+    model = for_inference(copy.deepcopy(model))
     dense = dense_footprint(model, example)
-    masked = apply_mask(copy.deepcopy(model), mask).eval()
+    masked = for_inference(apply_mask(copy.deepcopy(model), mask))
     with torch.no_grad():
-        reference = masked(example)
+        reference = output_tensors(masked(example))
+    if not reference:
+        raise ConfigError(f"{type(model).__name__} returns no tensor (nor a dict, ModelOutput or tuple holding "
+                          f"one) to check the export against")
+    fresh = _fresh_builder(model, model_spec, factory)
+    with staged(out) as tmp:
+        written = _WRITERS[fmt](model, masked, mask, tmp, example, model_spec, fresh)
+        diff = _check(written.run, example, reference, fmt, out)
+        size = tmp.stat().st_size
+    exported = Footprint(size, written.parameters, written.nonzeros, written.flops)
+    return ExportReport(fmt, out, dense, exported, diff, written.removed, written.run)
+
+
+@dataclass
+class _Written:
+    """What one format's writer produced: the reloaded export and its counts."""
+
+    run: Callable[[torch.Tensor], Any]
+    parameters: int
+    nonzeros: int
+    flops: int
+    removed: dict[str, Any] | None = None
+
+
+def _write_sparse(model, masked, mask, path, example, spec, fresh) -> _Written:
+    from ticketlab.export.sparse import load_sparse, save_sparse
+
+    save_sparse(masked, mask, path, example, spec)
+    loaded = load_sparse(path, model=fresh())
+    params, nonzeros = _counts(_state_tensors(loaded))
+    return _Written(loaded, params, nonzeros, dense_and_sparse_flops(loaded, None, example)[1])
+
+
+def _write_structured(model, masked, mask, path, example, spec, fresh) -> _Written:
+    from ticketlab.export.structured import load_structured, save_structured, structured_model
+
+    net, removed = structured_model(masked, mask, example)
+    save_structured(net, path, example, spec, removed)
+    loaded = load_structured(path, fresh())
+    params, nonzeros = _counts(_state_tensors(loaded))
+    return _Written(loaded, params, nonzeros, _executed_flops(loaded, example), removed)
+
+
+def _write_torch_prune(model, masked, mask, path, example, spec, fresh) -> _Written:
+    pruned = to_torch_prune(copy.deepcopy(model), mask)
+    save_torch_prune(pruned, path, spec, example)
+    loaded = load_torch_prune(path, fresh())
+    if not torch_prune_mask(path, loaded).equals(mask):
+        raise TicketlabError("torch-prune export: the masks read back differ from the ticket's (a bug)")
+    params = _counts(_state_tensors(pruned))[0]
+    nonzeros = _counts(_state_tensors(masked))[1]
+    return _Written(loaded, params, nonzeros, dense_footprint(model, example).flops)
+
+
+def _write_onnx(model, masked, mask, path, example, spec, fresh) -> _Written:
+    from ticketlab.export.onnx_export import OnnxRunner, export_onnx
+    from ticketlab.export.structured import structured_model
+
     removed = None
-    if fmt == "sparse":
-        from ticketlab.export.sparse import load_sparse, save_sparse
+    try:  # the smaller structured network where there is one, else the dense-masked model
+        source, removed = structured_model(masked, mask, example)
+    except ConfigError:
+        source = masked
+    export_onnx(source, example, path)
+    params, nonzeros = _counts(_state_tensors(source))
+    return _Written(OnnxRunner(path), params, nonzeros, _executed_flops(source, example), removed)
 
-        save_sparse(masked, mask, out, example, model_spec)
-        loaded = load_sparse(out, model=_fresh(model) if model_spec and ":" in model_spec.get("name", "") else None)
-        run: Callable[[torch.Tensor], torch.Tensor] = loaded
-        params, nonzeros = _counts(_state_tensors(loaded))
-        flops = dense_and_sparse_flops(loaded, None, example)[1]
-    elif fmt == "structured":
-        from ticketlab.export.structured import load_structured, save_structured, structured_model
 
-        net, removed = structured_model(masked, mask, example)
-        save_structured(net, out, example, model_spec, removed)
-        user_model = _fresh(model) if model_spec and ":" in model_spec.get("name", "") else None
-        run = loaded = load_structured(out, user_model)
-        params, nonzeros = _counts(_state_tensors(loaded))
-        flops = _executed_flops(loaded, example)
-    elif fmt == "torch-prune":
-        pruned = to_torch_prune(copy.deepcopy(model), mask)
-        save_torch_prune(pruned, out, model_spec)
-        run = load_torch_prune(out, _fresh(model))
-        if not from_torch_prune(run).equals(mask):
-            raise TicketlabError("torch-prune export: the masks read back differ from the ticket's (a bug)")
-        params = _counts(_state_tensors(pruned))[0]
-        nonzeros = _counts(_state_tensors(masked))[1]  # weight_orig keeps the pruned values
-        flops = dense.flops
+_WRITERS = {"sparse": _write_sparse, "structured": _write_structured, "torch-prune": _write_torch_prune,
+            "onnx": _write_onnx}
+
+
+def output_tensors(output: Any) -> list[torch.Tensor]:
+    """The tensors of a model's output, in order: the tensor itself, or every tensor held by a
+    dict / ``ModelOutput`` / tuple / list (nested). Anything else (a KV-cache object, None, a
+    string) is not an output to compare and is left out."""
+    if isinstance(output, torch.Tensor):
+        return [output]
+    if isinstance(output, Mapping):
+        items: Any = output.values()
+    elif isinstance(output, (tuple, list)):
+        items = output
     else:
-        from ticketlab.export.onnx_export import OnnxRunner, export_onnx
-        from ticketlab.export.structured import structured_model
+        return []
+    return [tensor for item in items for tensor in output_tensors(item)]
 
-        try:  # the smaller structured network where there is one, else the dense-masked model
-            source, removed = structured_model(masked, mask, example)
-        except ConfigError:
-            source = masked
-        export_onnx(source, example, out)
-        run = OnnxRunner(out)
-        params, nonzeros = _counts(_state_tensors(source))
-        flops = _executed_flops(source, example)
+
+def _check(run: Callable[[torch.Tensor], Any], example: torch.Tensor, reference: list[torch.Tensor],
+           fmt: str, out: Path) -> float:
+    """The largest difference between the reloaded export's outputs and the masked model's;
+    TicketlabError when it exceeds 1e-5 of the outputs' scale or the outputs do not correspond."""
     with torch.no_grad():
-        diff = float((run(example) - reference).abs().max())
+        got = output_tensors(run(example))
+    shapes = [tuple(t.shape) for t in reference]
+    if [tuple(t.shape) for t in got] != shapes:
+        raise TicketlabError(f"the {fmt} export for {out} does not reproduce the masked model: it returns tensors "
+                             f"of shapes {[tuple(t.shape) for t in got]}, the model {shapes}; please report this")
+    diff = max(float((g.float() - r.float()).abs().max()) if r.numel() else 0.0 for g, r in zip(got, reference))
     # 1e-5 of the outputs' scale: sparse and folded sums add in another order, and logits of
     # real data reach ~10-20, where float32 rounding alone is ~1e-6.
-    allowed = TOLERANCE * max(1.0, float(reference.abs().max()))
+    scale = max([1.0] + [float(r.abs().max()) for r in reference if r.numel() and r.is_floating_point()])
+    allowed = TOLERANCE * scale
     if not diff <= allowed:
-        raise TicketlabError(f"the {fmt} export at {out} does not reproduce the masked model: outputs differ by "
+        raise TicketlabError(f"the {fmt} export for {out} does not reproduce the masked model: outputs differ by "
                              f"{diff:.3g} (> {allowed:.3g}); please report this with the experiment")
-    exported = Footprint(out.stat().st_size, params, nonzeros, flops)
-    return ExportReport(fmt, out, dense, exported, diff, removed, run)
+    return diff
+
+
+def for_inference(model: nn.Module) -> nn.Module:
+    """``model`` in eval mode, with a Hugging Face model's KV cache off (``config.use_cache``):
+    the cache is an object, not an output, and the ONNX exporter cannot trace it."""
+    config = getattr(model, "config", None)
+    if config is not None and getattr(config, "use_cache", None):
+        config.use_cache = False
+    return model.eval()
+
+
+def _fresh_builder(model: nn.Module, spec: dict[str, Any] | None,
+                   factory: Callable[[], nn.Module] | None) -> Callable[[], nn.Module]:
+    """How to build the fresh model an export is loaded into for its check -- never a copy of the
+    trained model, whose weights would hide anything the file fails to carry."""
+    if factory is not None:
+        return lambda: for_inference(factory())
+    if spec and ":" not in spec.get("name", ":"):
+        from ticketlab.models import build_model
+
+        return lambda: for_inference(build_model(spec["name"], tuple(spec["input_shape"]), spec["num_classes"]))
+    return lambda: for_inference(_poisoned(model))
+
+
+@torch.no_grad()
+def _poisoned(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` with every float parameter and persistent buffer set to NaN: a fresh
+    instance when there is no factory to build one (an output that reads a value the export did
+    not restore becomes NaN and fails the check)."""
+    copied = copy.deepcopy(model)
+    for tensor in copied.state_dict(keep_vars=True).values():
+        if tensor.is_floating_point():
+            tensor.fill_(float("nan"))
+    return copied
+
+
+def _target(out: str | Path) -> Path:
+    """``out`` as a path to write, refused in one line when it names a directory."""
+    out = Path(out)
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a directory; give the export's file name")
+    return out
+
+
+@contextlib.contextmanager
+def staged(out: Path) -> Iterator[Path]:
+    """A temporary path beside ``out``, renamed onto ``out`` when the block succeeds and removed
+    (with any directories made for it) when it fails; an OSError (no space, a read-only or
+    virtual filesystem) is one line."""
+    made = _make_parents(out.parent)
+    tmp: Path | None = None
+    try:
+        fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+        os.close(fd)
+        tmp = Path(name)
+        yield tmp
+        os.replace(tmp, out)
+        tmp = None
+    except OSError as exc:
+        raise StoreError(f"cannot write the export to {out}: {exc.strerror or exc}; choose another --out") from None
+    finally:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+        if not out.exists():
+            for directory in reversed(made):
+                with contextlib.suppress(OSError):
+                    directory.rmdir()
+
+
+def _make_parents(directory: Path) -> list[Path]:
+    """Create ``directory`` and its missing parents; the ones created, outermost first."""
+    missing = []
+    while not directory.exists() and directory != directory.parent:
+        missing.append(directory)
+        directory = directory.parent
+    missing.reverse()
+    try:
+        for path in missing:
+            path.mkdir()
+    except OSError as exc:
+        raise StoreError(f"cannot create {path} for the export: {exc.strerror or exc}; choose another --out") from None
+    return missing
 
 
 def _executed_flops(model: nn.Module, example: torch.Tensor) -> int:
@@ -159,18 +309,42 @@ def _executed_flops(model: nn.Module, example: torch.Tensor) -> int:
     return dense_and_sparse_flops(model, {}, example)[0]
 
 
-def _fresh(model: nn.Module) -> nn.Module:
-    """A copy of the architecture to load an export into (its weights get replaced)."""
-    return copy.deepcopy(model)
+def save_torch_prune(model: nn.Module, path: str | Path, model_spec: dict[str, Any] | None = None,
+                     example: torch.Tensor | None = None) -> None:
+    """The state dict of a ``torch.nn.utils.prune``-reparametrised model (``*_orig``, ``*_mask``) as safetensors.
 
+    Loading it needs nothing but PyTorch: build the model, ``prune.custom_from_mask`` each
+    ``<p>_mask`` of the file onto ``<p>``, then ``load_state_dict(file, strict=True)``. Two
+    things make that hold for every model:
 
-def save_torch_prune(model: nn.Module, path: str | Path, model_spec: dict[str, Any] | None = None) -> None:
-    """The state dict of a ``torch.nn.utils.prune``-reparametrised model (``*_orig``, ``*_mask``) as safetensors."""
-    from ticketlab.weights import state_of
+    * a parameter whose module's forward never runs (``nn.MultiheadAttention``'s ``out_proj``;
+      with ``example``, any module the forward does not call) would keep, after such a load,
+      the stale product computed when the fresh model was reparametrised. It is stored plainly
+      instead, pruned weights zero, and its mask goes into the file's record
+      (:func:`torch_prune_mask` reads all the masks back);
+    * tied parameters are stored under each of their names (GPT-2's ``lm_head.weight`` beside
+      ``transformer.wte.weight_orig``), as a strict ``load_state_dict`` expects.
+    """
+    from ticketlab.export.prune_interop import hookless, reparametrised_masks
 
-    # The masks are 0/1: one byte each in the file instead of a float's four.
-    tensors = {k: v.to(torch.uint8) if k.endswith("_mask") else v for k, v in state_of(model).items()}
-    write_export(path, tensors, TORCH_PRUNE_KIND, {"model": model_spec})
+    masks = reparametrised_masks(model)
+    plain = {name: _packed(masks[name]) for name in hookless(model, example)}
+    tensors: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for key, value in model.state_dict(keep_vars=True).items():
+        tensor = value.detach()
+        base = key.removesuffix("_orig").removesuffix("_mask")
+        if base in plain:  # stored as the plain parameter, pruned weights zero
+            if key.endswith("_orig"):
+                tensors[base] = tensor * masks[base].to(tensor.dtype)
+            continue
+        if key.endswith("_mask"):  # the masks are 0/1: one byte each in the file instead of a float's four
+            tensor = tensor.to(torch.uint8)
+        elif id(value) in seen:  # a tied alias: its own copy (safetensors stores no shared tensors)
+            tensor = tensor.clone()
+        seen.add(id(value))
+        tensors[key] = tensor
+    write_export(path, tensors, TORCH_PRUNE_KIND, {"model": model_spec, "plain_masks": plain})
 
 
 def load_torch_prune(path: str | Path, model: nn.Module) -> nn.Module:
@@ -184,8 +358,45 @@ def load_torch_prune(path: str | Path, model: nn.Module) -> nn.Module:
     tensors, _ = read_export(path, TORCH_PRUNE_KIND)
     masks = {name[: -len("_mask")]: t.bool() for name, t in tensors.items() if name.endswith("_mask")}
     to_torch_prune(model, masks)
-    load_state(model, tensors)
+    try:
+        load_state(model, tensors)
+    except RuntimeError as exc:
+        raise StoreError(f"{path}: tensors do not fit the model ({exc})") from None
     return model.eval()
+
+
+def torch_prune_mask(path: str | Path, model: nn.Module) -> Mask:
+    """The ticket's whole mask from a torch-prune export loaded into ``model``: the model's
+    ``*_mask`` buffers plus the masks of the weights stored plainly (see :func:`save_torch_prune`)."""
+    from ticketlab.export.prune_interop import reparametrised_masks
+
+    _, record = read_export(path, TORCH_PRUNE_KIND)
+    plain = {name: _unpacked(entry) for name, entry in (record.get("plain_masks") or {}).items()}
+    return Mask({**reparametrised_masks(model), **plain})
+
+
+def _packed(keep: torch.Tensor) -> dict[str, Any]:
+    """A bool mask as JSON: its shape and its bits, packed, in base64."""
+    import base64
+
+    import numpy as np
+
+    bits = np.packbits(keep.flatten().numpy().astype(np.uint8))
+    return {"shape": list(keep.shape), "bits": base64.b64encode(bits.tobytes()).decode("ascii")}
+
+
+def _unpacked(entry: dict[str, Any]) -> torch.Tensor:
+    import base64
+
+    import numpy as np
+
+    try:
+        shape = [int(n) for n in entry["shape"]]
+        count = int(np.prod(shape)) if shape else 1
+        bits = np.unpackbits(np.frombuffer(base64.b64decode(entry["bits"]), dtype=np.uint8))[:count]
+        return torch.from_numpy(bits.astype(bool)).reshape(shape)
+    except (KeyError, TypeError, ValueError, RuntimeError):
+        raise StoreError("a torch-prune export's recorded mask is damaged") from None
 
 
 def load_ticket(experiment: str | Path, level: int, replicate: int = 0, examples: int = 64,
@@ -195,6 +406,12 @@ def load_ticket(experiment: str | Path, level: int, replicate: int = 0, examples
 
     ``weights``: a safetensors file of the model's weights; default the ticket's final weights.
     """
+    return _load_ticket(experiment, level, replicate, examples, weights)[:4]
+
+
+def _load_ticket(experiment: str | Path, level: int, replicate: int, examples: int,
+                 weights: str | Path | None) -> tuple[nn.Module, Mask, torch.Tensor, dict[str, Any], Callable[[], nn.Module]]:
+    """:func:`load_ticket`'s values and the experiment's model factory (a fresh model per call)."""
     from ticketlab.api import Result
     from ticketlab.units import environment
     from ticketlab.weights import load_state
@@ -210,21 +427,28 @@ def load_ticket(experiment: str | Path, level: int, replicate: int = 0, examples
     env = environment(result.config)
     model = env.build(0, "cpu").eval()
     path = Path(weights) if weights is not None else result.final_weights_path(level, replicate)
-    load_state(model, result.store.tensors(path) if weights is None else _read_weights(path))
+    tensors = result.store.tensors(path) if weights is None else _read_weights(path)
+    try:
+        load_state(model, tensors)
+    except RuntimeError as exc:  # another model's weights: wrong names or shapes
+        raise ConfigError(f"--weights {path} are not weights of this experiment's model {result.config.model!r} "
+                          f"({str(exc).splitlines()[0]})") from None
     spec = {"name": result.config.model, "input_shape": list(env.data.input_shape),
             "num_classes": env.data.num_classes}
-    return model, result.mask(level, replicate), env.data.x_val[:examples].cpu(), spec
+    return model, result.mask(level, replicate), env.data.x_val[:examples].cpu(), spec, lambda: env.build(0, "cpu")
 
 
 def export_ticket(
     experiment: str | Path, level: int, fmt: str, out: str | Path, replicate: int = 0,
     weights: str | Path | None = None, examples: int = 64,
 ) -> ExportReport:
-    """Export the ticket of ``level`` (replicate ``replicate``) of an experiment directory."""
+    """Export the ticket of ``level`` (replicate ``replicate``) of an experiment directory,
+    checked by loading it into a model freshly built by the experiment's model factory."""
     if fmt not in FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}; choose one of: {', '.join(FORMATS)}")
-    model, mask, example, spec = load_ticket(experiment, level, replicate, examples, weights)
-    return export_model(model, mask, fmt, out, example, spec)
+    _target(out)  # refused before the experiment is loaded
+    model, mask, example, spec, factory = _load_ticket(experiment, level, replicate, examples, weights)
+    return export_model(model, mask, fmt, out, example, spec, factory)
 
 
 def _read_weights(path: Path) -> dict[str, torch.Tensor]:
