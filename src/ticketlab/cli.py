@@ -232,6 +232,10 @@ def check_command(experiment_dir: Path = typer.Argument(..., help="An experiment
     store = Store(experiment_dir)
     config = store.read_config()
     findings = scan(store, config)
+    if not store.legacy:
+        from ticketlab.stability_files import stability_findings
+
+        findings += stability_findings(store)
     units = all_units(config)
     records = [record for u in units if (record := _readable_summary(store, store.unit(u.replicate, u.level, u.arm)))]
     diverged = diverged_levels(records)
