@@ -11,6 +11,7 @@ Exit codes: 0 success; 1 ``check`` found damage or ``verify``'s claim failed; 2 
 
 from __future__ import annotations
 
+import errno
 import sys
 import time
 import warnings
@@ -410,6 +411,13 @@ def main(argv: list[str] | None = None) -> None:
             command.main(args=argv, prog_name="ticketlab", standalone_mode=False)
     except TicketlabError as exc:
         _error_line(str(exc))
+        sys.exit(2)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        # a write outside the store's atomic writer (a lock file, a folder) found the disk full
+        _error_line(f"no space left on the device ({exc.filename or 'writing'}); free some space, or choose "
+                    "another --out, and run the same command again")
         sys.exit(2)
     except _CLI_ERRORS as exc:
         message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
