@@ -322,25 +322,29 @@ class _Killed(BaseException):
     """A kill: nothing after it runs (not an Exception, so no handler turns it into an error)."""
 
 
-def _kill_after_renaming(monkeypatch, name: str, nth: int) -> None:
-    """Make the ``nth`` rename of a file called ``name`` into place the last thing the process does."""
+def _kill_at_renaming(monkeypatch, name: str, nth: int, renamed: bool) -> None:
+    """Make the ``nth`` rename of a file called ``name`` into place the last thing the process
+    does (``renamed``), or kill it just before that rename."""
     import ticketlab.io as io
 
     real, seen = os.replace, []
 
     def replace(source, target):
-        real(source, target)
         if Path(target).name == name:
             seen.append(target)
-            if len(seen) == nth:
+            if len(seen) == nth and not renamed:
                 raise _Killed
+        real(source, target)
+        if len(seen) == nth and Path(target).name == name:
+            raise _Killed
 
     monkeypatch.setattr(io.os, "replace", replace)
 
 
-@pytest.mark.parametrize("name,nth", [("checkpoint.safetensors", 2), ("early_stop.safetensors", 2),
-                                      ("summary.json", 1), ("final.safetensors", 1)])
-def test_a_kill_between_rename_and_manifest_is_no_damage(tmp_path, monkeypatch, capsys, name, nth):
+@pytest.mark.parametrize("renamed", [True, False], ids=["after-rename", "before-rename"])
+@pytest.mark.parametrize("name,nth", [("checkpoint.safetensors", 2), ("checkpoint.safetensors", 1),
+                                      ("early_stop.safetensors", 2), ("summary.json", 1), ("final.safetensors", 1)])
+def test_a_kill_between_rename_and_manifest_is_no_damage(tmp_path, monkeypatch, capsys, name, nth, renamed):
     config = tiny_config(**{**CONFIG, "train": {**CONFIG["train"], "checkpoint_every": 10}})
     clean = ticketlab.run(config, _options(tmp_path / "clean"))
     store = Store.for_config(config, tmp_path / "killed")
@@ -348,7 +352,7 @@ def test_a_kill_between_rename_and_manifest_is_no_damage(tmp_path, monkeypatch, 
     run_unit(config, str(store.directory), Unit(0, 0, "ticket"), "cpu")
     ensure_level_mask(environment(config), store, 0, 1)
     with monkeypatch.context() as patch:
-        _kill_after_renaming(patch, name, nth)
+        _kill_at_renaming(patch, name, nth, renamed)
         with pytest.raises(_Killed):
             run_unit(config, str(store.directory), Unit(0, 1, "ticket"), "cpu")
     assert scan(store, config) == []  # what `show` and `check` see during a live run in that gap
@@ -356,6 +360,7 @@ def test_a_kill_between_rename_and_manifest_is_no_damage(tmp_path, monkeypatch, 
         warnings.simplefilter("error", IntegrityWarning)
         ticketlab.run(config, _options(tmp_path / "killed"))
     assert not list(store.directory.rglob("*.damaged*"))
+    assert not [m for m in store.directory.rglob("manifest.json") if "pending" in json.loads(m.read_text())]
     assert _bytes_of_results(store.directory) == _bytes_of_results(clean.directory)
     code, out, err = cli(["check", str(store.directory)], capsys)
     assert code == 0 and "0 damaged" in out, out + err

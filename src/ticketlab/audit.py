@@ -162,7 +162,7 @@ def _unit_findings(paths: UnitPaths, legacy: bool) -> list[Finding]:
             return []
         remedy = "trains this unit again" if done else "starts this unit again"
         return [Finding(manifest, "missing or unreadable", remedy, present)]
-    listed = {**record.get("pending", {}), **record["files"]}
+    listed = record["files"]  # a pending entry alone promises nothing: its write may have been killed before the rename
     if not done and paths.summary.name in listed:
         aside = (paths.summary, *(p for p in (paths.checkpoint,) if p.exists()))
         return [Finding(paths.summary, "missing (the unit's manifest records it)", "trains this unit again", aside)]
@@ -246,8 +246,24 @@ def repair(store: Store, config: Config) -> list[Finding]:
             elif path.parent.is_dir():
                 forget(path)
     if not store.legacy:
+        for directory in [store.directory, *sorted(p for p in store.directory.rglob("*") if p.is_dir())]:
+            settle_pending(directory)
         _settle_units(store, config)
     return findings
+
+
+def settle_pending(directory: Path) -> None:
+    """Resolve the pending entries that killed writes left: promoted where the file is the one
+    pending (killed after its rename), dropped where it is not (killed before it)."""
+    record = read_manifest_record(directory)
+    if record is None or not record.get("pending"):
+        return
+    changes: dict[str, Any] = {}
+    for name, entry in record["pending"].items():
+        path = directory / name
+        matches = path.is_file() and isinstance(entry, dict) and file_entry(path.read_bytes()) == entry
+        changes[name] = entry if matches else record["files"].get(name)
+    update_manifest(directory, changes)
 
 
 def _settle_units(store: Store, config: Config) -> None:

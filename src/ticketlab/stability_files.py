@@ -171,7 +171,7 @@ def stability_findings(store: Store) -> list:
                 found.append(Finding(directory / MANIFEST, problem, "`ticketlab stability` recomputes its folder",
                                      tuple(files)))
             continue
-        listed = {*record["files"], *record.get("pending", {})}
+        listed = set(record["files"])  # a pending entry alone may be a write killed before its rename
         for path in files + [directory / name for name in sorted(listed) if not (directory / name).exists()]:
             _, problem = verified_problem(path) if path.exists() else (None, "missing")
             if problem:
