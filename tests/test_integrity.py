@@ -406,3 +406,30 @@ def test_no_stored_tensor_holds_negative_zero(experiment):
         for name, tensor in load_file(path).items():
             if tensor.is_floating_point():
                 assert not bool((torch.signbit(tensor) & (tensor == 0)).any()), (path, name)
+
+
+def _negative_zeros(directory: Path) -> list[str]:
+    from safetensors.torch import load_file
+
+    return [f"{p}:{n}" for p in sorted(directory.rglob("*.safetensors")) for n, t in load_file(p).items()
+            if t.is_floating_point() and bool((torch.signbit(t) & (t == 0)).any())]
+
+
+def test_a_resumed_snip_unit_writes_the_bytes_of_an_uninterrupted_one(tmp_path):
+    config = tiny_config(**{**CONFIG, "rewind_iteration": 0, "prune": {"method": "snip"},
+                            "train": {**CONFIG["train"], "checkpoint_every": 10}})
+    clean = ticketlab.run(config, _options(tmp_path / "clean"))
+    store, _ = interrupted_level_1_ticket(config, tmp_path / "crashed", crash_at=30)
+    ticketlab.run(config, _options(tmp_path / "crashed"))
+    assert _bytes_of_results(store.directory) == _bytes_of_results(clean.directory)
+    assert _negative_zeros(store.directory) == [] and _negative_zeros(clean.directory) == []
+
+
+def test_damage_found_in_a_worker_reaches_the_run_intact():
+    import pickle
+
+    from ticketlab.integrity import DamagedFileError
+
+    error = DamagedFileError(Path("x/mask.safetensors"), "checksum mismatch", "run it again")
+    again = pickle.loads(pickle.dumps(error))
+    assert isinstance(again, DamagedFileError) and str(again) == str(error) and again.path == error.path

@@ -23,8 +23,13 @@ class DamagedFileError(StoreError):
     """A stored file does not match its recorded checksum (or has none where one is required)."""
 
     def __init__(self, path: Path, problem: str, remedy: str) -> None:
-        self.path, self.problem = Path(path), problem
+        self.path, self.problem, self.remedy = Path(path), problem, remedy
         super().__init__(f"{path} is damaged ({problem}); {remedy}")
+
+    def __reduce__(self):
+        """Rebuilt from its three parts: a worker process sends it to the run as a pickle, and the
+        default (from the one-message ``args``) would fail there and hide the damage."""
+        return (type(self), (self.path, self.problem, self.remedy))
 
 
 REMEDY = "run `ticketlab check` on the experiment to see what a re-run recomputes, then run it again"
