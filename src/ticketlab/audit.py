@@ -34,10 +34,10 @@ from ticketlab.errors import IntegrityWarning, StoreError
 from ticketlab.graph import all_units
 from ticketlab.integrity import problem_with
 from ticketlab.io import (
-    MANIFEST, TEMPORARY, file_entry, parse_json, parse_jsonl, read_manifest, read_manifest_record, remove_checksummed,
+    MANIFEST, file_entry, parse_json, parse_jsonl, read_manifest, read_manifest_record, remove_checksummed,
     remove_temporaries, update_manifest,
 )
-from ticketlab.store import UNITS, Store, UnitPaths
+from ticketlab.store import Store, UnitPaths
 
 SUFFIX = ".damaged"
 
