@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import ticketlab
+from ticketlab.errors import IntegrityWarning
 from ticketlab.io import load_tensors, read_json
 from ticketlab.method.arms.ticket import load_training_state
 from ticketlab.stability import (
@@ -104,3 +105,92 @@ def test_copies_that_learned_nothing_are_not_called_stable():
     assert row.verdict == "not trained" and row.barrier.low >= 0.0
     trained = [{**r, "endpoint_test_acc": [0.97, 0.98]} for r in records]
     assert summarize_stability(trained, 2.0, chance=1 / 59)[0].verdict == "stable"
+
+
+# ---------------------------------------------------------------------------- the analysis' files
+@pytest.fixture(scope="module")
+def analysed(tmp_path_factory):
+    """An experiment with one stability cell (two seeds), copied by each test."""
+    root = tmp_path_factory.mktemp("analysed")
+    result = ticketlab.run(tiny_config(levels=1, seeds=2, train=FAST),
+                           ticketlab.RunOptions(root=str(root), device="cpu", progress=False, workers=1))
+    rows = run_stability(result.directory, levels=[1], ks=[40], points=5)
+    return result.directory, rows
+
+
+@pytest.fixture
+def analysis(analysed, tmp_path):
+    import shutil
+
+    directory, rows = analysed
+    copy = tmp_path / directory.name
+    shutil.copytree(directory, copy)
+    return copy, rows
+
+
+CELL = "stability/replicate_0/level_01/k_40/"
+
+
+def _rerun(directory) -> list:
+    with pytest.warns(IntegrityWarning, match="set aside"):
+        return run_stability(directory, levels=[1], ks=[40], points=5)
+
+
+def test_every_stability_file_is_checksummed_and_checked(analysis, capsys):
+    directory, _ = analysis
+    code, out, err = cli(["check", str(directory)], capsys)
+    assert code == 0 and "0 damaged" in out, out + err
+    outputs = [p for p in (directory / "stability").rglob("*") if p.is_file() and p.name not in ("manifest.json", ".lock")]
+    assert {p.name for p in outputs} >= {"copy_0.safetensors", "copy_1.safetensors", "result.json", "dense_k40.safetensors",
+                                         "stability.json", "barrier_vs_k.png"}
+    for path in outputs:
+        assert path.name in read_json(path.parent / "manifest.json")["files"], path
+
+
+def test_damaged_copy_and_deleted_result_are_recomputed_not_used(analysis, capsys):
+    directory, rows = analysis
+    copy = directory / CELL / "copy_0.safetensors"
+    data = bytearray(copy.read_bytes())
+    data[-64:] = b"\x00" * 64
+    copy.write_bytes(bytes(data))
+    (directory / CELL / "result.json").unlink()
+    code, out, err = cli(["check", str(directory)], capsys)
+    assert code == 1 and f"damaged: {CELL}copy_0.safetensors" in out and f"damaged: {CELL}result.json: missing" in out
+    again = _rerun(directory)
+    assert [r.to_dict() for r in again] == [r.to_dict() for r in rows]
+    code, out, err = cli(["check", str(directory)], capsys)
+    assert code == 0 and "0 damaged" in out, out + err
+
+
+@pytest.mark.parametrize("content", ["{}", "edit", "other cell"])
+def test_a_bad_result_json_is_recomputed(analysis, capsys, content):
+    import json
+
+    directory, rows = analysis
+    path = directory / CELL / "result.json"
+    record = json.loads(path.read_text())
+    if content == "edit":
+        record["barrier"] = 50.0
+        text = json.dumps(record)
+    elif content == "other cell":  # a result copied from replicate 1, manifest entry updated to match
+        from ticketlab.io import write_json_atomic
+
+        write_json_atomic(path, read_json(directory / CELL.replace("replicate_0", "replicate_1") / "result.json"),
+                          checksum=True)
+        text = None
+    else:
+        text = content
+    if text is not None:
+        path.write_text(text)
+    code, out, err = cli(["check", str(directory)], capsys)
+    assert code == 1 and f"damaged: {CELL}result.json" in out, out + err
+    again = _rerun(directory)
+    assert [r.to_dict() for r in again] == [r.to_dict() for r in rows]
+
+
+def test_stale_temporaries_of_a_killed_analysis_are_removed(analysis):
+    directory, rows = analysis
+    stale = directory / CELL / ".result.json.abc123.tmp"
+    stale.write_text("{")
+    assert [r.to_dict() for r in run_stability(directory, levels=[1], ks=[40], points=5)] == [r.to_dict() for r in rows]
+    assert not stale.exists()

@@ -163,9 +163,10 @@ def run(
     store = Store.for_config(config, options.root)
     with store:
         store.write_config(config)
+        findings = repair(store, config)  # first: a damaged parameters.json is set aside, then rewritten
         if not store.plan_path.is_file():
             write_json_atomic(store.plan_path, plan.to_json(), checksum=True)
-        if repair(store, config):
+        if findings:
             for replicate in range(config.seeds):  # inputs no unit left to run would rewrite
                 if store.replicate_dir(replicate).is_dir():
                     ensure_replicate_init(env, store, replicate)

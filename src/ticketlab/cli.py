@@ -11,6 +11,7 @@ Exit codes: 0 success; 1 ``check`` found damage or ``verify``'s claim failed; 2 
 
 from __future__ import annotations
 
+import errno
 import sys
 import time
 import warnings
@@ -233,6 +234,10 @@ def check_command(experiment_dir: Path = typer.Argument(..., help="An experiment
     store = Store(experiment_dir)
     config = store.read_config()
     findings = scan(store, config)
+    if not store.legacy:
+        from ticketlab.stability_files import stability_findings
+
+        findings += stability_findings(store)
     units = all_units(config)
     records = [record for u in units if (record := _readable_summary(store, store.unit(u.replicate, u.level, u.arm)))]
     diverged = diverged_levels(records)
@@ -408,6 +413,13 @@ def main(argv: list[str] | None = None) -> None:
             command.main(args=argv, prog_name="ticketlab", standalone_mode=False)
     except TicketlabError as exc:
         _error_line(str(exc))
+        sys.exit(2)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        # a write outside the store's atomic writer (a lock file, a folder) found the disk full
+        _error_line(f"no space left on the device ({exc.filename or 'writing'}); free some space, or choose "
+                    "another --out, and run the same command again")
         sys.exit(2)
     except _CLI_ERRORS as exc:
         message = exc.format_message() if hasattr(exc, "format_message") else str(exc)

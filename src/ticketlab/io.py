@@ -4,10 +4,12 @@ A reader (or a resumed run) therefore sees either the old complete file or the n
 file, never a half-written one, even if the process is killed mid-write. Tensors go through
 safetensors, so loading a checkpoint never executes code.
 
-Files of an experiment are written with ``checksum=True``: after the rename, the file's
-SHA-256 and size are recorded in ``manifest.json`` in the same directory (itself written
-atomically), so a later reader can tell a damaged file from a good one (see ``integrity``).
-The checksum is of the bytes this process wrote, never of what is on disk afterwards.
+Files of an experiment are written with ``checksum=True``: the file's SHA-256 and size are
+recorded in ``manifest.json`` in the same directory (itself written atomically, under a lock
+on the folder), first as a *pending* entry before the rename, then as the file's entry after
+it, so a later reader can tell a damaged file from a good one (see ``integrity``) even when
+the writer was killed between the rename and the manifest update. The checksum is of the
+bytes this process wrote, never of what is on disk afterwards.
 
 JSON is strict: non-finite floats are written as ``null`` (``NaN`` is not JSON, and strict
 parsers reject it), and a file that does not parse is a :class:`StoreError`, never a traceback.
@@ -15,6 +17,8 @@ parsers reject it), and a file that does not parse is a :class:`StoreError`, nev
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import json
 import math
@@ -43,9 +47,37 @@ def _current_umask() -> int:
 _UMASK = _current_umask()
 
 
-def write_bytes_atomic(path: str | Path, data: bytes, *, checksum: bool = False) -> None:
+def write_bytes_atomic(path: str | Path, data: bytes, *, checksum: bool = False) -> dict[str, Any] | None:
+    """Write ``data`` to ``path`` so that a reader sees the old or the new file, never a part.
+
+    With ``checksum`` the file and its manifest entry become visible together: the entry is
+    recorded as *pending* before the rename and promoted after it, so a kill between the two
+    leaves a file that matches its pending entry (valid, see ``integrity``), never an
+    unrecorded one. Returns the manifest entry (None without ``checksum``).
+    A full disk is a :class:`StoreError` (one line), not a traceback.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    entry = file_entry(data) if checksum else None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if entry is not None:
+            _change_manifest(path.parent, {}, {path.name: entry})
+        _replace_with(path, data)
+        if entry is not None:
+            _change_manifest(path.parent, {path.name: entry}, {path.name: None})
+    except OSError as exc:
+        if exc.errno in _NO_SPACE:
+            raise StoreError(f"no space left on the device writing {path}; free some space (or choose another "
+                             "--out) and run the same command again to resume") from None
+        raise
+    return entry
+
+
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _replace_with(path: Path, data: bytes) -> None:
+    """Temporary file in the same folder, fsync, rename: the atomic step itself."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp creates 0600; results are meant to be shared
@@ -57,8 +89,6 @@ def write_bytes_atomic(path: str | Path, data: bytes, *, checksum: bool = False)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    if checksum:
-        update_manifest(path.parent, {path.name: file_entry(data)})
 
 
 def file_entry(data: bytes) -> dict[str, Any]:
@@ -66,26 +96,98 @@ def file_entry(data: bytes) -> dict[str, Any]:
     return {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
 
 
-def read_manifest(directory: str | Path) -> dict[str, dict[str, Any]] | None:
-    """The ``files`` table of ``directory``'s manifest; None when there is none or it is damaged."""
+def read_manifest_record(directory: str | Path) -> dict[str, Any] | None:
+    """The whole manifest of ``directory`` (``files``, ``pending``, ...); None when there is
+    none or it is damaged (not JSON, or ``files`` is not a table)."""
     path = Path(directory) / MANIFEST
     try:
-        files = json.loads(path.read_bytes())["files"]
-    except (OSError, ValueError, KeyError, TypeError):
+        record = json.loads(path.read_bytes())
+    except (OSError, ValueError):
         return None
-    return files if isinstance(files, dict) else None
+    if not isinstance(record, dict) or not isinstance(record.get("files"), dict):
+        return None
+    if not isinstance(record.get("pending", {}), dict):
+        return None
+    return record
+
+
+def read_manifest(directory: str | Path) -> dict[str, dict[str, Any]] | None:
+    """The ``files`` table of ``directory``'s manifest; None when there is none or it is damaged."""
+    record = read_manifest_record(directory)
+    return None if record is None else record["files"]
+
+
+def read_pending(directory: str | Path) -> dict[str, dict[str, Any]]:
+    """Entries recorded before their file's rename and not yet promoted (a write in progress,
+    or one killed between the rename and the manifest update)."""
+    record = read_manifest_record(directory)
+    return {} if record is None else record.get("pending", {})
 
 
 def update_manifest(directory: str | Path, changes: dict[str, dict[str, Any] | None]) -> None:
-    """Set (or, for ``None``, drop) manifest entries. One writer per directory at a time:
-    the scheduler gives every directory of an experiment a single writer."""
-    files = dict(read_manifest(directory) or {})
-    for name, entry in changes.items():
-        if entry is None:
-            files.pop(name, None)
-        else:
-            files[name] = entry
-    write_bytes_atomic(Path(directory) / MANIFEST, _json_bytes({"format": 1, "files": files}, indent=2))
+    """Set (or, for ``None``, drop) manifest entries, and drop their pending entries."""
+    _change_manifest(directory, changes, dict.fromkeys(changes))
+
+
+def update_manifest_section(directory: str | Path, section: str, changes: dict[str, Any]) -> None:
+    """Set (or, for ``None``, drop) keys of another table of the manifest (e.g. the top-level
+    ``units`` index of finished trainings), under the same lock as the files."""
+    with _locked(Path(directory)):
+        record = read_manifest_record(directory) or {"files": {}}
+        table = record.get(section) if isinstance(record.get(section), dict) else {}
+        for name, value in changes.items():
+            if value is None:
+                table.pop(name, None)
+            else:
+                table[name] = value
+        record[section] = table
+        _replace_with(Path(directory) / MANIFEST, _json_bytes({"format": 1, **record}, indent=2))
+
+
+def _change_manifest(directory: str | Path, files: dict[str, Any], pending: dict[str, Any]) -> None:
+    """Read-modify-write the manifest under an OS lock on its folder, so that units writing
+    into a shared folder (a level's, the experiment's) never lose each other's entries."""
+    directory = Path(directory)
+    with _locked(directory):
+        record = read_manifest_record(directory) or {"files": {}}
+        for table, changes in (("files", files), ("pending", pending)):
+            current = dict(record.get(table) or {})
+            for name, entry in changes.items():
+                if entry is None:
+                    current.pop(name, None)
+                else:
+                    current[name] = entry
+            record[table] = current
+        if not record["pending"]:
+            record.pop("pending")
+        _replace_with(directory / MANIFEST, _json_bytes({**record, "format": 1}, indent=2))
+
+
+class _locked:
+    """An exclusive flock on a folder (released by the kernel if the holder dies)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.fd = -1
+
+    def __enter__(self) -> "_locked":
+        self.fd = os.open(self.directory, os.O_RDONLY)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
+
+
+def remove_checksummed(path: str | Path) -> None:
+    """Delete a recorded file: its entry first, then the file, so a kill in between leaves an
+    unrecorded leftover (which ``audit.repair`` removes) rather than a recorded file that is
+    missing (which is damage)."""
+    path = Path(path)
+    if path.is_file():
+        update_manifest(path.parent, {path.name: None})
+        path.unlink(missing_ok=True)
 
 
 def remove_temporaries(directory: str | Path) -> list[Path]:
@@ -115,12 +217,12 @@ def _json_bytes(data: Any, indent: int | None = None) -> bytes:
     return (json.dumps(strict(data), indent=indent, sort_keys=True, allow_nan=False) + "\n").encode()
 
 
-def write_text_atomic(path: str | Path, text: str, *, checksum: bool = False) -> None:
-    write_bytes_atomic(path, text.encode(), checksum=checksum)
+def write_text_atomic(path: str | Path, text: str, *, checksum: bool = False) -> dict[str, Any] | None:
+    return write_bytes_atomic(path, text.encode(), checksum=checksum)
 
 
-def write_json_atomic(path: str | Path, data: Any, *, checksum: bool = False) -> None:
-    write_bytes_atomic(path, _json_bytes(data, indent=2), checksum=checksum)
+def write_json_atomic(path: str | Path, data: Any, *, checksum: bool = False) -> dict[str, Any] | None:
+    return write_bytes_atomic(path, _json_bytes(data, indent=2), checksum=checksum)
 
 
 def write_jsonl_atomic(path: str | Path, records: Iterable[dict[str, Any]], *, checksum: bool = False) -> None:
@@ -165,9 +267,21 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
 def save_tensors(
     tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None, *, checksum: bool = False
 ) -> None:
-    """Save tensors as safetensors, atomically."""
-    contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    write_bytes_atomic(path, save(contiguous, metadata=metadata), checksum=checksum)
+    """Save tensors as safetensors, atomically, with zeros canonical (see :func:`canonical`)."""
+    write_bytes_atomic(path, save({k: canonical(v) for k, v in tensors.items()}, metadata=metadata),
+                       checksum=checksum)
+
+
+def canonical(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` on the CPU, contiguous, with every zero stored as +0.0.
+
+    A pruned weight is zero, but ``w * mask`` of a negative ``w`` is -0.0, and whether a path
+    multiplies or overwrites decides the sign: a resumed unit would write other bytes than an
+    uninterrupted one. ``x + 0.0`` turns -0.0 into +0.0 and changes no other value."""
+    tensor = tensor.detach()
+    if tensor.is_floating_point() or tensor.is_complex():
+        tensor = tensor + 0.0
+    return tensor.contiguous().cpu()
 
 
 def tensors_from_bytes(data: bytes, path: str | Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:

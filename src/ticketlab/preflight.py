@@ -24,9 +24,13 @@ MAX_UNITS = 1_000_000
 # fp32 bytes held per parameter while one unit trains: weights, gradient, two optimizer moments,
 # float mask, start weights, the copies made to save a checkpoint, and headroom.
 TRAINING_BYTES_PER_PARAM = 4 * 8
-# bytes stored per parameter per unit: start and final weights (fp32) and the uint8 mask.
-STORED_BYTES_PER_PARAM = 4 + 4 + 1
 GIB = 1024**3
+MIB = 1024**2
+BLOCK = 4096  # a file takes whole filesystem blocks: for small models this, not the tensors, dominates
+TENSOR_HEADER = 160  # safetensors header bytes per tensor (name, dtype, shape, offsets), generously
+RNG_BYTES = 8 * 1024  # the torch generator state saved with every checkpoint (5,056 bytes on the CPU)
+EVALUATION_BYTES = 400  # one evaluation as a metrics.jsonl line (and in a checkpoint's history)
+SMALL_FILE = BLOCK  # summary.json, manifest.json, config.json: each under a block
 
 
 def preflight(env: Environment, options: RunOptions) -> ParameterPlan:
@@ -80,17 +84,66 @@ def check_resources(env: Environment, options: RunOptions) -> None:
     available = available_memory(device)
     if available is not None and needed > available:
         raise ConfigError(
-            f"model {config.model!r} has {params:,} parameters and needs about {needed / GIB:,.1f} GiB to train "
-            f"({parallel} at a time), but {device.type} has {available / GIB:,.1f} GiB available; "
+            f"model {config.model!r} has {params:,} parameters and needs about {size_text(needed)} to train "
+            f"({parallel} at a time), but {device.type} has {size_text(available)} available; "
             "use a smaller model" + (" or fewer --workers/--batch" if parallel > 1 else "")
         )
-    stored = units * params * STORED_BYTES_PER_PARAM
+    stored = stored_bytes(env, options)
+    needed = stored - _stored_already(Path(options.root) / config.experiment_name())
     free = _free_disk(Path(options.root))
-    if free is not None and stored > free:
+    if free is not None and needed > free:
         raise ConfigError(
-            f"the experiment would store about {stored / GIB:,.1f} GiB ({units:,} trainings of {params:,} parameters) "
-            f"but {options.root} has {free / GIB:,.1f} GiB free; use fewer levels, seeds or controls, or another --out"
+            f"the experiment would store about {size_text(needed)} more ({units:,} trainings of {params:,} "
+            f"parameters: weights, masks, checkpoints, metrics) but {options.root} has {size_text(free)} free; "
+            "use fewer levels, seeds or controls, or another --out"
         )
+
+
+def size_text(n: float) -> str:
+    """Bytes for a person: GiB from 1 GiB up, else MiB (a 10 MB run on an 8 MB disk must not
+    read "0.0 GiB ... 0.0 GiB free")."""
+    return f"{n / GIB:,.1f} GiB" if n >= GIB else f"{n / MIB:,.1f} MiB"
+
+
+def _blocks(n: float) -> int:
+    return int(-(-n // BLOCK) * BLOCK)
+
+
+def stored_bytes(env: Environment, options: RunOptions) -> int:
+    """Disk the whole experiment takes when finished, plus the checkpoints of the units training
+    at the same time: what every unit, replicate and the experiment itself write (see ``store``),
+    each file rounded up to whole blocks."""
+    config = env.config
+    state = env.meta_model().state_dict()
+    values = sum(t.numel() for t in state.values())
+    weight_bytes = sum(t.numel() * t.element_size() for t in state.values())
+    tensors = len(state)
+    slots = 2 if config.train.optimizer in ("adam", "adamw") else int(config.train.momentum > 0)
+    evaluations = env.end() // max(config.train.eval_every, 1) + 2
+
+    def tensor_file(data: float, count: int, metadata: float = 0) -> int:
+        return _blocks(data + TENSOR_HEADER * count + 64 + metadata)
+
+    weights = tensor_file(weight_bytes, tensors)
+    training_state = tensor_file(weight_bytes + 4 * values * slots + RNG_BYTES, tensors * (1 + slots) + 2,
+                                 EVALUATION_BYTES * evaluations)
+    mask = tensor_file(values, tensors)
+    unit = (mask + 2 * weights + tensor_file(weight_bytes, tensors, EVALUATION_BYTES)  # mask, start, final, early stop
+            + _blocks(EVALUATION_BYTES * evaluations) + 2 * SMALL_FILE)  # metrics; summary, manifest
+    replicate = (weights + (training_state if config.rewind_iteration > 0 else 0)
+                 + (config.levels + 1) * (mask + SMALL_FILE) + SMALL_FILE)
+    units = unit_count(config)
+    top = 3 * SMALL_FILE + _blocks(200 * tensors) + _blocks(200 * units)  # config, plan, manifest and its index
+    parallel = max(options.workers, options.batch, 1)
+    return units * unit + config.seeds * replicate + top + min(parallel, units) * training_state
+
+
+def _stored_already(directory: Path) -> int:
+    """What a resumed experiment has already written (it counts towards the estimate)."""
+    try:
+        return sum(_blocks(p.stat().st_size) for p in directory.rglob("*") if p.is_file())
+    except OSError:
+        return 0
 
 
 def available_memory(device: torch.device) -> int | None:

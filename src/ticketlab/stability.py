@@ -34,7 +34,7 @@ import torch
 from ticketlab.config import Config
 from ticketlab.evaluation import evaluate_weights
 from ticketlab.errors import ConfigError
-from ticketlab.io import load_tensors, read_json, save_tensors, write_json_atomic
+from ticketlab.io import save_tensors, write_json_atomic
 from ticketlab.loop import TrainState, run_loop
 from ticketlab.method.arms.ticket import MODEL_PREFIX, OPTIM_PREFIX, load_training_state, split_prefixed
 from ticketlab.optim import load_optimizer_state, make_optimizer, mask_optimizer_state_, optimizer_state_tensors
@@ -43,6 +43,9 @@ from scipy import stats as _sps
 
 from ticketlab.stats import Interval, mean_ci, quantization_sd
 from ticketlab.steppers import SingleStepper
+from ticketlab.stability_files import (
+    load_result_verified, load_tensors_verified, recorded_results, remove_stale_temporaries,
+)
 from ticketlab.store import Store
 from ticketlab.units import Environment, environment, replicate_seed, seeded_rng
 from ticketlab.weights import load_state, state_of
@@ -119,14 +122,16 @@ class StabilityUnits:
             weights, optimizer_state, _ = load_training_state(store, store.rewind_path(replicate))
             return weights, optimizer_state
         path = self.root / f"replicate_{replicate}" / f"dense_k{k}.safetensors"
-        if not path.is_file():
+        tensors = load_tensors_verified(path, self.root)
+        if tensors is None:
             seed = replicate_seed(config, replicate)
             weights, optimizer_state = train_from(
                 self.env, store.tensors(store.init_path(replicate)), {}, None, 0, k,
                 derive_seed(seed, "data"), derive_seed(seed, "rng", 0, "ticket"))
-            save_tensors({**{MODEL_PREFIX + n: t for n, t in weights.items()},
-                          **{OPTIM_PREFIX + n: t for n, t in optimizer_state.items()}}, path)
-        tensors = load_tensors(path)
+            tensors = {**{MODEL_PREFIX + n: t for n, t in weights.items()},
+                       **{OPTIM_PREFIX + n: t for n, t in optimizer_state.items()}}
+            save_tensors(tensors, path, checksum=True)
+            tensors = load_tensors_verified(path, self.root)  # what later runs will read, exactly
         return split_prefixed(tensors, MODEL_PREFIX), split_prefixed(tensors, OPTIM_PREFIX)
 
     def result(self, replicate: int, level: int, k: int) -> dict:
@@ -135,10 +140,9 @@ class StabilityUnits:
             raise ConfigError(f"rewinding point k={k} must be below the training length ({self.end} iterations)")
         folder = self.root / f"replicate_{replicate}" / f"level_{level:02d}" / f"k_{k}"
         done = folder / "result.json"
-        if done.is_file():
-            record = read_json(done)
-            if len(record["errors"]) == self.points:
-                return record
+        record = load_result_verified(done, self.root, replicate, level, k, self.points)
+        if record is not None:
+            return record
         mask_path = self.store.level_mask_path(replicate, level)
         if not mask_path.is_file():
             raise ConfigError(f"replicate {replicate} has no level-{level} mask yet; run the experiment that far first")
@@ -150,13 +154,15 @@ class StabilityUnits:
         finals = []
         for copy in (0, 1):
             path = folder / f"copy_{copy}.safetensors"
-            if not path.is_file():
+            final = load_tensors_verified(path, self.root)
+            if final is None:
                 final, _ = train_from(self.env, mask.applied_to(weights), optimizer_state,
                                       mask.tensors if level > 0 else None, k, self.end,
                                       derive_seed(seed, "stability-data", level, k, copy),
                                       derive_seed(seed, "stability-rng", level, k, copy))
-                save_tensors(final, path)
-            finals.append(load_tensors(path))
+                save_tensors(final, path, checksum=True)
+                final = load_tensors_verified(path, self.root)
+            finals.append(final)
         errors = errors_along_line(self.env, finals[0], finals[1], self.points)
         record = {
             "replicate": replicate, "seed": seed, "level": level, "k": k,
@@ -167,7 +173,7 @@ class StabilityUnits:
             "errors": errors, "barrier": error_barrier(errors),
             "endpoint_test_acc": [1.0 - errors[0] / 100.0, 1.0 - errors[-1] / 100.0],
         }
-        write_json_atomic(done, record)
+        write_json_atomic(done, record, checksum=True)
         return record
 
 
@@ -259,23 +265,25 @@ def run_stability(directory: str | Path, levels: Sequence[int], ks: Sequence[int
     env = environment(config, device)
     units = StabilityUnits(store, env, points)
     chosen = list(range(config.seeds)) if replicates is None else list(replicates)
-    records = []
-    for replicate in chosen:
-        for level in levels:
-            for k in ks:
-                if progress:
-                    progress(f"replicate {replicate}, level {level}, k={k}")
-                records.append(units.result(replicate, level, k))
-    chance = 1.0 / env.data.num_classes if env.task.kind == "classification" else None
-    rows = summarize_stability(records, threshold, chance)
-    all_records = [read_json(p) for p in sorted(units.root.glob("replicate_*/level_*/k_*/result.json"))]
-    write_json_atomic(units.root / "stability.json",
-                      {"threshold": threshold, "points": points, "rows": [r.to_dict() for r in rows],
-                       "records": all_records})
-    from ticketlab.report.stability_figure import barrier_figure
+    with Store(units.root) as _analysis_lock:  # one analysis at a time: it removes stale temporaries
+        remove_stale_temporaries(units.root)
+        records = []
+        for replicate in chosen:
+            for level in levels:
+                for k in ks:
+                    if progress:
+                        progress(f"replicate {replicate}, level {level}, k={k}")
+                    records.append(units.result(replicate, level, k))
+        chance = 1.0 / env.data.num_classes if env.task.kind == "classification" else None
+        rows = summarize_stability(records, threshold, chance)
+        all_records = recorded_results(units.root)
+        write_json_atomic(units.root / "stability.json",
+                          {"threshold": threshold, "points": points, "rows": [r.to_dict() for r in rows],
+                           "records": all_records}, checksum=True)
+        from ticketlab.report.stability_figure import barrier_figure
 
-    barrier_figure(summarize_stability([r for r in all_records if len(r["errors"]) == points], threshold, chance),
-                   units.root / "barrier_vs_k.png")
+        barrier_figure(summarize_stability([r for r in all_records if len(r["errors"]) == points], threshold,
+                                           chance), units.root / "barrier_vs_k.png")
     return rows
 
 

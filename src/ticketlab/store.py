@@ -18,8 +18,13 @@ Layout (``r`` = replicate, ``L`` = level)::
                     final.safetensors    trained weights at the last iteration
                     metrics.jsonl        one evaluation per line
                     summary.json         its presence means "done"; status "ok" or "diverged"
-                    manifest.json        SHA-256 and size of each file above, updated last
+                    manifest.json        SHA-256 and size of each file above (pending before
+                                         each rename, promoted after it)
             (replicate_<r>/ and level_<LL>/ have a manifest.json of their own files too)
+        parameters.json                  each parameter's role and shape (checksummed)
+        manifest.json                    parameters.json's checksum, and ``units``: every finished
+                                         unit's summary checksum, so a deleted unit is damage
+        stability/                       the stability analysis, every folder with its manifest
 
 Every write is atomic (see ``io``), so a killed run leaves only complete files, and the
 run is resumed by simply running it again. Every file is checksummed when written and
@@ -48,13 +53,15 @@ from ticketlab.errors import ConfigError, ExperimentLockedError, IntegrityWarnin
 from ticketlab.masks import Mask
 from ticketlab.integrity import DamagedFileError, verified_bytes
 from ticketlab.io import (
-    metadata_from_bytes, parse_json, parse_jsonl, read_json, tensors_from_bytes, write_json_atomic,
+    metadata_from_bytes, parse_json, parse_jsonl, read_json, read_manifest_record, tensors_from_bytes,
+    update_manifest_section, write_json_atomic,
 )
 
 if TYPE_CHECKING:
     from ticketlab.roles import ParameterPlan
 
 FORMAT = 2
+UNITS = "units"  # the top-level manifest's index of finished trainings: unit folder -> its summary's entry
 _NAME = re.compile(r"^.+-[0-9a-f]{12}$")  # <dataset>-<model>-<hash>, as experiment_name() makes it
 _WARNED_LEGACY: set[Path] = set()  # the "no checksums" warning is given once per directory
 
@@ -238,6 +245,23 @@ class Store:
             _WARNED_LEGACY.add(self.directory.resolve())
             warnings.warn(f"{self.directory} was written by an older ticketlab and carries no checksums; "
                           "its files are read unverified", IntegrityWarning, stacklevel=2)
+
+    # ------------------------------------------------------------------ index of finished units
+    def unit_key(self, paths: UnitPaths) -> str:
+        """A unit's name in the index: its folder relative to the experiment."""
+        return paths.directory.relative_to(self.directory).as_posix()
+
+    def finished_index(self) -> dict[str, Any]:
+        """Units recorded as finished (folder -> the summary's SHA-256 and size). A summary is
+        the unit's own done marker; this index, kept where the unit cannot delete it, is what
+        tells a deleted unit folder or summary from one that never finished."""
+        record = read_manifest_record(self.directory)
+        index = record.get(UNITS) if record is not None else None
+        return dict(index) if isinstance(index, dict) else {}
+
+    def record_finished(self, changes: dict[str, dict[str, Any] | None]) -> None:
+        """Record (or, for None, forget) finished units in the index."""
+        update_manifest_section(self.directory, UNITS, changes)
 
     # ------------------------------------------------------------------ verified reading
     def read_bytes(self, path: Path) -> bytes:

@@ -26,7 +26,9 @@ from ticketlab.data import Dataset
 from ticketlab.errors import ConfigError, StoreError
 from ticketlab.integrity import DamagedFileError
 from ticketlab.inputs import Inputs, builtin_inputs, user_code
-from ticketlab.io import remove_temporaries, save_tensors, update_manifest, write_json_atomic, write_jsonl_atomic
+from ticketlab.io import (
+    remove_checksummed, remove_temporaries, save_tensors, write_json_atomic, write_jsonl_atomic,
+)
 from ticketlab.loop import Events, TrainState, early_stop, last_finite, run_loop, summarize_history, total_iterations
 from ticketlab.masks import Mask
 from ticketlab.numerics import numerics_record
@@ -439,10 +441,9 @@ def finish_unit(prepared: PreparedUnit, precision: str = "fp32") -> dict:
         **(diverged_summary(unit, state) if state.diverged else {"status": "ok", **summarize_history(state.history)}),
         "weights": weights,
     }
-    write_json_atomic(paths.summary, summary, checksum=True)
-    if paths.checkpoint.is_file():
-        paths.checkpoint.unlink()
-        update_manifest(paths.directory, {paths.checkpoint.name: None})
+    entry = write_json_atomic(paths.summary, summary, checksum=True)
+    prepared.events.store.record_finished({prepared.events.store.unit_key(paths): entry})
+    remove_checksummed(paths.checkpoint)
     return summary
 
 
@@ -464,9 +465,7 @@ def stored_weights(prepared: PreparedUnit) -> dict[str, dict | None]:
 
 
 def _remove(paths: UnitPaths, path) -> None:
-    if path.is_file():
-        path.unlink()
-        update_manifest(paths.directory, {path.name: None})
+    remove_checksummed(path)
 
 
 def diverged_summary(unit: Unit, state: TrainState) -> dict:

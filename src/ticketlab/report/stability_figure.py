@@ -36,4 +36,4 @@ def barrier_figure(rows: "Sequence[StabilityRow]", path: Path) -> None:
     axes.set_title("Instability: error barrier between two copies trained from iteration k")
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
-    write_bytes_atomic(path, _png_bytes(figure))
+    write_bytes_atomic(path, _png_bytes(figure), checksum=True)  # checked by `ticketlab check`
