@@ -200,3 +200,51 @@ def test_output_layer_is_the_last_weight_reaching_the_output_not_the_last_run():
 
     plan = plan_parameters(AuxiliaryLast(), PruneConfig(), trace=lambda m: m(torch.randn(2, 4)))
     assert plan.output == "head.weight"
+
+
+# ---------------------------------------------------------------- a narrow selection is said at the start
+
+
+class SequenceClassifier(nn.Module):
+    """Each 4-feature example read as a sequence of 4 scalars by an LSTM: the head is ~3% of it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(1, 24, batch_first=True)
+        self.head = nn.Linear(24, 3)
+
+    def forward(self, x):
+        out, _ = self.lstm(x.unsqueeze(-1))
+        return self.head(out[:, -1])
+
+
+def _run_warnings(tmp_path, roles: list[str] | None) -> list[str]:
+    """The SelectionNote lines a short run of SequenceClassifier emits under ``roles``."""
+    import warnings
+
+    import ticketlab
+    from ticketlab.roles import SelectionNote
+    from user_code.models import classification_data
+
+    prune = {"roles": roles} if roles else {}
+    config = {"levels": 1, "prune": prune, "train": {"iterations": 20, "eval_every": 10, "batch_size": 32}}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ticketlab.run(config, ticketlab.RunOptions(root=str(tmp_path), device="cpu", progress=False, workers=1),
+                      model=SequenceClassifier, data=classification_data())
+    return [str(w.message) for w in caught if issubclass(w.category, SelectionNote)]
+
+
+def test_a_run_pruning_under_a_tenth_of_the_model_says_so_in_one_line(tmp_path):
+    from ticketlab.roles import pruned_fraction
+
+    model = SequenceClassifier()
+    plan = plan_parameters(model, PruneConfig(roles=("linear",)), trace=lambda m: m(torch.randn(2, 4)))
+    fraction = pruned_fraction(plan)
+    head = model.head.weight.numel()
+    assert fraction == pytest.approx(head / sum(p.numel() for p in model.parameters()))
+    (note,) = _run_warnings(tmp_path / "narrow", ["linear"])
+    assert "\n" not in note and f"{100 * fraction:.1f}%" in note
+    assert "recurrent" in note and "prune.roles" in note
+    # the default roles prune the LSTM too: nothing to say
+    assert _run_warnings(tmp_path / "default", None) == []

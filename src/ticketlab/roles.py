@@ -182,24 +182,26 @@ def pruned_fraction(plan: ParameterPlan) -> float:
     return sum(_numel(plan.shapes[n]) for n in plan.pruned) / total if total else 1.0
 
 
-def selection_note(plan: ParameterPlan, threshold: float = NARROW_SELECTION) -> str | None:
+def selection_note(plan: ParameterPlan, roles: tuple[str, ...], threshold: float = NARROW_SELECTION) -> str | None:
     """One line when the plan prunes less than ``threshold`` of the model's parameters, else None.
 
     A selection that leaves most of the network dense (an LSTM under roles that miss it, a model
     of embeddings) makes "sparsity" describe a sliver of the model; the user should hear it at
-    the start of the run, with the roles that hold the rest and how to add them."""
+    the start of the run, with the roles that hold the rest and how to add them (``roles``: the
+    run's ``prune.roles``)."""
     fraction = pruned_fraction(plan)
     if fraction >= threshold:
         return None
     unpruned: dict[str, int] = {}
-    for name, roles in plan.roles.items():
+    for name, kinds in plan.roles.items():
         if name not in plan.pruned:
-            key = "+".join(roles)
+            key = "+".join(kinds)
             unpruned[key] = unpruned.get(key, 0) + _numel(plan.shapes[name])
     held = ", ".join(f"{role} {count:,}" for role, count in sorted(unpruned.items(), key=lambda kv: -kv[1]))
-    return (f"this run prunes only {100 * fraction:.1f}% of the model's {sum(_numel(s) for s in plan.shapes.values()):,} parameters "
-            f"are pruned; the rest is never pruned (by role: {held}); to widen the selection add those roles to "
-            f"prune.roles (--roles), or check prune.include / prune.exclude")
+    total = sum(_numel(s) for s in plan.shapes.values())
+    return (f"this run prunes only {100 * fraction:.1f}% of the model's {total:,} parameters; the rest stays dense "
+            f"(by role: {held}); to prune them add their roles to prune.roles (now {', '.join(roles)}; "
+            f"--roles on the command line), or widen prune.include / prune.exclude")
 
 
 def tied_aliases(model: nn.Module) -> dict[str, str]:
