@@ -248,3 +248,23 @@ def test_a_run_pruning_under_a_tenth_of_the_model_says_so_in_one_line(tmp_path):
     assert "recurrent" in note and "prune.roles" in note
     # the default roles prune the LSTM too: nothing to say
     assert _run_warnings(tmp_path / "default", None) == []
+
+
+def test_an_experiment_written_under_the_old_default_roles_still_reads_as_itself(tmp_path):
+    """Before ``recurrent`` was a default role, a config at default roles stored the old tuple in
+    its full part and nothing in its canonical part; it must not read as edited now."""
+    import json
+
+    from ticketlab.config import LEGACY_DEFAULT_ROLES, Config
+    from ticketlab.store import Store
+
+    config = Config.from_dict({"model": "mlp_64_32", "data": {"dataset": "digits"}})
+    store = Store.for_config(config, str(tmp_path))
+    store.write_config(config)
+    record = json.loads(store.config_path.read_text())
+    assert "prune" not in record["canonical"] or "roles" not in record["canonical"]["prune"]
+    record["config"]["prune"]["roles"] = list(LEGACY_DEFAULT_ROLES)  # as the old code wrote it
+    store.config_path.write_text(json.dumps(record))
+    again = Store(store.directory).read_config()
+    assert again.canonical_dict() == config.canonical_dict() and again.prune.roles == config.prune.roles
+    Store(store.directory).write_config(config)  # the same command resumes it

@@ -483,6 +483,26 @@ def _plain(value: Any) -> Any:
     return value
 
 
+#: ``prune.roles``' default before recurrent weights were a role of their own. A config written
+#: then with roles at their default records this tuple in its full part but not in its canonical
+#: (hashed) part; see :func:`upgrade_stored_config`.
+LEGACY_DEFAULT_ROLES = ("linear", "conv", "attention")
+
+
+def upgrade_stored_config(config: Config, canonical: dict[str, Any]) -> Config:
+    """A stored config read back as the defaults it was written under meant.
+
+    Its canonical part says which fields were left at their default: ``prune.roles`` absent
+    there but equal to the old default tuple in the full part means "the default roles", now
+    including ``recurrent``; without this, every experiment written before that change would
+    read as edited (its config no longer hashing to its name). What such an experiment pruned
+    is recorded in its ``parameters.json``, which resuming reads, so its masks do not change."""
+    prune = canonical.get("prune") if isinstance(canonical, dict) else None
+    if tuple(config.prune.roles) == LEGACY_DEFAULT_ROLES and "roles" not in (prune or {}):
+        return dataclasses.replace(config, prune=dataclasses.replace(config.prune, roles=PruneConfig().roles))
+    return config
+
+
 def _non_default(obj: Any, default: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for f in fields(obj):
