@@ -85,7 +85,7 @@ def test_keep_top_is_global_exact_and_stable():
     assert bool(kept["a"].all()) and int(kept["b"].sum()) == 0
 
 
-def imp_masks(tmp_path):
+def imp_masks(tmp_path=None):
     """IMP's masks for the same tiny config (two levels; the counts do not depend on the weights)."""
     from ticketlab.config import PruneConfig
     from ticketlab.pruning import magnitude_prune
@@ -135,3 +135,56 @@ def test_ticket_levels_train_only_the_chosen_sparsities_at_imps_counts(tmp_path)
 def test_ticket_levels_are_refused_for_a_chained_method():
     with pytest.raises(ticketlab.ConfigError, match="chain"):
         tiny_config(levels=3, ticket_levels=[3])
+
+
+AT_INIT = ["snip", "grasp", "synflow", "magnitude_init", "random_init"]
+HEAD = r"^layers\.5\."
+
+
+def imp_counts(prune: dict, levels: int) -> list[dict[str, int]]:
+    """IMP's per-layer kept counts at each level under ``prune`` (counts never depend on the weights)."""
+    from ticketlab.config import PruneConfig
+    from ticketlab.pruning import magnitude_prune
+
+    config = PruneConfig(**prune)
+    masks = [imp_masks(None)[0]]
+    for _ in range(levels):
+        weights = {n: torch.randn(m.shape) for n, m in masks[-1].items()}
+        masks.append(magnitude_prune(weights, masks[-1], config, output="layers.5.weight"))
+    return [m.remaining() for m in masks]
+
+
+def at_init_counts(tmp_path, method: str, prune: dict, levels: int) -> list[dict[str, int]]:
+    """The per-layer kept counts of ``method``'s masks at levels 0..levels (no training needed)."""
+    from ticketlab.store import Store
+    from ticketlab.units import ensure_level_mask, environment
+
+    config = tiny_config(levels=levels, prune={"method": method, **prune})
+    store = Store.for_config(config, str(tmp_path / method))
+    store.write_config(config)
+    env = environment(config)
+    for level in range(levels + 1):
+        ensure_level_mask(env, store, 0, level)
+    return [store.mask(store.level_mask_path(0, level)).remaining() for level in range(levels + 1)]
+
+
+@pytest.mark.parametrize("method", AT_INIT)
+def test_methods_at_init_keep_an_excluded_layer_whole_as_global_imp_does(tmp_path, method):
+    """The excluded head keeps every weight at every level, as IMP's; the other layers are ranked
+    together (their split is the method's choice, as it is IMP's by magnitude) to IMP's total."""
+    prune = {"strategy": "global", "global_exclude": [HEAD]}
+    imp, ours = imp_counts(prune, 3), at_init_counts(tmp_path, method, prune, 3)
+    assert all(counts["layers.5.weight"] == 320 for counts in imp)  # IMP never prunes the excluded head
+    assert [c["layers.5.weight"] for c in ours] == [c["layers.5.weight"] for c in imp]
+    assert [sum(c.values()) for c in ours] == [sum(c.values()) for c in imp]
+
+
+@pytest.mark.parametrize("method", AT_INIT)
+def test_methods_at_init_keep_imps_count_in_every_layer_a_layer_rate_pins(tmp_path, method):
+    pinned = {"strategy": "layerwise", "layer_rates": {r"^layers\.1\.": 0.5, r"^layers\.3\.": 0.3, HEAD: 0.05}}
+    assert at_init_counts(tmp_path / "all", method, pinned, 2) == imp_counts(pinned, 2)
+    # one layer pinned: that layer exactly as IMP; the others ranked together, IMP's total between them
+    partial = {"strategy": "layerwise", "layer_rates": {r"^layers\.3\.": 0.6}}
+    imp, ours = imp_counts(partial, 2), at_init_counts(tmp_path / "one", method, partial, 2)
+    assert [c["layers.3.weight"] for c in ours] == [c["layers.3.weight"] for c in imp]
+    assert [sum(c.values()) for c in ours] == [sum(c.values()) for c in imp]

@@ -158,7 +158,7 @@ def test_one_seed_report_says_no_interval_and_escapes_text(one_seed_report):
 def test_cli_report_prints_table_and_path(experiment, report, capsys):
     main(["report", str(experiment.directory)])
     out = capsys.readouterr().out
-    assert ("Sparsest matching level" in out or "No pruned level is matching" in out) and "dense" in out
+    assert ("Sparsest matching level" in out or "No level is claimed matching" in out) and "dense" in out
     assert "lower bound of ticket - dense >= -0.5 points" in out
     assert f"report: {report}" in out.replace("\n", "")
 

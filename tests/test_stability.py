@@ -10,7 +10,8 @@ from ticketlab.errors import IntegrityWarning
 from ticketlab.io import load_tensors, read_json
 from ticketlab.method.arms.ticket import load_training_state
 from ticketlab.stability import (
-    StabilityUnits, error_barrier, run_stability, stability_verdict, summarize_stability, errors_along_line,
+    StabilityUnits, error_barrier, run_stability, stability_markdown, stability_verdict, summarize_stability,
+    errors_along_line,
     train_from,
 )
 from ticketlab.stats import Interval
@@ -194,3 +195,27 @@ def test_stale_temporaries_of_a_killed_analysis_are_removed(analysis):
     stale.write_text("{")
     assert [r.to_dict() for r in run_stability(directory, levels=[1], ks=[40], points=5)] == [r.to_dict() for r in rows]
     assert not stale.exists()
+
+
+def test_untrained_pairs_are_left_out_of_the_barrier_per_pair_and_counted():
+    """The issue's cell: mean accuracy well above chance, yet two of five pairs learned nothing
+    (barrier ~ 0); averaged in, they pulled an unstable cell towards 'stable'."""
+    def record(replicate, barrier, accs):
+        return {"level": 10, "k": 200, "percent_remaining": 10.7, "barrier": barrier, "test_examples": 1000,
+                "endpoint_test_acc": accs, "replicate": replicate, "chance": 0.1}
+
+    trained = [record(r, b, [0.95, 0.96]) for r, b in enumerate([6.0, 7.5, 9.0])]
+    untrained = [record(3, 0.0, [0.10, 0.11]), record(4, 0.1, [0.09, 0.10])]
+    half = [record(5, 40.0, [0.95, 0.12])]  # one copy failed to train: a failed training, not instability
+    cell = trained + untrained + half
+    assert sum(sum(r["endpoint_test_acc"]) / 2 for r in cell) / len(cell) > 2 * 0.1  # the cell mean hides them
+    (row,) = summarize_stability(cell, 2.0)
+    (alone,) = summarize_stability(trained, 2.0)
+    assert row.untrained == 3 and row.barrier.n == 3
+    assert row.barrier == alone.barrier and row.verdict == alone.verdict == "unstable"
+    assert row.endpoint_acc == alone.endpoint_acc
+    assert row.to_dict()["untrained_pairs_excluded"] == 3
+    table = stability_markdown([row])
+    assert "| 10 | 10.7 | 200 | 3 | 3 |" in table and "untrained pairs excluded" in table
+    # regression (no chance level): every pair counts
+    assert summarize_stability([{**r, "chance": None} for r in cell], 2.0)[0].untrained == 0

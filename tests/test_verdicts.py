@@ -200,3 +200,41 @@ def test_tables_show_a_level_whose_tickets_all_diverged() -> None:
     rows = level_rows(runs, table)
     assert rows[-1] == {"level": "2", "verdict": "diverged"}
     assert "| 2 | - |" in markdown_table(runs, table) and "diverged" in markdown_table(runs, table)
+
+
+def test_headline_says_the_sequence_stopped_at_a_failing_first_level_while_later_levels_match() -> None:
+    """The issue's case: the first level fails, most later ones are labelled matching in the table.
+    The headline must name the level that stopped the claim and count the matching levels outside it."""
+    d = [0.95, 0.96, 0.97]
+    runs = dense(d) + level(1, [a - 0.05 for a in d])
+    for lvl in range(2, 6):
+        runs += level(lvl, d, es=900) if lvl != 4 else level(lvl, [a - 0.05 for a in d])
+    table = judge(runs)
+    labels = [r.label for r in table]
+    matching = sum(r.matching for r in table)
+    assert labels[0] == "not matching" and matching == 3 and table.sparsest_matching_level is None
+    headline = table.headline()
+    assert "No pruned level is matching" not in headline  # the old sentence contradicted the table
+    assert "stops at the first level tested, level 1" in headline and "not matching" in headline
+    assert f"{matching} of the {len(table)} levels outside the claim are matching on their own" in headline
+
+
+def test_headline_names_where_the_sequence_stopped_after_a_claim() -> None:
+    d = [0.95, 0.96, 0.97]
+    runs = dense(d) + level(1, d, es=900) + level(2, [a - 0.05 for a in d]) + level(3, d, es=900)
+    headline = judge(runs).headline()
+    assert headline.startswith("Sparsest matching level: 1")
+    assert "The sequence stops at level 2, which is not matching; 1 of the 2 levels outside the claim is matching" in headline
+    # nothing matching past the stop: no second sentence
+    only = judge(dense(d) + level(1, d, es=900) + level(2, [a - 0.05 for a in d])).headline()
+    assert "stops" not in only
+
+
+def test_headline_when_the_first_level_has_no_verdict_or_diverged() -> None:
+    d = [0.95, 0.96, 0.97]
+    few = dense(d) + level(1, d[:2], es=900) + level(2, d, es=900)
+    assert "level 1" in judge(few).headline() and "has no verdict (fewer than 3 paired seeds)" in judge(few).headline()
+    assert "1 of the 2 levels outside the claim is matching on its own" in judge(few).headline()
+    runs = dense(d) + level(1, d, es=900)
+    runs[-1]["status"] = "diverged"
+    assert "which diverged" in judge(runs + level(2, d, es=900)).headline()

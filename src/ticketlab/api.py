@@ -18,6 +18,7 @@ from ticketlab.executors.local import start_worker_server
 from ticketlab.graph import all_units, blocked, diverged_levels, run_graph
 from ticketlab.masks import Mask
 from ticketlab.preflight import preflight
+from ticketlab.roles import SelectionNote, selection_note
 from ticketlab.store import Store
 from ticketlab.inputs import prepare_inputs
 from ticketlab.task import Task
@@ -150,6 +151,9 @@ def run(
     device = resolve_device(options.device)
     env = environment(config, device, inputs)  # missing or malformed data fails here, before any write
     plan = preflight(env, options)
+    note = selection_note(plan, config.prune.roles)
+    if note:
+        warnings.warn(note, SelectionNote, stacklevel=2)
     if options.batch > 1:
         from ticketlab.batched import check_batchable, choose_batch
 

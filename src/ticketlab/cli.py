@@ -129,7 +129,7 @@ def run_command(
     optimizer: Optional[str] = typer.Option(None, help="adam, adamw or sgd."),
     method: Optional[str] = typer.Option(None, help="Pruning method: magnitude (IMP), oneshot, snip, grasp, synflow, magnitude_init, random_init, or package.module:Method."),
     strategy: Optional[str] = typer.Option(None, help="layerwise or global magnitude pruning."),
-    roles: Optional[str] = typer.Option(None, help="Comma-separated prunable roles (default linear,conv,attention; also embedding, norm, bias, other)."),
+    roles: Optional[str] = typer.Option(None, help="Comma-separated prunable roles (default linear,conv,attention,recurrent; also embedding, norm, bias, other)."),
     init_weights: Optional[str] = typer.Option(None, help="Start every replicate from these weights (.safetensors, or a state dict read with weights_only)."),
     weight_decay: Optional[float] = typer.Option(None, help="Weight decay (L2 for adam/sgd, decoupled for adamw)."),
     rate: Optional[float] = typer.Option(None, help="Fraction of remaining weights pruned per round."),

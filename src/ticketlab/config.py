@@ -72,7 +72,7 @@ class PruneConfig:
 
     ``method`` names the pruning method (built in, or ``"package.module:object"``; see
     ``ticketlab.method``). ``roles`` chooses what is prunable by what each parameter does (see ``ticketlab.roles``):
-    Linear, Conv and attention weights by default; ``embedding``, ``norm``, ``bias`` and
+    Linear, Conv, attention and recurrent (RNN/LSTM/GRU) weights by default; ``embedding``, ``norm``, ``bias`` and
     ``other`` on request. ``include`` patterns narrow that selection by name, ``exclude``
     patterns remove names. ``layerwise`` prunes ``rate`` of each layer's remaining weights
     (``output_rate`` for the output layer: the one producing the model's output, found by
@@ -90,7 +90,7 @@ class PruneConfig:
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     global_exclude: tuple[str, ...] = ()
-    roles: tuple[str, ...] = ("linear", "conv", "attention")
+    roles: tuple[str, ...] = ("linear", "conv", "attention", "recurrent")
     output_layer: str | None = None
     source: str | None = None  # method "transfer": the experiment directory whose ticket masks are retrained
     nm_group: int = 4  # method "nm": M of the N:M pattern (level L keeps M - L of every M)
@@ -299,7 +299,7 @@ class Config:
         for role in p.roles:
             _check(role in ROLES, f"unknown prune.roles entry {role!r}; choose from: {', '.join(ROLES)}")
         _check(p.nm_group >= 2, f"prune.nm_group (M of N:M) must be >= 2, got {p.nm_group}")
-        _check(bool(p.roles), "prune.roles is empty; nothing would be pruned (default: linear, conv, attention)")
+        _check(bool(p.roles), "prune.roles is empty; nothing would be pruned (default: linear, conv, attention, recurrent)")
 
     # ------------------------------------------------------------------ serialisation
     def to_dict(self) -> dict[str, Any]:
@@ -506,6 +506,26 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
+
+
+#: ``prune.roles``' default before recurrent weights were a role of their own. A config written
+#: then with roles at their default records this tuple in its full part but not in its canonical
+#: (hashed) part; see :func:`upgrade_stored_config`.
+LEGACY_DEFAULT_ROLES = ("linear", "conv", "attention")
+
+
+def upgrade_stored_config(config: Config, canonical: dict[str, Any]) -> Config:
+    """A stored config read back as the defaults it was written under meant.
+
+    Its canonical part says which fields were left at their default: ``prune.roles`` absent
+    there but equal to the old default tuple in the full part means "the default roles", now
+    including ``recurrent``; without this, every experiment written before that change would
+    read as edited (its config no longer hashing to its name). What such an experiment pruned
+    is recorded in its ``parameters.json``, which resuming reads, so its masks do not change."""
+    prune = canonical.get("prune") if isinstance(canonical, dict) else None
+    if tuple(config.prune.roles) == LEGACY_DEFAULT_ROLES and "roles" not in (prune or {}):
+        return dataclasses.replace(config, prune=dataclasses.replace(config.prune, roles=PruneConfig().roles))
+    return config
 
 
 def _non_default(obj: Any, default: Any) -> dict[str, Any]:

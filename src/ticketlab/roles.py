@@ -7,22 +7,37 @@ A parameter's role comes from the module that owns it:
 * ``conv``       the weight of ``nn.Conv1d/2d/3d`` and transposed convolutions
 * ``attention``  ``nn.MultiheadAttention``'s ``in_proj_weight`` (or ``q/k/v_proj_weight``) and
                  its output projection
+* ``recurrent``  the input-to-hidden and hidden-to-hidden weights of ``nn.RNN/LSTM/GRU``
+                 (``weight_ih_l<k>``, ``weight_hh_l<k>``, every layer and direction, and an LSTM's
+                 projection ``weight_hr_l<k>``) and of the ``RNNCell/LSTMCell/GRUCell``
 * ``embedding``  ``nn.Embedding`` / ``nn.EmbeddingBag`` tables
 * ``norm``       scales of BatchNorm, LayerNorm, GroupNorm, RMSNorm and the like
-* ``bias``       any bias
+* ``bias``       the biases of those modules (``bias``, MHA's ``in_proj_bias``/``bias_k``/``bias_v``,
+                 recurrent ``bias_ih``/``bias_hh``)
 * ``other``      everything else (a learned positional table, a class token, ...)
 
-IMP prunes ``linear``, ``conv`` and ``attention`` by default (the paper prunes weights, not
-biases or norms); ``prune.roles`` adds ``embedding``, ``norm``, ``bias`` or ``other`` on
-request, and ``prune.include`` / ``prune.exclude`` patterns narrow the selection by name.
+A parameter that no known module type explains (a raw ``nn.Parameter`` used through
+``F.linear``, ``x @ w`` or ``x + b``) gets the roles of what the traced forward pass does with
+it (``ticketlab.usage``): the weight of a linear function or matrix product is ``linear``, the
+bias argument of a linear, convolution or norm and a vector added to a larger tensor are
+``bias``; never a guess from its name. (Only without a trace, as in ``masks.prunable_names``,
+is a name ending in ``bias`` taken for a bias.)
+
+IMP prunes ``linear``, ``conv``, ``attention`` and ``recurrent`` by default (the paper prunes
+weights, not biases or norms); ``prune.roles`` adds ``embedding``, ``norm``, ``bias`` or
+``other`` on request, and ``prune.include`` / ``prune.exclude`` patterns narrow the selection
+by name. A run that prunes less than a tenth of the model's parameters says so when it starts
+(:func:`selection_note`).
+
 A tied parameter (one tensor reachable under two names, e.g. GPT's input embedding and output
 layer) has one canonical name (the first under which ``named_parameters`` yields it), every
 role of every module that uses it, and one mask.
 
-The *output layer* (which gets ``prune.output_rate``) is the one that produces the model's
-output: found by running one forward pass (on the ``meta`` device where possible, so it costs
-nothing) and seeing which module's output the model returned; named by ``prune.output_layer``
-when the user knows better.
+The *output layer* (which gets ``prune.output_rate``) is the last pruned weight whose result
+reaches the model's output: found by tracing one forward pass (on the ``meta`` device where
+possible, so it costs nothing) at the level of torch functions, so it is found in a model
+that calls ``F.linear`` on raw parameters as in one built of modules; named by
+``prune.output_layer`` when the user knows better.
 """
 
 from __future__ import annotations
@@ -35,13 +50,24 @@ import torch
 from torch import nn
 
 from ticketlab.errors import ConfigError
+from ticketlab.usage import ForwardTrace, trace_forward
 
-ROLES = ("linear", "conv", "attention", "embedding", "norm", "bias", "other")
-DEFAULT_ROLES = ("linear", "conv", "attention")
+ROLES = ("linear", "conv", "attention", "recurrent", "embedding", "norm", "bias", "other")
+DEFAULT_ROLES = ("linear", "conv", "attention", "recurrent")
+#: Below this fraction of the model's parameters pruned, a run says so when it starts.
+NARROW_SELECTION = 0.1
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 _NORM = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)
+_RECURRENT = (nn.RNNBase, nn.RNNCellBase)
 _ATTENTION_WEIGHTS = ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight")
+_ATTENTION_BIASES = ("in_proj_bias", "bias_k", "bias_v")
+_RECURRENT_WEIGHT = re.compile(r"^weight_(ih|hh|hr)(_l\d+(_reverse)?)?$")
+_RECURRENT_BIAS = re.compile(r"^bias_(ih|hh)(_l\d+(_reverse)?)?$")
+
+
+class SelectionNote(UserWarning):
+    """A run prunes a small part of its model (see :func:`selection_note`)."""
 
 
 def _is_hf_conv1d(module: nn.Module) -> bool:
@@ -54,11 +80,19 @@ def _is_norm(module: nn.Module) -> bool:
 
 
 def _role(module: nn.Module, local_name: str, parent: nn.Module | None) -> str:
-    """The role of parameter ``local_name`` of ``module`` (whose parent module is ``parent``)."""
-    if local_name.endswith("bias"):
+    """The role of parameter ``local_name`` of ``module`` (whose parent module is ``parent``) from
+    the module's type; ``other`` when the type does not say (the trace may, see ``_usage_roles``)."""
+    if isinstance(module, nn.MultiheadAttention):
+        if local_name in _ATTENTION_WEIGHTS:
+            return "attention"
+        return "bias" if local_name in _ATTENTION_BIASES else "other"
+    if isinstance(module, _RECURRENT):
+        if _RECURRENT_WEIGHT.match(local_name):
+            return "recurrent"
+        return "bias" if _RECURRENT_BIAS.match(local_name) else "other"
+    known = isinstance(module, (nn.Linear, *_CONV)) or _is_hf_conv1d(module) or _is_norm(module)
+    if known and local_name == "bias":
         return "bias"
-    if isinstance(module, nn.MultiheadAttention) and local_name in _ATTENTION_WEIGHTS:
-        return "attention"
     if isinstance(module, nn.Linear) and local_name == "weight":
         return "attention" if isinstance(parent, nn.MultiheadAttention) else "linear"
     if _is_hf_conv1d(module) and local_name == "weight":
@@ -70,6 +104,15 @@ def _role(module: nn.Module, local_name: str, parent: nn.Module | None) -> str:
     if _is_norm(module):
         return "norm"
     return "other"
+
+
+def _usage_roles(local_name: str, param: nn.Parameter, trace: ForwardTrace | None) -> list[str]:
+    """The roles of a parameter its module's type does not explain: what the traced forward pass
+    did with it, or ``other``. Without a trace (nothing ran) a name ending in ``bias`` is the
+    only evidence there is, and is taken for a bias."""
+    if trace is None:
+        return ["bias" if local_name.endswith("bias") else "other"]
+    return list(trace.roles.get(id(param), ())) or ["other"]
 
 
 @dataclass(frozen=True)
@@ -126,6 +169,41 @@ class ParameterPlan:
         return "\n".join(lines)
 
 
+def _numel(shape: tuple[int, ...]) -> int:
+    size = 1
+    for dim in shape:
+        size *= dim
+    return size
+
+
+def pruned_fraction(plan: ParameterPlan) -> float:
+    """The fraction of the model's parameters (tied ones counted once) that the plan prunes."""
+    total = sum(_numel(s) for s in plan.shapes.values())
+    return sum(_numel(plan.shapes[n]) for n in plan.pruned) / total if total else 1.0
+
+
+def selection_note(plan: ParameterPlan, roles: tuple[str, ...], threshold: float = NARROW_SELECTION) -> str | None:
+    """One line when the plan prunes less than ``threshold`` of the model's parameters, else None.
+
+    A selection that leaves most of the network dense (an LSTM under roles that miss it, a model
+    of embeddings) makes "sparsity" describe a sliver of the model; the user should hear it at
+    the start of the run, with the roles that hold the rest and how to add them (``roles``: the
+    run's ``prune.roles``)."""
+    fraction = pruned_fraction(plan)
+    if fraction >= threshold:
+        return None
+    unpruned: dict[str, int] = {}
+    for name, kinds in plan.roles.items():
+        if name not in plan.pruned:
+            key = "+".join(kinds)
+            unpruned[key] = unpruned.get(key, 0) + _numel(plan.shapes[name])
+    held = ", ".join(f"{role} {count:,}" for role, count in sorted(unpruned.items(), key=lambda kv: -kv[1]))
+    total = sum(_numel(s) for s in plan.shapes.values())
+    return (f"this run prunes only {100 * fraction:.1f}% of the model's {total:,} parameters; the rest stays dense "
+            f"(by role: {held}); to prune them add their roles to prune.roles (now {', '.join(roles)}; "
+            f"--roles on the command line), or widen prune.include / prune.exclude")
+
+
 def tied_aliases(model: nn.Module) -> dict[str, str]:
     """Every extra name of a shared parameter -> its canonical (first) name."""
     canonical: dict[int, str] = {}
@@ -137,8 +215,9 @@ def tied_aliases(model: nn.Module) -> dict[str, str]:
     return aliases
 
 
-def parameter_roles(model: nn.Module) -> dict[str, tuple[str, ...]]:
-    """Canonical parameter name -> the roles of every module that uses it."""
+def parameter_roles(model: nn.Module, trace: ForwardTrace | None = None) -> dict[str, tuple[str, ...]]:
+    """Canonical parameter name -> the roles of every module that uses it (``trace``: one traced
+    forward pass, which decides the roles of parameters no module type explains)."""
     canonical = {id(p): n for n, p in model.named_parameters()}
     roles: dict[str, list[str]] = {n: [] for n in canonical.values()}
     parents: dict[int, nn.Module] = {}
@@ -148,9 +227,9 @@ def parameter_roles(model: nn.Module) -> dict[str, tuple[str, ...]]:
     for _, module in model.named_modules(remove_duplicate=False):
         for local, param in module.named_parameters(recurse=False):
             role = _role(module, local, parents.get(id(module)))
+            found = [role] if role != "other" else _usage_roles(local, param, trace)
             name = canonical[id(param)]
-            if role not in roles[name]:
-                roles[name].append(role)
+            roles[name] += [r for r in found if r not in roles[name]]
     return {n: tuple(r) for n, r in roles.items()}
 
 
@@ -171,10 +250,13 @@ def plan_parameters(
     """The model's parameters, their roles, what ``prune`` selects, and the output layer.
 
     ``trace(model)`` runs one forward pass and returns the model's output tensor (the logits);
-    without it the output layer is the last pruned parameter in forward order unknown, so the
-    last one defined. Raises ConfigError when the selection is empty or names something unknown.
+    it is run once, under ``usage.trace_forward``, and decides both the roles no module type
+    explains and the output layer. Without it those parameters are judged by name and the
+    output layer is the last pruned parameter defined. Raises ConfigError when the selection
+    is empty or names something unknown.
     """
-    roles = parameter_roles(model)
+    forward = trace_forward(model, trace) if trace is not None else None
+    roles = parameter_roles(model, forward)
     shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
     aliases = tied_aliases(model)
     wanted = tuple(prune.roles)
@@ -190,12 +272,16 @@ def plan_parameters(
                 )
     if not pruned:
         raise ConfigError("no parameter of the model matches prune.roles and the include/exclude patterns; nothing to prune")
-    output = _output_layer(model, prune, pruned, aliases, trace)
+    output = _output_layer(model, prune, pruned, roles, aliases, forward)
     return ParameterPlan(roles, shapes, aliases, pruned, output)
 
 
-def _output_layer(model, prune, pruned, aliases, trace) -> str | None:
-    """The pruned weight whose module produced the model's output (see the module docstring)."""
+def _output_layer(model: nn.Module, prune: Any, pruned: tuple[str, ...], roles: dict[str, tuple[str, ...]],
+                  aliases: dict[str, str], forward: ForwardTrace | None) -> str | None:
+    """The last pruned weight whose result reaches the model's output (see the module docstring).
+
+    Biases and norm scales are not candidates (the bias added after the output layer reaches
+    the output too, later, but it is not a layer), unless nothing else is pruned."""
     named = getattr(prune, "output_layer", None)
     if named:
         name = aliases.get(named, named)
@@ -206,36 +292,13 @@ def _output_layer(model, prune, pruned, aliases, trace) -> str | None:
             raise ConfigError(f"prune.output_layer {named!r} is not a pruned parameter or module; "
                               f"pruned: {', '.join(pruned[:6])}{', ...' if len(pruned) > 6 else ''}")
         return name
-    if trace is None:
-        return pruned[-1]
-    canonical = {id(p): n for n, p in model.named_parameters()}
-    pruned_set = set(pruned)
-    ran: list[tuple[str, Any]] = []  # (pruned weight name, module output), in forward order
-
-    def hook(module, args, output):
-        for _, param in module.named_parameters(recurse=False):
-            name = canonical.get(id(param))
-            if name in pruned_set:
-                ran.append((name, output))
-                return
-
-    handles = [m.register_forward_hook(hook) for m in model.modules() if any(True for _ in m.parameters(recurse=False))]
-    try:
-        result = trace(model)
-    finally:
-        for handle in handles:
-            handle.remove()
-    for name, output in reversed(ran):
-        if output is result or (isinstance(output, torch.Tensor) and _same_storage(output, result)):
-            return name
-    return ran[-1][0] if ran else pruned[-1]
-
-
-def _same_storage(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """Whether ``b`` is a view of ``a`` (HF models reshape the logits they return)."""
-    if a.device.type == "meta" or b.device.type == "meta":
-        return a.shape == b.shape and a.dtype == b.dtype and a.numel() == b.numel() and a is b
-    try:
-        return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
-    except RuntimeError:
-        return False
+    layers = [n for n in pruned if not set(roles[n]) <= {"bias", "norm"}] or list(pruned)
+    if forward is None:
+        return layers[-1]
+    by_id = {id(p): n for n, p in model.named_parameters()}
+    candidates = {i for i, n in by_id.items() if n in layers}
+    found = forward.last_weight(candidates)
+    if found is None:  # no pruned weight reaches the output: the last one that ran, if any
+        ran = [p for node in forward.nodes for p in node.params if p in candidates]
+        found = ran[-1] if ran else None
+    return by_id[found] if found is not None else layers[-1]

@@ -179,7 +179,11 @@ class StabilityUnits:
 
 @dataclass(frozen=True)
 class StabilityRow:
-    """The barrier of one (level, k) over replicates, and whether it is stable."""
+    """The barrier of one (level, k) over replicates, and whether it is stable.
+
+    ``barrier`` and ``endpoint_acc`` are over the trained pairs only; ``untrained`` counts the
+    replicates whose pair was left out because a copy learned nothing (:func:`pair_trained`).
+    When no pair trained, they are over every pair and the verdict is ``not trained``."""
 
     level: int
     percent_remaining: float
@@ -188,24 +192,19 @@ class StabilityRow:
     endpoint_acc: Interval  # the copies' test accuracy (mean of the two per replicate)
     verdict: str
     threshold: float
+    untrained: int = 0  # pairs excluded: a copy did not learn
 
     def to_dict(self) -> dict:
         return {"level": self.level, "percent_remaining": self.percent_remaining, "k": self.k,
                 "barrier": self.barrier.to_dict(), "endpoint_acc": self.endpoint_acc.to_dict(),
-                "verdict": self.verdict, "threshold": self.threshold}
+                "verdict": self.verdict, "threshold": self.threshold, "untrained_pairs_excluded": self.untrained}
 
 
-def stability_verdict(barrier: Interval, threshold: float, accuracy: Interval | None = None,
-                      chance: float | None = None) -> str:
+def stability_verdict(barrier: Interval, threshold: float) -> str:
     """``stable`` when the whole 95% interval of the barrier is at or below ``threshold``,
     ``unstable`` when it is wholly above, ``inconclusive`` otherwise; ``no verdict`` from one seed
-    (no interval): a single pair of copies says nothing about how the barrier varies.
-
-    ``not trained`` when the copies' mean test accuracy is at most twice chance (``chance``:
-    1 / classes): two networks that learned nothing are trivially connected, and calling them
-    stable would say something false about the network."""
-    if accuracy is not None and chance and accuracy.mean is not None and accuracy.mean <= 2 * chance:
-        return "not trained"
+    (no interval): a single pair of copies says nothing about how the barrier varies. (Pairs
+    that did not train are left out before this, per pair: see :func:`summarize_stability`.)"""
     if not barrier.has_interval:
         return "no verdict"
     if barrier.high <= threshold:
@@ -213,6 +212,18 @@ def stability_verdict(barrier: Interval, threshold: float, accuracy: Interval | 
     if barrier.low > threshold:
         return "unstable"
     return "inconclusive"
+
+
+def pair_trained(record: dict, chance: float | None) -> bool:
+    """Whether both copies of one replicate's pair learned: each copy's test accuracy above
+    twice chance (``chance``: 1 / classes; None, as for regression, counts every pair).
+
+    Two networks that learned nothing are trivially connected (barrier ~ 0), and a line from a
+    trained copy to one that failed to train measures a failed training, not instability;
+    either would bias the barrier of the cell, so such a pair is left out of it (and counted)."""
+    if not chance:
+        return True
+    return all(acc > 2 * chance for acc in record["endpoint_test_acc"])
 
 
 def barrier_interval(barriers: Sequence[float], test_examples: int | None) -> Interval:
@@ -231,14 +242,21 @@ def barrier_interval(barriers: Sequence[float], test_examples: int | None) -> In
 
 def summarize_stability(records: Sequence[dict], threshold: float = THRESHOLD,
                         chance: float | None = None) -> list[StabilityRow]:
-    """One row per (level, k) over the replicates' records (``chance``: for records that lack it)."""
+    """One row per (level, k) over the replicates' records (``chance``: for records that lack it).
+
+    Untrained pairs are judged one by one (:func:`pair_trained`) and left out of the barrier, not
+    averaged into it: a cell's mean accuracy can be well above chance while some of its pairs
+    learned nothing and pull the barrier towards 0."""
     rows = []
     for level, k in sorted({(r["level"], r["k"]) for r in records}):
         cell = [r for r in records if r["level"] == level and r["k"] == k]
-        barrier = barrier_interval([r["barrier"] for r in cell], cell[0].get("test_examples"))
-        accuracy = mean_ci([sum(r["endpoint_test_acc"]) / 2 for r in cell], bounds=(0.0, 1.0))
-        verdict = stability_verdict(barrier, threshold, accuracy, cell[0].get("chance", chance))
-        rows.append(StabilityRow(level, cell[0]["percent_remaining"], k, barrier, accuracy, verdict, threshold))
+        trained = [r for r in cell if pair_trained(r, r.get("chance", chance))]
+        used = trained or cell  # no trained pair: show every pair's numbers, make no claim
+        barrier = barrier_interval([r["barrier"] for r in used], cell[0].get("test_examples"))
+        accuracy = mean_ci([sum(r["endpoint_test_acc"]) / 2 for r in used], bounds=(0.0, 1.0))
+        verdict = stability_verdict(barrier, threshold) if trained else "not trained"
+        rows.append(StabilityRow(level, cell[0]["percent_remaining"], k, barrier, accuracy, verdict, threshold,
+                                 untrained=len(cell) - len(trained)))
     return rows
 
 
@@ -296,16 +314,19 @@ def stability_markdown(rows: Sequence[StabilityRow]) -> str:
             return f"{iv.mean * scale:.{digits}f} (1 seed)"
         return f"{iv.mean * scale:.{digits}f} [{iv.low * scale:.{digits}f}, {iv.high * scale:.{digits}f}]"
 
-    lines = ["| level | % remaining | k | seeds | error barrier (pts) [95% CI] | copies' test acc (%) [95% CI] | verdict |",
-             "|---:|---:|---:|---:|---:|---:|---|"]
+    lines = ["| level | % remaining | k | seeds | untrained pairs excluded | error barrier (pts) [95% CI] | "
+             "copies' test acc (%) [95% CI] | verdict |",
+             "|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
-        lines.append(f"| {r.level} | {r.percent_remaining:.1f} | {r.k} | {r.barrier.n} | {interval(r.barrier)} | "
+        seeds = r.barrier.n if r.verdict != "not trained" else 0
+        lines.append(f"| {r.level} | {r.percent_remaining:.1f} | {r.k} | {seeds} | {r.untrained} | {interval(r.barrier)} | "
                      f"{interval(r.endpoint_acc, 100.0)} | {r.verdict} |")
     if rows:
         lines.append("")
         lines.append(f"Barrier: highest test error on the line between two copies trained from iteration k with "
                      f"different data orders, minus the mean of the copies' errors. stable: the 95% interval over "
                      f"seeds lies at or below {rows[0].threshold:g} points; unstable: wholly above; "
-                     "inconclusive: it straddles the threshold; no verdict: one seed; not trained: the copies' "
-                     "accuracy is at most twice chance, so the barrier says nothing.")
+                     "inconclusive: it straddles the threshold; no verdict: one seed. A seed's pair is left out "
+                     "(untrained pairs excluded) when a copy's test accuracy is at most twice chance: a barrier "
+                     "between networks that did not learn says nothing; not trained: no pair learned.")
     return "\n".join(lines)

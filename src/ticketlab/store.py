@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ticketlab.config import Config
+from ticketlab.config import Config, upgrade_stored_config
 from ticketlab.errors import ConfigError, ExperimentLockedError, IntegrityWarning, StoreError
 from ticketlab.masks import Mask
 from ticketlab.integrity import DamagedFileError, verified_bytes
@@ -215,7 +215,7 @@ class Store:
             raise StoreError(f"{path} is damaged (it lacks the config, canonical and name keys); "
                              "restore it, or run the experiment from its original config to rewrite it")
         try:
-            config = Config.from_dict(record["config"], resolve=False)
+            config = upgrade_stored_config(Config.from_dict(record["config"], resolve=False), record["canonical"])
         except ConfigError as exc:
             raise StoreError(f"{path} is damaged ({exc}); restore it, or run the experiment "
                              "from its original config to rewrite it") from None

@@ -25,7 +25,9 @@ less evidence, and looks at the controls. The criteria (defaults in :class:`Crit
   scanning past a failure: levels are tested in order of decreasing density and the sequence
   stops at the first level that is not matching (a fixed-sequence procedure, which keeps the
   family-wise error of the headline at alpha without adjustment). Levels past the first
-  failure keep their individual label but are marked as outside the claim.
+  failure keep their individual label but are marked as outside the claim; the headline
+  names the level that stopped the sequence and how many levels outside the claim are
+  matching on their own, so it never contradicts the table's labels.
 * **evidence floor**: below ``min_seeds`` (3) paired seeds no verdict is given, only the
   numbers and the reason. Identical per-seed differences are not taken as certainty: the
   standard deviation used is at least the rounding error of the measurement (one test example
@@ -221,20 +223,35 @@ class VerdictTable:
         return sorted({arm for r in self.rows for arm in r.controls})
 
     def headline(self) -> str:
-        """One sentence: the sparsest matching level and what the controls say there."""
+        """One sentence or two: the sparsest matching level and what the controls say there, and,
+        when the fixed sequence stopped at a failing level, which level that was and how many
+        levels are matching on their own outside the claim (so the sentence agrees with a
+        table whose rows label those levels matching)."""
         level = self.sparsest_matching_level
+        if not self.rows:
+            return "No pruned level has finished yet."
+        if level is None and all(r.label == "no verdict" for r in self.rows):
+            return f"No verdict: fewer than {self.criteria.min_seeds} seeds at every level."
+        stop = self.stopping_row()
         if level is None:
-            if not self.rows:
-                return "No pruned level has finished yet."
-            if all(r.label == "no verdict" for r in self.rows):
-                return f"No verdict: fewer than {self.criteria.min_seeds} seeds at every level."
-            return "No pruned level is matching (the first level tested already fails)."
+            assert stop is not None  # no sparsest level: the first level tested stopped the sequence
+            return (f"No level is claimed matching: the fixed-sequence test stops at the first level tested, "
+                    f"level {stop.level} ({stop.percent_remaining:.1f}% of weights remain), which {_why(stop, self.criteria)}"
+                    + _outside_claim(self.rows) + ".")
         row = self.row(level)
         text = (f"Sparsest matching level: {level} ({row.percent_remaining:.1f}% of weights remain), "
                 f"ticket {_pct(row.ticket.mean)}% vs dense {_pct(row.dense.mean)}%")
         beats = [f"{'beats' if c.beats else 'does not beat'} {arm}" for arm, c in row.controls.items()
                  if c.beats is not None]
-        return text + (f"; there it {', '.join(beats)}." if beats else ".")
+        text += f"; there it {', '.join(beats)}." if beats else "."
+        if stop is not None and any(r.matching for r in self.rows if r.level > stop.level):
+            text += (f" The sequence stops at level {stop.level}, which {_why(stop, self.criteria)}"
+                     + _outside_claim(self.rows) + ".")
+        return text
+
+    def stopping_row(self) -> "LevelVerdict | None":
+        """The level at which the fixed sequence stopped (the first not matching), if any."""
+        return next((r for r in self.rows if not r.in_sequence), None)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -426,6 +443,26 @@ def _infer_grid(runs: Sequence[Mapping[str, Any]]) -> int | None:
 def _test_examples(runs: Sequence[Mapping[str, Any]]) -> int:
     sizes = [int(r["test_examples"]) for r in runs if r.get("test_examples")]
     return min(sizes) if sizes else FALLBACK_TEST_EXAMPLES
+
+
+def _why(row: LevelVerdict, criteria: Criteria) -> str:
+    """Why ``row`` ends the fixed sequence, as the end of a clause ("which ...")."""
+    if row.label == "diverged":
+        return "diverged"
+    if row.label == "no verdict":
+        return f"has no verdict (fewer than {criteria.min_seeds} paired seeds)"
+    return "is not matching"
+
+
+def _outside_claim(rows: Sequence[LevelVerdict]) -> str:
+    """"; K of the M levels outside the claim are matching on their own", or nothing: the
+    levels from the one that stopped the sequence on keep their individual labels."""
+    outside = [r for r in rows if not r.in_sequence]
+    matching = sum(r.matching for r in outside)
+    if not matching:
+        return ""
+    return (f"; {matching} of the {len(outside)} levels outside the claim "
+            f"{'are' if matching != 1 else 'is'} matching on {'their' if matching != 1 else 'its'} own")
 
 
 def _pct(x: float | None) -> str:

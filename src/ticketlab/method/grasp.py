@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from ticketlab.masks import Mask
-from ticketlab.method.at_init import SCORE_BATCHES, dense_mask, keep_count, keep_top
+from ticketlab.method.at_init import SCORE_BATCHES, dense_mask, keep_best, keep_counts
 from ticketlab.method.base import MaskContext, Need
 
 
@@ -41,4 +41,4 @@ class GraSP:
         params = dict(model.named_parameters())
         hg = hessian_gradient(model, list(dense), ctx.batches(SCORE_BATCHES), ctx.loss)
         scores = {n: (params[n].detach() * hg[n]) for n in dense}
-        return keep_top(scores, dense, keep_count(ctx))
+        return keep_best(scores, dense, keep_counts(ctx))

@@ -4,7 +4,7 @@ simplest baseline of Frankle et al. 2021."""
 from __future__ import annotations
 
 from ticketlab.masks import Mask
-from ticketlab.method.at_init import dense_mask, keep_count, keep_top
+from ticketlab.method.at_init import dense_mask, keep_best, keep_counts
 from ticketlab.method.base import MaskContext, Need
 
 
@@ -17,4 +17,4 @@ class MagnitudeAtInit:
     def next_mask(self, ctx: MaskContext) -> Mask:
         init = ctx.init()
         dense = dense_mask(ctx)
-        return keep_top({n: init[n].abs() for n in dense}, dense, keep_count(ctx))
+        return keep_best({n: init[n].abs() for n in dense}, dense, keep_counts(ctx))

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from ticketlab.masks import Mask
-from ticketlab.method.at_init import dense_mask, keep_count, keep_top
+from ticketlab.method.at_init import dense_mask, keep_best, keep_counts
 from ticketlab.method.base import MaskContext, Need
 from ticketlab.seeding import derive_seed
 
@@ -22,4 +22,4 @@ class RandomAtInit:
         generator = torch.Generator().manual_seed(derive_seed(ctx.seed, "random_init", ctx.level))
         dense = dense_mask(ctx)
         scores = {n: torch.rand(m.shape, generator=generator) for n, m in dense.items()}
-        return keep_top(scores, dense, keep_count(ctx))
+        return keep_best(scores, dense, keep_counts(ctx))

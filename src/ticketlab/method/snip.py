@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from ticketlab.masks import Mask
-from ticketlab.method.at_init import SCORE_BATCHES, dense_mask, keep_count, keep_top
+from ticketlab.method.at_init import SCORE_BATCHES, dense_mask, keep_best, keep_counts
 from ticketlab.method.base import MaskContext, Need
 
 
@@ -30,4 +30,4 @@ class SNIP:
         model = ctx.model()
         dense = dense_mask(ctx)
         scores = snip_scores(model, list(dense), ctx.batches(SCORE_BATCHES), ctx.loss)
-        return keep_top(scores, dense, keep_count(ctx))
+        return keep_best(scores, dense, keep_counts(ctx))

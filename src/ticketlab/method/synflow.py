@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from ticketlab.masks import Mask
-from ticketlab.method.at_init import dense_mask, keep_count, keep_top
+from ticketlab.method.at_init import dense_mask, keep_best, keep_counts
 from ticketlab.method.base import MaskContext, Need
 
 ITERATIONS = 100
@@ -49,11 +49,10 @@ class SynFlow:
     def next_mask(self, ctx: MaskContext) -> Mask:
         names = list(ctx.previous)
         mask = dense_mask(ctx)
-        total, target = sum(m.numel() for m in mask.values()), keep_count(ctx)
+        target = keep_counts(ctx)
         example = ctx.batches(1)[0][0]
-        for round_ in range(1, ITERATIONS + 1):  # exponential schedule: total * (target/total)^(r/n)
+        for round_ in range(1, ITERATIONS + 1):  # exponential schedule: size * (target/size)^(r/n), per group
             scores = synflow_scores(ctx.model(), names, example, mask)
             scores = {n: torch.where(mask[n], scores[n], torch.full_like(scores[n], -1.0)) for n in names}
-            count = target if round_ == ITERATIONS else round(total * (target / total) ** (round_ / ITERATIONS))
-            mask = keep_top(scores, mask, count)
+            mask = keep_best(scores, mask, target.part_of_the_way(round_ / ITERATIONS))
         return mask
