@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -23,6 +22,7 @@ from torch import nn
 
 from ticketlab.data import Dataset, load_dataset
 from ticketlab.errors import ConfigError, UserCodeError
+from ticketlab.import_paths import object_label
 from ticketlab.seeding import torch_seed
 from ticketlab.task import Task
 
@@ -77,21 +77,6 @@ class user_code:
         where = f" in {self.unit}" if self.unit is not None else ""
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise UserCodeError(f"{self.component} failed{where}: {type(exc).__name__}: {message}") from exc
-
-
-def object_label(obj: Any) -> str:
-    """An import path for ``obj`` when one finds it again, else ``python:<qualified name>``."""
-    module, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
-    if module and qualname and module != "__main__" and "<" not in qualname:
-        try:
-            found = importlib.import_module(module)
-            for part in qualname.split("."):
-                found = getattr(found, part)
-            if found is obj:
-                return f"{module}:{qualname}"
-        except (ImportError, AttributeError):
-            pass
-    return f"python:{qualname or type(obj).__name__}"
 
 
 # ---------------------------------------------------------------------------- data

@@ -141,7 +141,7 @@ def _auto_kind(y_train: torch.Tensor) -> str:
 
 def _label(obj: Any) -> str:
     """An import path for ``obj`` (or its class, for a loss object), else ``python:<name>``."""
-    from ticketlab.inputs import object_label
+    from ticketlab.import_paths import object_label
 
     if isinstance(obj, functools.partial):
         return f"partial({_label(obj.func)})"

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from ticketlab.errors import ConfigError
+from ticketlab.export.outputs import for_inference, output_tensors
 from ticketlab.io import write_bytes_atomic
 
 OPSET = 17
@@ -41,7 +42,6 @@ def _require(module: str):
 def export_onnx(model: nn.Module, example_input: torch.Tensor, path: str | Path) -> None:
     """Write ``model`` (eval mode, weights as they are) to ``path`` as ONNX, atomically; every
     tensor of a dict / ``ModelOutput`` / tuple output becomes one ONNX output, in order."""
-    from ticketlab.export.ticket import for_inference, output_tensors
 
     _require("onnx")
     buffer = io.BytesIO()

@@ -21,7 +21,7 @@ import os
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator
 
 import torch
 from safetensors.torch import save as safetensors_bytes
@@ -29,6 +29,7 @@ from torch import nn
 
 from ticketlab.errors import ConfigError, StoreError, TicketlabError
 from ticketlab.export._files import read_export, write_export
+from ticketlab.export.outputs import for_inference, output_tensors
 from ticketlab.flops import dense_and_sparse_flops
 from ticketlab.export.prune_interop import apply_mask, to_torch_prune
 from ticketlab.masks import Mask
@@ -186,21 +187,6 @@ _WRITERS = {"sparse": _write_sparse, "structured": _write_structured, "torch-pru
             "onnx": _write_onnx}
 
 
-def output_tensors(output: Any) -> list[torch.Tensor]:
-    """The tensors of a model's output, in order: the tensor itself, or every tensor held by a
-    dict / ``ModelOutput`` / tuple / list (nested). Anything else (a KV-cache object, None, a
-    string) is not an output to compare and is left out."""
-    if isinstance(output, torch.Tensor):
-        return [output]
-    if isinstance(output, Mapping):
-        items: Any = output.values()
-    elif isinstance(output, (tuple, list)):
-        items = output
-    else:
-        return []
-    return [tensor for item in items for tensor in output_tensors(item)]
-
-
 def _check(run: Callable[[torch.Tensor], Any], example: torch.Tensor, reference: list[torch.Tensor],
            fmt: str, out: Path) -> float:
     """The largest difference between the reloaded export's outputs and the masked model's;
@@ -220,15 +206,6 @@ def _check(run: Callable[[torch.Tensor], Any], example: torch.Tensor, reference:
         raise TicketlabError(f"the {fmt} export for {out} does not reproduce the masked model: outputs differ by "
                              f"{diff:.3g} (> {allowed:.3g}); please report this with the experiment")
     return diff
-
-
-def for_inference(model: nn.Module) -> nn.Module:
-    """``model`` in eval mode, with a Hugging Face model's KV cache off (``config.use_cache``):
-    the cache is an object, not an output, and the ONNX exporter cannot trace it."""
-    config = getattr(model, "config", None)
-    if config is not None and getattr(config, "use_cache", None):
-        config.use_cache = False
-    return model.eval()
 
 
 def _fresh_builder(model: nn.Module, spec: dict[str, Any] | None,
