@@ -102,6 +102,29 @@ def cli(args: list[str], capsys) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
+def snapshot(path) -> dict[str, bytes] | None:
+    """Every file under ``path`` with its bytes (None if ``path`` does not exist)."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    if path.is_file():
+        return {"": path.read_bytes()}
+    return {str(p.relative_to(path)): p.read_bytes() if p.is_file() else b"" for p in sorted(path.rglob("*"))}
+
+
+def refused_in_one_line(args: list[str], watched, fragment: str, capsys) -> str:
+    """Run the CLI; assert one ``error:`` line containing ``fragment``, exit 2, and nothing under
+    ``watched`` written or changed. Returns the line."""
+    before = snapshot(watched)
+    code, _, err = cli(args, capsys)
+    lines = err.strip().splitlines()
+    assert code == 2, err
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert fragment in lines[0], lines[0]
+    assert snapshot(watched) == before
+    return lines[0]
+
+
 def interrupted_level_1_ticket(config: Config, root, crash_at: int, stepper: str = "auto") -> tuple[Store, UnitPaths]:
     """Train level 0, then crash level 1's ticket at its first evaluation at or after ``crash_at``
     (after a checkpoint), as a killed run would leave it."""

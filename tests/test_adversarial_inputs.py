@@ -13,7 +13,7 @@ import pytest
 
 from ticketlab.cli import main
 
-from conftest import cli
+from conftest import cli, refused_in_one_line, snapshot
 
 BASE = ["--dataset", "digits", "--model", "mlp_16", "--levels", "1", "--iterations", "20", "--eval-every", "10",
         "--no-progress", "--no-report", "--device", "cpu", "--workers", "1"]
@@ -60,24 +60,6 @@ FLAGS = {
 }
 
 
-def _snapshot(path: Path) -> dict[str, bytes] | None:
-    if not path.exists():
-        return None
-    if path.is_file():
-        return {"": path.read_bytes()}
-    return {str(p.relative_to(path)): p.read_bytes() if p.is_file() else b"" for p in sorted(path.rglob("*"))}
-
-
-def _assert_one_line_nothing_written(args: list[str], out: Path, fragment: str, capsys) -> None:
-    before = _snapshot(out)
-    code, _, err = cli(args, capsys)
-    lines = err.strip().splitlines()
-    assert code == 2, err
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert fragment in lines[0], lines[0]
-    assert _snapshot(out) == before
-
-
 @pytest.mark.parametrize("case", sorted(CONFIG_FILES))
 def test_malformed_config_files(case, tmp_path, capsys):
     text, fragment = CONFIG_FILES[case]
@@ -88,21 +70,21 @@ def test_malformed_config_files(case, tmp_path, capsys):
         args += ["--iterations", "20"]
     if case != "huge-model":
         args += ["--model", "mlp_16"]
-    _assert_one_line_nothing_written(args, out, fragment, capsys)
+    refused_in_one_line(args, out, fragment, capsys)
 
 
 @pytest.mark.parametrize("case", sorted(JSON_FILES))
 def test_malformed_json_config_files(case, tmp_path, capsys):
     text, fragment = JSON_FILES[case]
     out = tmp_path / "out"
-    _assert_one_line_nothing_written(["run", _toml(tmp_path, text, "c.json"), *BASE, "--out", str(out)], out, fragment, capsys)
+    refused_in_one_line(["run", _toml(tmp_path, text, "c.json"), *BASE, "--out", str(out)], out, fragment, capsys)
 
 
 @pytest.mark.parametrize("case", sorted(FLAGS))
 def test_malformed_flags(case, tmp_path, capsys):
     flags, fragment = FLAGS[case]
     out = tmp_path / "out"
-    _assert_one_line_nothing_written(["run", *BASE, *flags, "--out", str(out)], out, fragment, capsys)
+    refused_in_one_line(["run", *BASE, *flags, "--out", str(out)], out, fragment, capsys)
 
 
 def _out_is_a_file(tmp_path: Path) -> Path:
@@ -128,7 +110,7 @@ def test_unusable_out_folders(case, tmp_path, capsys):
     make, fragment = OUT_DIRS[case]
     out = make(tmp_path)
     watched = out.parent if out.parent.is_file() else out  # the file must stay as it was
-    _assert_one_line_nothing_written(["run", *BASE, "--out", str(out)], watched, fragment, capsys)
+    refused_in_one_line(["run", *BASE, "--out", str(out)], watched, fragment, capsys)
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can write into a read-only folder")
@@ -137,7 +119,7 @@ def test_read_only_out_folder(tmp_path, capsys):
     folder.mkdir()
     folder.chmod(0o555)
     try:
-        _assert_one_line_nothing_written(["run", *BASE, "--out", str(folder / "x")], folder, "not writable", capsys)
+        refused_in_one_line(["run", *BASE, "--out", str(folder / "x")], folder, "not writable", capsys)
     finally:
         folder.chmod(0o755)
 
@@ -161,12 +143,12 @@ def test_malformed_data_files(case, tmp_path, capsys):
     out = tmp_path / "out"
     args = ["run", "--dataset", dataset, "--data-dir", str(data), "--model", "mlp_16", "--iterations", "20",
             "--no-progress", "--no-report", "--device", "cpu", "--out", str(out)]
-    before = _snapshot(out)
+    before = snapshot(out)
     code, _, err = cli(args, capsys)
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
     assert fragment in lines[0].lower()
-    assert _snapshot(out) == before
+    assert snapshot(out) == before
 
 
 def test_epochs_from_a_config_file_runs(tmp_path, capsys):

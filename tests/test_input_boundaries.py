@@ -19,32 +19,11 @@ import ticketlab
 from ticketlab.config import RunOptions
 from ticketlab.errors import ConfigError
 
-from conftest import cli
+from conftest import cli, refused_in_one_line, snapshot
 
 QUICK = ["--iterations", "20", "--eval-every", "10", "--no-progress", "--no-report", "--device", "cpu",
          "--workers", "1"]
 BASE = ["--dataset", "digits", "--model", "mlp_16", "--levels", "1", *QUICK]
-
-
-def _snapshot(path: Path) -> dict[str, bytes] | None:
-    """Every file under ``path`` with its bytes (None if ``path`` does not exist)."""
-    if not path.exists():
-        return None
-    if path.is_file():
-        return {"": path.read_bytes()}
-    return {str(p.relative_to(path)): p.read_bytes() if p.is_file() else b"" for p in sorted(path.rglob("*"))}
-
-
-def _refused(args: list[str], watched: Path, fragment: str, capsys) -> str:
-    """Run the CLI; assert one ``error:`` line containing ``fragment``, exit 2, ``watched`` unchanged."""
-    before = _snapshot(watched)
-    code, _, err = cli(args, capsys)
-    lines = err.strip().splitlines()
-    assert code == 2, err
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert fragment in lines[0], lines[0]
-    assert _snapshot(watched) == before
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -63,19 +42,19 @@ def test_verify_refuses_negative_seeds(source, tmp_path, capsys):
 
     bundle = make_bundle(source, 1, tmp_path / "t.ticket.safetensors")
     work = tmp_path / "work"
-    _refused(["verify", str(bundle), "--seeds", "-1", "--workdir", str(work)], work, "--seeds", capsys)
+    refused_in_one_line(["verify", str(bundle), "--seeds", "-1", "--workdir", str(work)], work, "--seeds", capsys)
 
 
 @pytest.mark.parametrize("threads", ["0", "100000"])
 def test_run_refuses_thread_counts_torch_cannot_use(threads, tmp_path, capsys):
     out = tmp_path / "out"
-    _refused(["run", *BASE, "--threads", threads, "--out", str(out)], out, "threads must be between 1 and", capsys)
+    refused_in_one_line(["run", *BASE, "--threads", threads, "--out", str(out)], out, "threads must be between 1 and", capsys)
 
 
 @pytest.mark.parametrize("command", ["stability", "bench"])
 def test_reading_commands_refuse_zero_threads(command, source, capsys):
     extra = ["--level", "1"] if command == "bench" else []
-    _refused([command, str(source), *extra, "--threads", "0"], source, "--threads must be between 1 and", capsys)
+    refused_in_one_line([command, str(source), *extra, "--threads", "0"], source, "--threads must be between 1 and", capsys)
 
 
 def test_thread_limit_is_the_core_count_locally_and_wide_on_ray():
@@ -101,10 +80,10 @@ TRANSFER_MISMATCHES = {
 def test_mismatched_transfer_source_is_refused_before_any_write(case, source, tmp_path, capsys):
     flags, fragment = TRANSFER_MISMATCHES[case]
     out = tmp_path / "out"
-    before = _snapshot(source)
-    _refused(["run", "--transfer-from", str(source), *flags, *QUICK, "--out", str(out)], out, fragment, capsys)
+    before = snapshot(source)
+    refused_in_one_line(["run", "--transfer-from", str(source), *flags, *QUICK, "--out", str(out)], out, fragment, capsys)
     assert not out.exists()  # not even the root folder: nothing of the new experiment
-    assert _snapshot(source) == before
+    assert snapshot(source) == before
 
 
 def test_an_unfinished_transfer_source_is_refused_before_any_write(source, tmp_path, capsys):
@@ -114,7 +93,7 @@ def test_an_unfinished_transfer_source_is_refused_before_any_write(source, tmp_p
     shutil.copytree(source, unfinished)
     (unfinished / "replicate_0" / "level_02" / "mask.safetensors").unlink()
     out = tmp_path / "out"
-    _refused(["run", "--transfer-from", str(unfinished), *QUICK, "--out", str(out)], out,
+    refused_in_one_line(["run", "--transfer-from", str(unfinished), *QUICK, "--out", str(out)], out,
              "has no level-2 mask for replicate 0", capsys)
     assert not out.exists()
 
@@ -192,7 +171,7 @@ def test_nan_labels_from_a_dataset_function_are_one_line_on_the_command_line(tmp
         "    return {'train': (d.x_train, y), 'val': (d.x_val, d.y_val), 'test': (d.x_test, d.y_test)}\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     out = tmp_path / "out"
-    _refused(["run", "--dataset", "nan_labels:splits", "--model", "mlp_16", "--levels", "1", *QUICK,
+    refused_in_one_line(["run", "--dataset", "nan_labels:splits", "--model", "mlp_16", "--levels", "1", *QUICK,
               "--out", str(out)], out, "'train' labels contain NaN or infinity (example 11 is the first)", capsys)
 
 
@@ -241,7 +220,7 @@ def test_unusable_out_paths_are_one_line_before_any_write(case, tmp_path, capsys
     make, fragment = OUT_PATHS[case]
     monkeypatch.chdir(tmp_path)  # an empty --out must not write into the current folder either
     out = make(tmp_path)
-    _refused(["run", *BASE, "--out", out], tmp_path, fragment, capsys)
+    refused_in_one_line(["run", *BASE, "--out", out], tmp_path, fragment, capsys)
 
 
 def test_dev_shm_is_an_ordinary_folder_for_out(tmp_path):
