@@ -143,3 +143,149 @@ def interrupted_level_1_ticket(config: Config, root, crash_at: int, stepper: str
     with pytest.raises(Crash):
         run_unit(config, str(store.directory), Unit(0, 1, "ticket"), "cpu", progress=crash, stepper=stepper)
     return store, store.unit(0, 1, "ticket")
+
+
+# ---------------------------------------------------------------------------- processes tests start
+# A test that starts a run leaves no process behind, and the session proves it (issue 18): the
+# pytest process adopts every orphan of its descendants (PR_SET_CHILD_SUBREAPER), so a worker
+# whose run was killed stays findable, and at the end of the session any descendant still alive
+# is killed and fails the session by name.
+import ctypes  # noqa: E402
+import os  # noqa: E402
+import signal  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import uuid  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+PR_SET_CHILD_SUBREAPER = 36
+RUN_MARK = "TICKETLAB_TEST_RUN"  # in the environment of a run a test starts, inherited by its processes
+
+
+def _proc_pids() -> list[int]:
+    return [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
+
+
+def _stat(pid: int) -> tuple[str, int] | None:
+    """(state, parent pid) of ``pid`` from /proc, or None when it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2:].split()  # the command name in parentheses may hold spaces
+    return fields[0], int(fields[1])
+
+
+def process_line(pid: int) -> str:
+    """``pid`` and its command line, for a failure message."""
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        command = "?"
+    return f"{pid}: {command.strip()[:160]}"
+
+
+def live_descendants(root: int) -> list[int]:
+    """Every process below ``root`` that is not a zombie (an exited child not yet reaped)."""
+    children: dict[int, list[int]] = {}
+    states: dict[int, str] = {}
+    for pid in _proc_pids():
+        stat = _stat(pid)
+        if stat is not None:
+            states[pid] = stat[0]
+            children.setdefault(stat[1], []).append(pid)
+    found, todo = [], list(children.get(root, []))
+    while todo:
+        pid = todo.pop()
+        todo.extend(children.get(pid, []))
+        if states.get(pid) != "Z":
+            found.append(pid)
+    return sorted(found)
+
+
+def marked_processes(mark: str) -> list[int]:
+    """Live processes whose environment carries ``RUN_MARK=mark`` (a run, its fork server and workers)."""
+    needle = f"{RUN_MARK}={mark}".encode()
+    found = []
+    for pid in _proc_pids():
+        try:
+            if needle in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+                if (_stat(pid) or ("Z",))[0] != "Z":
+                    found.append(pid)
+        except OSError:
+            pass
+    return sorted(found)
+
+
+def wait_until_gone(find, seconds: float) -> list[int]:
+    """Poll ``find()`` until it returns no process or ``seconds`` pass; the last answer."""
+    deadline = time.monotonic() + seconds
+    while (left := find()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left
+
+
+def kill_processes(pids: list[int]) -> None:
+    """SIGKILL ``pids`` (only processes this session started) and reap those that are our children."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    for pid in pids:
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:  # not our child: whoever is its parent reaps it
+            pass
+
+
+class RunProcesses:
+    """The environment to start runs with, marked so that every process they create is found."""
+
+    def __init__(self) -> None:
+        self.mark = uuid.uuid4().hex
+        self.env = {**os.environ, "OMP_NUM_THREADS": "1", RUN_MARK: self.mark}
+
+    def alive(self) -> list[int]:
+        return marked_processes(self.mark)
+
+
+@pytest.fixture
+def run_processes():
+    """Start subprocess runs with ``run_processes.env``; at teardown, any of their processes still
+    alive (after a grace period for a normal exit) is killed and fails the test."""
+    runs = RunProcesses()
+    yield runs
+    left = wait_until_gone(runs.alive, 10.0)
+    if left:
+        lines = [process_line(pid) for pid in left]
+        kill_processes(left)
+        pytest.fail("the test left processes of its runs alive:\n" + "\n".join(lines))
+
+
+def _own_helpers() -> set[int]:
+    """This process's multiprocessing helpers, stopped or spared at the end: the fork server of
+    in-process runs (stopped here) and the resource tracker (it ends when this process does)."""
+    from multiprocessing import forkserver, resource_tracker
+
+    server = getattr(forkserver, "_forkserver", None)
+    if getattr(server, "_forkserver_pid", None) is not None and hasattr(server, "_stop"):
+        server._stop()
+    tracker = getattr(resource_tracker, "_resource_tracker", None)
+    return {pid for pid in (getattr(tracker, "_pid", None),) if pid is not None}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_process_outlives_the_session():
+    """Fail the session if any process it started (or an orphan of one) is still alive at its end."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1)
+    yield
+    if not sys.platform.startswith("linux"):
+        return
+    spared = _own_helpers()
+    left = wait_until_gone(lambda: [p for p in live_descendants(os.getpid()) if p not in spared], 10.0)
+    if left:
+        lines = [process_line(pid) for pid in left]
+        kill_processes(left)
+        pytest.fail("processes started by the tests outlived them (killed now):\n" + "\n".join(lines))

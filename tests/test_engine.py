@@ -24,7 +24,7 @@ from ticketlab.optim import learning_rate
 from ticketlab.store import Store
 from ticketlab.loop import summarize_history
 
-from conftest import interrupted_level_1_ticket, tiny_config
+from conftest import interrupted_level_1_ticket, tiny_config, wait_until_gone
 
 VOLATILE = TIMING_FIELDS
 
@@ -216,10 +216,10 @@ def _experiment_files(directory: Path) -> dict[str, object]:
 
 
 @pytest.mark.readme
-def test_resume_after_kill_equals_uninterrupted_run(tmp_path):
+def test_resume_after_kill_equals_uninterrupted_run(tmp_path, run_processes):
     args = ["--dataset", "digits", "--model", "mlp_64_32", "--levels", "2", "--controls", "reinit",
             "--iterations", "3000", "--eval-every", "100", "--no-progress", "--device", "cpu"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = run_processes.env
     cmd = [sys.executable, "-m", "ticketlab", "run", *args]
 
     subprocess.run(cmd + ["--out", str(tmp_path / "clean")], check=True, env=env, capture_output=True)
@@ -235,6 +235,8 @@ def test_resume_after_kill_equals_uninterrupted_run(tmp_path):
         time.sleep(0.02)
     victim.wait()
     assert victim.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    # Its workers went down with it: none may write into the directory the resumed run uses.
+    assert not wait_until_gone(run_processes.alive, 5.0), "the killed run's workers outlived it"
     (experiment,) = out.iterdir()
     assert not (experiment / "replicate_0/level_01/ticket/summary.json").exists()
 

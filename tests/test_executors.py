@@ -13,7 +13,7 @@ from ticketlab.config import RunOptions
 from ticketlab.errors import ConfigError
 from ticketlab.io import load_tensors
 
-from conftest import tiny_config
+from conftest import cli, tiny_config
 
 
 def stable(runs):
@@ -100,6 +100,23 @@ def test_batched_with_late_rewinding_and_any_module(tmp_path):
 def test_batch_refuses_other_executors():
     with pytest.raises(ConfigError, match="batch > 1"):
         RunOptions(batch=4, workers=2).validate()
+
+
+@pytest.mark.parametrize("device", ["auto", "cpu", "cuda"])
+def test_batch_runs_under_every_device_value(tmp_path, capsys, device):
+    """``--batch K`` takes each ``--device`` value a plain run takes: it trains where the device
+    exists here, and a CUDA request without a GPU is the usual one-line error, not a traceback."""
+    args = ["run", "--dataset", "digits", "--model", "mlp_16", "--levels", "1", "--seeds", "2",
+            "--iterations", "20", "--eval-every", "10", "--batch", "2", "--no-probe-batch",
+            "--no-progress", "--no-report", "--threads", "1", "--device", device, "--out", str(tmp_path)]
+    code, out, err = cli(args, capsys)
+    if device == "cuda" and not torch.cuda.is_available():
+        assert code == 2 and "no CUDA GPU" in err and "Traceback" not in err, err
+        assert len(err.strip().splitlines()) == 1, err
+        return
+    assert code == 0, err
+    (experiment,) = tmp_path.iterdir()
+    assert len(list(experiment.rglob("summary.json"))) == 2 * 2  # two replicates, levels 0 and 1
 
 
 def test_ray_executor_matches_local(tmp_path):

@@ -73,7 +73,7 @@ def test_batched_run_is_bit_identical_under_different_hash_seeds(tmp_path):
         assert runs["0"][key] == runs["4242"][key], f"{key} differs between hash seeds"
 
 
-def test_kill_at_a_random_moment_then_resume_equals_an_uninterrupted_run(tmp_path):
+def test_kill_at_a_random_moment_then_resume_equals_an_uninterrupted_run(tmp_path, run_processes):
     config = tmp_path / "experiment.toml"
     config.write_text('model = "mlp_32"\nlevels = 2\ncontrols = ["reinit"]\nrewind_iteration = 30\n'
                       '[data]\ndataset = "digits"\n'
@@ -88,7 +88,7 @@ def test_kill_at_a_random_moment_then_resume_equals_an_uninterrupted_run(tmp_pat
     seed = random.randrange(2**32)
     delay = random.Random(seed).uniform(0.2, 0.9) * duration  # start-up included: any moment of the run
     out = tmp_path / "killed"
-    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    environment = run_processes.env  # marked: teardown fails the test if a process of it survives
     victim = subprocess.Popen([sys.executable, "-m", "ticketlab", "run", *args, "--out", str(out)], env=environment,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     time.sleep(delay)

@@ -22,7 +22,7 @@ from ticketlab.errors import ConfigError
 from ticketlab.inputs import Inputs, user_code
 from ticketlab.loop import run_loop
 from ticketlab.steppers import StackedStepper, randomness_in
-from ticketlab.units import Environment, PreparedUnit, Unit, environment, finish_unit, prepare_unit
+from ticketlab.units import Environment, PreparedUnit, Unit, environment, finish_unit, prepare_unit, resolve_device
 
 
 def check_batchable(env: Environment) -> None:
@@ -56,8 +56,12 @@ def train_batched(units: Sequence[PreparedUnit]) -> None:
 
 def run_units_batched(config: Config, store_dir: str, units: Sequence[Unit], device: str = "cpu",
                       inputs: bytes | Inputs | None = None) -> list[tuple[Unit, dict]]:
-    """Run ``units``: those sharing (start step, length, schedule) train together; return their summaries."""
-    env = environment(config, device, inputs)
+    """Run ``units``: those sharing (start step, length, schedule) train together; return their summaries.
+
+    ``device`` is the run's option as given (``auto`` included), resolved here exactly as
+    ``run_unit`` resolves it for one unit, so ``--batch K`` accepts every ``--device`` value.
+    """
+    env = environment(config, resolve_device(device), inputs)
     results: list[tuple[Unit, dict]] = []
     groups: dict[tuple, list[PreparedUnit]] = defaultdict(list)
     for unit in units:

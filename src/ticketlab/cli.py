@@ -6,17 +6,20 @@ an experiment without checksums) are one line each on stderr.
 
 Exit codes: 0 success; 1 ``check`` found damage or ``verify``'s claim failed; 2 bad input or unusable results (also
 ``check`` of a directory whose config.json is itself unusable);
-3 ``run`` finished but some training diverged (each named in one line); 130 interrupted.
+3 ``run`` finished but some training diverged (each named in one line); 130 interrupted;
+143 terminated (SIGTERM).
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import signal
 import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import typer
 from rich.console import Console
@@ -333,6 +336,38 @@ def _readable_summary(store: Store, paths) -> dict | None:
 
 EXIT_DAMAGED = 1
 EXIT_DIVERGED = 3
+EXIT_TERMINATED = 128 + signal.SIGTERM
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread. A BaseException, so no ``except Exception`` on the
+    way up (nor click, which turns KeyboardInterrupt into Abort) swallows it: unwinding stops
+    the run's workers (``ProcessPoolUnitExecutor.close``) and ``main`` prints one line."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:  # noqa: ARG001
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+    raise Terminated
+
+
+@contextlib.contextmanager
+def _sigterm_stops_cleanly() -> Iterator[None]:
+    """Turn SIGTERM into ``Terminated`` while the CLI runs, and restore the old handler after.
+
+    Python's default for SIGTERM ends the process on the spot; the workers then die through
+    their own links to the run, but nothing says what happened. Only the main thread can set
+    a handler; elsewhere (a CLI called from a thread) the default stays.
+    """
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        if previous is not None:  # None: a handler set outside Python, which cannot be put back
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _error_line(message: str) -> None:
@@ -407,7 +442,7 @@ def main(argv: list[str] | None = None) -> None:
     command = typer.main.get_command(app)
     reset_warnings()
     try:
-        with warnings.catch_warnings():
+        with _sigterm_stops_cleanly(), warnings.catch_warnings():
             warnings.simplefilter("always", IntegrityWarning)
             warnings.showwarning = _warning_line
             command.main(args=argv, prog_name="ticketlab", standalone_mode=False)
@@ -429,6 +464,9 @@ def main(argv: list[str] | None = None) -> None:
     except _ABORTS:
         err_console.print("interrupted; run the same command again to resume", markup=False)
         sys.exit(130)
+    except Terminated:
+        err_console.print("terminated (SIGTERM); run the same command again to resume", markup=False)
+        sys.exit(EXIT_TERMINATED)
 
 
 # ---------------------------------------------------------------------------- bundle and verify

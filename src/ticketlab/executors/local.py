@@ -10,8 +10,11 @@ from __future__ import annotations
 import ctypes
 import multiprocessing
 import os
+import select
 import signal
 import sys
+import threading
+import time
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 
@@ -118,13 +121,15 @@ def start_worker_server(options: RunOptions) -> None:
 
 
 def _die_with_parent(run_pid: int) -> None:
-    """On Linux, ask the kernel to SIGKILL this worker when its parent dies.
+    """Make sure this worker ends when the run's process ends, however it ends (SIGKILL, OOM).
 
-    Without it, killing a run (SIGKILL, OOM killer) would leave workers training on and writing
-    into the experiment directory while the resumed run works on the same units. The parent is
-    the run's process for a spawned worker and the fork server for a forked one; the server
-    exits as soon as the run's process is gone. If either died while this worker was starting
-    (before prctl), exit now.
+    Without it, a killed run would leave workers training on and writing into the experiment
+    directory while a resumed run works on the same units. Three independent links, so none
+    depends on another: the kernel SIGKILLs the worker when its parent dies (``PR_SET_PDEATHSIG``;
+    the parent is the run for a spawned worker, the fork server for a forked one); the fork
+    server exits when the run does, once this worker no longer holds it open
+    (``_release_fork_server``); and a watcher thread exits the worker when the run's process is
+    gone (``_watch_run``). If the parent or the run died while this worker was starting, exit now.
     """
     parent = os.getppid()
     if sys.platform.startswith("linux"):
@@ -132,8 +137,61 @@ def _die_with_parent(run_pid: int) -> None:
             ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         except (OSError, AttributeError):
             pass
+    _release_fork_server()
+    _watch_run(run_pid, parent)
     if os.getppid() != parent or not _alive(run_pid):
         os._exit(1)
+
+
+def _release_fork_server() -> None:
+    """Close this worker's copy of the write end of the fork server's "alive" pipe.
+
+    The server exits when every holder of that pipe is gone, and it gives a copy to each process
+    it forks. So while a worker lived, the server never saw the run die, and the worker's
+    parent-death signal (fired by the server's exit) never came: each waited for the other, and
+    a killed run's workers trained to the end. The run's process alone must keep the server
+    alive. (A worker that needs a fork server itself starts its own, as ``ensure_running`` does
+    for a process that has none.)
+    """
+    from multiprocessing import forkserver
+
+    server = getattr(forkserver, "_forkserver", None)
+    fd = getattr(server, "_forkserver_alive_fd", None)
+    if fd is None:  # spawned, or a Python whose fork server keeps no such pipe
+        return
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+    server._forkserver_alive_fd = None
+
+
+def _watch_run(run_pid: int, parent: int) -> None:
+    """Exit this worker as soon as the run's process ends, on a daemon thread.
+
+    It needs no help from the fork server or the parent-death signal, so a worker still goes
+    down with the run if those links change (another Python, another platform).
+    """
+    threading.Thread(target=_exit_when_run_ends, args=(run_pid, parent), name="ticketlab-watch-run",
+                     daemon=True).start()
+
+
+def _exit_when_run_ends(run_pid: int, parent: int) -> None:
+    """Block until ``run_pid`` has exited, then end this process at once (as SIGKILL would).
+
+    A pidfd (Linux 5.3+) becomes readable when the process exits, zombie or not, and cannot be
+    confused with a later process that reuses the number; elsewhere poll the parent and the pid.
+    """
+    try:
+        handle = os.pidfd_open(run_pid)
+    except ProcessLookupError:
+        os._exit(1)
+    except (AttributeError, OSError):  # no pidfd here
+        while os.getppid() == parent and _alive(run_pid):
+            time.sleep(0.2)
+    else:
+        select.select([handle], [], [])
+    os._exit(1)
 
 
 def _alive(pid: int) -> bool:
@@ -213,9 +271,27 @@ class ProcessPoolUnitExecutor:
         return [(self.futures.pop(f), f.result()) for f in done]
 
     def close(self) -> None:
+        """End the pool. Units still running mean the run is being abandoned (an error, Ctrl-C,
+        SIGTERM): kill their workers first, or shutting down would wait for them to finish
+        training and write their results after the run has stopped."""
+        if any(not future.done() for future in self.futures):
+            _kill_workers(self.pool)
         for future in self.futures:
             future.cancel()
         try:
             self.pool.shutdown(wait=True, cancel_futures=True)
         finally:
             self.main_hidden.__exit__()
+
+
+def _kill_workers(pool: ProcessPoolExecutor) -> None:
+    """SIGKILL every worker of ``pool`` now (``kill_workers`` where Python has it, 3.14+)."""
+    kill = getattr(pool, "kill_workers", None)
+    if kill is not None:
+        kill()
+        return
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        try:
+            process.kill()
+        except (OSError, ValueError, AttributeError):  # already gone or never started
+            pass
