@@ -495,8 +495,6 @@ def verify_command(
 
     from ticketlab.verify import claim_line, verify
 
-    if seeds < 0:
-        raise ConfigError(f"--seeds is how many new seeds to run as evidence (0: none), got {seeds}; give 0 or more")
     outcome = verify(bundle_file, _csv(controls), seeds, workdir, device)
     console.print(claim_line(outcome.bundle), highlight=False, markup=False, soft_wrap=True)
     table = Table(title=f"{bundle_file.name}: level {outcome.bundle.level}, {outcome.mode} check")
