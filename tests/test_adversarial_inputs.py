@@ -157,3 +157,22 @@ def test_epochs_from_a_config_file_runs(tmp_path, capsys):
     main(["run", config, "--out", str(tmp_path / "out"), "--no-progress", "--no-report", "--device", "cpu",
           "--workers", "1"])
     assert "dense" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("raw", [
+    {"levels": 7, "seeds": 2, "controls": ["random", "reinit"]},
+    {"levels": 7, "seeds": 2, "controls": ["random"], "control_levels": [3, 5]},
+    {"levels": 7, "seeds": 3, "controls": [], "ticket_levels": [2, 7], "prune": {"method": "snip"}},
+    {"levels": 7, "seeds": 1, "controls": ["random", "reinit"], "ticket_levels": [1, 3, 7], "control_levels": [3, 7],
+     "prune": {"method": "snip"}},
+])
+def test_the_training_count_is_the_level_by_level_count(raw):
+    """unit_count counts from the level lists (so refusing 10^8 levels is instant); it must equal
+    counting every level's trainings one by one."""
+    from ticketlab.config import Config
+    from ticketlab.preflight import unit_count
+
+    config = Config.from_dict(raw)
+    one_by_one = 1 + sum(config.trains(level) + len(config.controls) * config.has_controls(level)
+                         for level in range(1, config.levels + 1))
+    assert unit_count(config) == config.seeds * one_by_one

@@ -64,9 +64,15 @@ def check_method(env: Environment, plan: ParameterPlan) -> None:
 
 
 def unit_count(config: Config) -> int:
-    levels = range(1, config.levels + 1)
-    per_replicate = 1 + sum(config.trains(level) + len(config.controls) * config.has_controls(level) for level in levels)
-    return config.seeds * per_replicate
+    """Trainings the config asks for, counted from its level lists, not level by level: this
+    check is what refuses ``--levels 100000000``, so it must not itself take a loop that long."""
+    pruned = {level for level in config.ticket_levels if 1 <= level <= config.levels} if config.ticket_levels else None
+    tickets = len(pruned) if pruned is not None else config.levels
+    if config.control_levels:
+        controlled = sum(1 for level in set(config.control_levels) if config.has_controls(level) and level <= config.levels)
+    else:
+        controlled = tickets
+    return config.seeds * (1 + tickets + len(config.controls) * controlled)
 
 
 def check_resources(env: Environment, options: RunOptions) -> None:
