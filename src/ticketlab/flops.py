@@ -23,6 +23,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from ticketlab.usage import forward_with_hooks
+
 TRAINING_STEP_FORWARDS = 3  # forward + backward (input gradient + weight gradient)
 
 
@@ -80,12 +82,7 @@ def weight_flops(model: nn.Module, example: torch.Tensor,
     handles = [m.register_forward_hook(hook) for m in model.modules()
                if isinstance(m, (nn.MultiheadAttention, nn.modules.conv._ConvNd)) or hasattr(m, "weight_counts")
                or (isinstance(m, nn.Linear) and id(m) not in attention_projections)]
-    try:
-        with torch.no_grad():
-            model(example)
-    finally:
-        for handle in handles:
-            handle.remove()
+    forward_with_hooks(model, example, handles)
     return counts
 
 

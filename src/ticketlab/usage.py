@@ -175,3 +175,15 @@ def trace_forward(model: nn.Module, run: Callable[[nn.Module], torch.Tensor]) ->
     if isinstance(output, torch.Tensor):
         recorder.trace.output = recorder.node_of.get(id(output))
     return recorder.trace
+
+
+def forward_with_hooks(model: nn.Module, example: Any, handles: list[Any]) -> Any:
+    """One no-grad forward pass of ``model`` on ``example`` while the hooks behind ``handles``
+    watch it; the hooks are removed afterwards, whatever the pass raises, so a measurement
+    (FLOPs, which modules run) never leaves the model changed."""
+    try:
+        with torch.no_grad():
+            return model(example)
+    finally:
+        for handle in handles:
+            handle.remove()

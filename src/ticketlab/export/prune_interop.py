@@ -27,6 +27,7 @@ from torch.nn.utils import prune
 
 from ticketlab.errors import ConfigError
 from ticketlab.masks import Mask
+from ticketlab.usage import forward_with_hooks
 
 _ORIG, _MASK = "_orig", "_mask"
 
@@ -127,11 +128,6 @@ def hookless(model: nn.Module, example: torch.Tensor | None = None) -> list[str]
         called: set[str] = set()
         modules = dict(model.named_modules())
         handles = [m.register_forward_pre_hook(lambda mod, args, n=n: called.add(n)) for n, m in modules.items()]
-        try:
-            with torch.no_grad():
-                model(example)
-        finally:
-            for handle in handles:
-                handle.remove()
+        forward_with_hooks(model, example, handles)
         skipped |= {owner for owner in owners.values() if owner not in called}
     return [name for name, owner in owners.items() if owner in skipped]
