@@ -101,7 +101,7 @@ def run_experiment(point: Point, args, root: Path) -> tuple[float, list[float]]:
 
 
 def n_params(model: str, dataset: str) -> int:
-    from ticketlab.inputs import builtin_inputs
+    from ticketlab.experiment.inputs import builtin_inputs
 
     return sum(p.numel() for p in builtin_inputs(model, dataset, None, 0).build(0).parameters())
 

@@ -72,7 +72,7 @@ def the_ticket(args) -> tuple[torch.nn.Module, Mask, torch.Tensor, str]:
     """(dense model with weights, mask, 256 real-shaped inputs, description)."""
     if args.experiment:
         import ticketlab
-        from ticketlab.units import environment
+        from ticketlab.experiment.environment import environment
         from ticketlab.weights import load_state
 
         result = ticketlab.Result.load(args.experiment)

@@ -34,10 +34,11 @@ from ticketlab.config import PruneConfig, TrainConfig
 from ticketlab.data import load_dataset
 from ticketlab.masks import prunable_names
 from ticketlab.models import build_model
-from ticketlab.optim import make_optimizer
-from ticketlab.loop import TrainState, eval_batches, run_loop
-from ticketlab.steppers import SingleStepper
-from ticketlab.task import Task
+from ticketlab.train.optim import make_optimizer
+from ticketlab.train.state import TrainState
+from ticketlab.train.loop import eval_batches, run_loop
+from ticketlab.train.steppers.dense import SingleStepper
+from ticketlab.train.task import Task
 
 BATCH = 60
 LR = 1.2e-3
@@ -111,7 +112,7 @@ class OursHandWritten(Ours):
 
     def __init__(self, model, data, masks):
         super().__init__(model, data, masks)
-        from ticketlab.sparse_stepper import SparseStepper
+        from ticketlab.train.steppers.sparse import SparseStepper
 
         self.stepper = SparseStepper(model, self.optimizer, Task().bind(data.y_train), data, masks)
 
@@ -203,7 +204,7 @@ def main() -> None:
         return model
 
     sides = [Ours(fresh(), data, masks), Bare(fresh(), data), Bare(fresh(), data, masks)]
-    from ticketlab.sparse_stepper import sparse_ineligible
+    from ticketlab.train.steppers.sparse import sparse_ineligible
 
     if not sparse_ineligible(template, Task().bind(data.y_train), data, masks, torch.device("cpu"), None):
         sides.append(OursHandWritten(fresh(), data, masks))

@@ -49,7 +49,7 @@ t0 = time.perf_counter()
 import torch
 import torch.nn.functional as F
 from torch import nn
-from ticketlab.inputs import builtin_inputs  # the same split of the same data as ticketlab's sides
+from ticketlab.experiment.inputs import builtin_inputs  # the same split of the same data as ticketlab's sides
 
 spec = json.loads(sys.argv[1])
 torch.set_num_threads(1)

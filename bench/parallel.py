@@ -115,10 +115,10 @@ def compare_dirs(a: Path, b: Path) -> tuple[dict[str, list[int]], list[str]]:
 STARTUP_PROBE = r"""
 import json, sys, time
 t0 = time.perf_counter()
-import torch, ticketlab.units
+import torch, ticketlab.experiment.runner
 from ticketlab.config import Config
 t1 = time.perf_counter()
-ticketlab.units.environment(Config.from_dict({"data": {"dataset": sys.argv[1]}}), "cpu")
+ticketlab.experiment.environment.environment(Config.from_dict({"data": {"dataset": sys.argv[1]}}), "cpu")
 t2 = time.perf_counter()
 torch.optim.Adam([torch.zeros(1, requires_grad=True)], fused=True)  # first optimizer: torch imports torch._dynamo
 t3 = time.perf_counter()

@@ -26,14 +26,15 @@ import torch.nn.functional as F
 from _common import median, print_availability, print_machine, spread
 from ticketlab.config import PruneConfig, TrainConfig
 from ticketlab.data import load_dataset
-from ticketlab.loop import TrainState, run_loop
+from ticketlab.train.state import TrainState
+from ticketlab.train.loop import run_loop
 from ticketlab.masks import Mask
 from ticketlab.models import build_model
-from ticketlab.optim import make_optimizer
+from ticketlab.train.optim import make_optimizer
 from ticketlab.pruning.magnitude import magnitude_prune
-from ticketlab.sparse_stepper import SparseStepper, sparse_ineligible
-from ticketlab.steppers import SingleStepper
-from ticketlab.task import Task
+from ticketlab.train.steppers.sparse import SparseStepper, sparse_ineligible
+from ticketlab.train.steppers.dense import SingleStepper
+from ticketlab.train.task import Task
 
 BATCH = 60
 LR = 1.2e-3
@@ -83,9 +84,9 @@ class Side:
 
 def conv_flops_bound(conv: torch.nn.Module, data) -> None:
     """What a sparse path for conv2's Linear layers alone could give: the convolutions' share of
-    the forward FLOPs (measured by ticketlab.flops) bounds it (Amdahl), since PyTorch has no
+    the forward FLOPs (measured by ticketlab.evidence.flops) bounds it (Amdahl), since PyTorch has no
     sparse convolution kernel on CPU to run them on."""
-    from ticketlab.flops import forward_flops
+    from ticketlab.evidence.flops import forward_flops
 
     flops = forward_flops(conv, data.x_train[:1])
     params = dict(conv.named_parameters())

@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 
 from ticketlab import Result
-from ticketlab.stats import Interval, summarize
+from ticketlab.evidence.stats import Interval, summarize
 
 PAPER_LEVELS = (0, 3, 7, 12, 15, 18)
 ARMS = ("ticket", "reinit", "random")

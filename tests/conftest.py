@@ -15,8 +15,11 @@ torch.set_num_threads(1)
 
 from ticketlab.cli import main  # noqa: E402
 from ticketlab.config import Config, RunOptions  # noqa: E402
-from ticketlab.store import Store, UnitPaths  # noqa: E402
-from ticketlab.units import Unit, ensure_level_mask, environment, run_unit  # noqa: E402
+from ticketlab.store.layout import Store, UnitPaths  # noqa: E402
+from ticketlab.experiment.unit import Unit
+from ticketlab.experiment.runner import run_unit
+from ticketlab.experiment.level_masks import ensure_level_mask
+from ticketlab.experiment.environment import environment  # noqa: E402
 
 LOCK = Path(__file__).resolve().parents[1] / "requirements" / "lock.txt"
 

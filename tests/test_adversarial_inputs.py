@@ -170,7 +170,7 @@ def test_the_training_count_is_the_level_by_level_count(raw):
     """unit_count counts from the level lists (so refusing 10^8 levels is instant); it must equal
     counting every level's trainings one by one."""
     from ticketlab.config import Config
-    from ticketlab.preflight import unit_count
+    from ticketlab.experiment.preflight import unit_count
 
     config = Config.from_dict(raw)
     one_by_one = 1 + sum(config.trains(level) + len(config.controls) * config.has_controls(level)

@@ -15,8 +15,8 @@ from conftest import cli, tiny_config
 from safetensors.torch import load, save
 
 from ticketlab.api import run
-from ticketlab.bundle import BundleError, _content_sha256, make_bundle, read_bundle, tensors_sha256
-from ticketlab.verify import verify
+from ticketlab.bundle.pack import BundleError, _content_sha256, make_bundle, read_bundle, tensors_sha256
+from ticketlab.bundle.verification import verify
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
@@ -102,7 +102,7 @@ def test_a_tampered_claim_fails_before_training(bundled, tmp_path, capsys):
 def test_a_consistent_but_false_claim_fails_verification(bundled, tmp_path, capsys):
     """A forger who rewrites the claim, its interval and the hashes is caught by scoring the
     bundled weights (before training) or, for numbers only training gives, by re-training."""
-    from ticketlab.stats import mean_ci
+    from ticketlab.evidence.stats import mean_ci
 
     _, path = bundled
     doc = json.loads(json.dumps(read_bundle(path).doc))
@@ -326,14 +326,14 @@ def test_bundle_to_an_unusable_out_is_one_line_and_writes_nothing(bundled, tmp_p
 def test_a_full_disk_while_bundling_is_one_line(bundled, tmp_path, capsys, monkeypatch):
     import errno
 
-    import ticketlab.bundle
+    import ticketlab.bundle.pack
 
     result, _ = bundled
 
     def full(path, data, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
-    monkeypatch.setattr(ticketlab.bundle, "write_bytes_atomic", full)
+    monkeypatch.setattr(ticketlab.bundle.pack, "write_bytes_atomic", full)
     out = tmp_path / "t.safetensors"
     code, _, err = cli(["bundle", str(result.directory), "--level", "1", "--out", str(out)], capsys)
     assert code == 2 and "No space left on device" in err and "nothing was written" in err, err

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import ticketlab
-from ticketlab.compare import accuracy_table, column_flops, load_columns, sparsity_rows
+from ticketlab.report.compare import accuracy_table, column_flops, load_columns, sparsity_rows
 from ticketlab.errors import StoreError
 
 from conftest import cli, tiny_config

@@ -11,8 +11,8 @@ import pytest
 
 import ticketlab
 from ticketlab.config import RunOptions
-from ticketlab.preflight import BLOCK, stored_bytes
-from ticketlab.units import environment
+from ticketlab.experiment.preflight import BLOCK, stored_bytes
+from ticketlab.experiment.environment import environment
 
 from conftest import cli, tiny_config
 
@@ -41,7 +41,7 @@ def test_the_estimate_covers_what_a_run_writes(tmp_path):
 
 
 def test_a_run_that_does_not_fit_is_refused_in_mib_before_writing(tmp_path, monkeypatch, capsys):
-    import ticketlab.preflight as preflight
+    import ticketlab.experiment.preflight as preflight
 
     config = tiny_config(**CONFIG)
     needed = stored_bytes(environment(config), _options(tmp_path / "out"))

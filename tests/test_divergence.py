@@ -10,10 +10,12 @@ import pytest
 import torch
 
 import ticketlab
-from ticketlab.batched import train_batched
+from ticketlab.experiment.stack import train_batched
 from ticketlab.config import RunOptions
-from ticketlab.store import Store
-from ticketlab.units import Unit, environment, prepare_unit
+from ticketlab.store.layout import Store
+from ticketlab.experiment.unit import Unit
+from ticketlab.experiment.runner import prepare_unit
+from ticketlab.experiment.environment import environment
 
 from conftest import cli, tiny_config
 

@@ -10,12 +10,15 @@ import pytest
 from conftest import interrupted_level_1_ticket, tiny_config
 
 from ticketlab.api import Result, run
-from ticketlab.audit import scan
+from ticketlab.experiment.audit import scan
 from ticketlab.errors import IntegrityWarning
-from ticketlab.evaluation import evaluate_weights
+from ticketlab.train.evaluation import evaluate_weights
 from ticketlab.io import load_tensors, read_manifest
-from ticketlab.store import Store
-from ticketlab.units import Unit, ensure_level_mask, environment, run_unit
+from ticketlab.store.layout import Store
+from ticketlab.experiment.unit import Unit
+from ticketlab.experiment.runner import run_unit
+from ticketlab.experiment.level_masks import ensure_level_mask
+from ticketlab.experiment.environment import environment
 
 
 def _check_early_stop_weights(result: Result, exact: bool = True) -> None:

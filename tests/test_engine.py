@@ -13,16 +13,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from ticketlab.units import TIMING_FIELDS
+from ticketlab.experiment.runner import TIMING_FIELDS
 import ticketlab
-from ticketlab.method.arms.ticket import load_training_state
+from ticketlab.store.checkpoint import load_training_state
 from ticketlab.config import TrainConfig
 from ticketlab.errors import ExperimentLockedError
 from ticketlab.io import load_tensors, read_jsonl
 from ticketlab.masks import Mask
-from ticketlab.optim import learning_rate
-from ticketlab.store import Store
-from ticketlab.loop import summarize_history
+from ticketlab.train.optim import learning_rate
+from ticketlab.store.layout import Store
+from ticketlab.train.loop import summarize_history
 
 from conftest import interrupted_level_1_ticket, tiny_config, wait_until_gone
 
@@ -162,7 +162,7 @@ def test_lock_refuses_a_second_concurrent_run(options):
     store = Store.for_config(config, options.root)
     holder = subprocess.Popen(
         [sys.executable, "-c",
-         "import sys, time; from ticketlab.store import Store; s = Store(sys.argv[1]); s.lock(); "
+         "import sys, time; from ticketlab.store.layout import Store; s = Store(sys.argv[1]); s.lock(); "
          "print('locked', flush=True); time.sleep(60)", str(store.directory)],
         stdout=subprocess.PIPE, text=True)
     try:

@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from ticketlab.units import TIMING_FIELDS
+from ticketlab.experiment.runner import TIMING_FIELDS
 import ticketlab
 from ticketlab.config import RunOptions
 from ticketlab.errors import ConfigError
@@ -137,23 +137,24 @@ def test_ray_executor_matches_local(tmp_path):
 
 def test_batch_never_trains_slower_than_sequential(tmp_path, monkeypatch):
     """--batch K is measured first; when no width beats sequential here, replicates train one by one."""
-    import ticketlab.batched as batched
+    import ticketlab.experiment.stack as stack
+    import ticketlab.train.steppers.probe as probe
     from ticketlab.errors import PerformanceNote
-    from ticketlab.units import environment
+    from ticketlab.experiment.environment import environment
 
     config = tiny_config(levels=1, seeds=2, train={"iterations": 40, "eval_every": 20})
-    measured = batched.measure_speedup(environment(config), 2, steps=5)
+    measured = probe.measure_speedup(environment(config), 2, steps=5)
     assert measured > 0
     widths = []
-    monkeypatch.setattr(batched, "measure_speedup", lambda env, k, **kw: widths.append(k) or 0.6)
+    monkeypatch.setattr(probe, "measure_speedup", lambda env, k, **kw: widths.append(k) or 0.6)
     used = []
-    monkeypatch.setattr(batched, "train_batched", lambda units: used.append(len(units)))
+    monkeypatch.setattr(stack, "train_batched", lambda units: used.append(len(units)))
     with pytest.warns(PerformanceNote, match="K=4: 0.60x, K=2: 0.60x.*sequentially"):
         result = ticketlab.run(config, RunOptions(root=str(tmp_path), device="cpu", progress=False, batch=4))
     assert widths == [4, 2] and not used  # the batched stepper never ran
     assert len(result.runs) == 4 and all(r["status"] == "ok" for r in result.runs)
-    monkeypatch.setattr(batched, "measure_speedup", lambda env, k, **kw: 1.5 if k == 2 else 0.9)
-    assert batched.choose_batch(environment(config), 4)[0] == 2
+    monkeypatch.setattr(probe, "measure_speedup", lambda env, k, **kw: 1.5 if k == 2 else 0.9)
+    assert probe.choose_batch(environment(config), 4)[0] == 2
 
 
 def test_workers_start_warm_and_light():

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from ticketlab.flops import forward_flops
+from ticketlab.evidence.flops import forward_flops
 
 
 def test_conv_and_linear_flops_match_hand_counts_and_scale_with_density():

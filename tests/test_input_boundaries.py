@@ -38,7 +38,7 @@ def source(tmp_path_factory) -> Path:
 
 # ---------------------------------------------------------------------------- numeric flags
 def test_verify_refuses_negative_seeds(source, tmp_path, capsys):
-    from ticketlab.bundle import make_bundle
+    from ticketlab.bundle.pack import make_bundle
 
     bundle = make_bundle(source, 1, tmp_path / "t.ticket.safetensors")
     work = tmp_path / "work"
@@ -185,7 +185,7 @@ def test_good_float_targets_still_train_as_regression(tmp_path):
 
 
 def test_the_finiteness_check_is_exact_when_a_sum_overflows():
-    from ticketlab.inputs import _all_finite
+    from ticketlab.experiment.inputs import _all_finite
 
     assert _all_finite(torch.full((10,), 3e38))  # the sum overflows; every value is finite
     assert not _all_finite(torch.tensor([1.0, math.inf, -math.inf]))
@@ -224,7 +224,7 @@ def test_unusable_out_paths_are_one_line_before_any_write(case, tmp_path, capsys
 
 
 def test_dev_shm_is_an_ordinary_folder_for_out(tmp_path):
-    from ticketlab.preflight import check_out_dir
+    from ticketlab.experiment.preflight import check_out_dir
 
     if not Path("/dev/shm").is_dir():
         pytest.skip("no /dev/shm here")

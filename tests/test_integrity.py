@@ -20,10 +20,13 @@ import torch
 import ticketlab
 from ticketlab.cli import main
 from ticketlab.config import RunOptions
-from ticketlab.audit import scan
+from ticketlab.experiment.audit import scan
 from ticketlab.errors import IntegrityWarning
-from ticketlab.store import Store
-from ticketlab.units import Unit, ensure_level_mask, environment, run_unit
+from ticketlab.store.layout import Store
+from ticketlab.experiment.unit import Unit
+from ticketlab.experiment.runner import run_unit
+from ticketlab.experiment.level_masks import ensure_level_mask
+from ticketlab.experiment.environment import environment
 
 from conftest import cli, interrupted_level_1_ticket, tiny_config
 
@@ -368,7 +371,7 @@ def test_a_kill_between_rename_and_manifest_is_no_damage(tmp_path, monkeypatch, 
 
 def test_a_reader_accepts_a_file_replaced_while_it_read(tmp_path, monkeypatch):
     """A live run replaces a file between a reader's reading it and reading its manifest."""
-    import ticketlab.integrity as integrity
+    import ticketlab.store.integrity as integrity
     from ticketlab.io import write_bytes_atomic
 
     path = tmp_path / "f.bin"
@@ -428,7 +431,7 @@ def test_a_resumed_snip_unit_writes_the_bytes_of_an_uninterrupted_one(tmp_path):
 def test_damage_found_in_a_worker_reaches_the_run_intact():
     import pickle
 
-    from ticketlab.integrity import DamagedFileError
+    from ticketlab.store.integrity import DamagedFileError
 
     error = DamagedFileError(Path("x/mask.safetensors"), "checksum mismatch", "run it again")
     again = pickle.loads(pickle.dumps(error))

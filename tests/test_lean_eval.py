@@ -5,7 +5,7 @@ evaluating it every time."""
 from __future__ import annotations
 
 import ticketlab
-from ticketlab.loop import early_stop
+from ticketlab.train.loop import early_stop
 
 from conftest import tiny_config
 

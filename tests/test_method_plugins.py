@@ -9,7 +9,8 @@ import ticketlab
 from ticketlab.config import Config
 from ticketlab.errors import ConfigError
 from ticketlab.io import load_tensors
-from ticketlab.method import resolve_arm, resolve_method
+from ticketlab.arms.registry import resolve_arm
+from ticketlab.pruning.registry import resolve_method
 
 from conftest import tiny_config
 
@@ -24,7 +25,7 @@ def test_method_that_needs_no_training_makes_every_mask_before_any_ticket_trains
     def on_done(unit, summary):
         order.append((unit.level, unit.arm))
         if not store_dir:
-            from ticketlab.store import Store
+            from ticketlab.store.layout import Store
 
             store_dir.append(Store.for_config(config, tmp_path))
             # after the *first* unit (the dense run) every level's mask already exists
@@ -58,9 +59,10 @@ def test_unknown_and_removed_plugins_are_one_line_errors():
 def test_scheduler_never_reads_a_summary_a_worker_is_still_writing(tmp_path):
     """A worker writes summary.json before recording its checksum; until the executor reports
     the unit finished, the scheduler must not read it (it once did, and saw a 'damaged' file)."""
-    from ticketlab.graph import run_graph
-    from ticketlab.store import Store
-    from ticketlab.units import environment, run_unit
+    from ticketlab.experiment.schedule import run_graph
+    from ticketlab.store.layout import Store
+    from ticketlab.experiment.environment import environment
+    from ticketlab.experiment.runner import run_unit
 
     config = tiny_config(levels=1, seeds=2, train={"iterations": 20, "eval_every": 10})
     store = Store.for_config(config, tmp_path)

@@ -11,8 +11,8 @@ from ticketlab.data.modadd import P, make_modadd, split_sizes
 from ticketlab.errors import ConfigError
 from ticketlab.masks import prunable_names
 from ticketlab.models import build_model
-from ticketlab.optim import make_optimizer
-from ticketlab.units import environment
+from ticketlab.train.optim import make_optimizer
+from ticketlab.experiment.environment import environment
 
 MODEL = "transformer_modadd"
 

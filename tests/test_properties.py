@@ -7,7 +7,8 @@ from hypothesis import given, settings, strategies as st
 
 from ticketlab.config import PruneConfig
 from ticketlab.masks import Mask
-from ticketlab.pruning import count_to_prune, layer_rates, magnitude_prune, random_mask_like
+from ticketlab.pruning.magnitude import count_to_prune, layer_rates, magnitude_prune
+from ticketlab.arms.random import random_mask_like
 
 rates = st.floats(min_value=0.01, max_value=0.99, allow_nan=False)
 

@@ -9,7 +9,8 @@ from torch import nn
 from ticketlab.config import PruneConfig
 from ticketlab.masks import Mask, prunable_names
 from ticketlab.models import build_model
-from ticketlab.pruning import count_to_prune, magnitude_prune, random_mask_like
+from ticketlab.pruning.magnitude import count_to_prune, magnitude_prune
+from ticketlab.arms.random import random_mask_like
 
 
 def lenet() -> nn.Module:

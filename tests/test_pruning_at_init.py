@@ -10,10 +10,10 @@ from torch import nn
 import ticketlab
 from ticketlab.io import load_tensors
 from ticketlab.masks import Mask
-from ticketlab.method.at_init import keep_top
-from ticketlab.method.grasp import hessian_gradient
-from ticketlab.method.snip import snip_scores
-from ticketlab.method.synflow import synflow_scores
+from ticketlab.pruning.at_init.common import keep_top
+from ticketlab.pruning.at_init.grasp import hessian_gradient
+from ticketlab.pruning.at_init.snip import snip_scores
+from ticketlab.pruning.at_init.synflow import synflow_scores
 
 from conftest import tiny_config
 
@@ -88,7 +88,7 @@ def test_keep_top_is_global_exact_and_stable():
 def imp_masks(tmp_path=None):
     """IMP's masks for the same tiny config (two levels; the counts do not depend on the weights)."""
     from ticketlab.config import PruneConfig
-    from ticketlab.pruning import magnitude_prune
+    from ticketlab.pruning.magnitude import magnitude_prune
 
     mask = Mask({"layers.1.weight": torch.ones(64, 64, dtype=torch.bool), "layers.3.weight": torch.ones(32, 64, dtype=torch.bool),
                  "layers.5.weight": torch.ones(10, 32, dtype=torch.bool)})
@@ -144,7 +144,7 @@ HEAD = r"^layers\.5\."
 def imp_counts(prune: dict, levels: int) -> list[dict[str, int]]:
     """IMP's per-layer kept counts at each level under ``prune`` (counts never depend on the weights)."""
     from ticketlab.config import PruneConfig
-    from ticketlab.pruning import magnitude_prune
+    from ticketlab.pruning.magnitude import magnitude_prune
 
     config = PruneConfig(**prune)
     masks = [imp_masks(None)[0]]
@@ -156,8 +156,9 @@ def imp_counts(prune: dict, levels: int) -> list[dict[str, int]]:
 
 def at_init_counts(tmp_path, method: str, prune: dict, levels: int) -> list[dict[str, int]]:
     """The per-layer kept counts of ``method``'s masks at levels 0..levels (no training needed)."""
-    from ticketlab.store import Store
-    from ticketlab.units import ensure_level_mask, environment
+    from ticketlab.store.layout import Store
+    from ticketlab.experiment.level_masks import ensure_level_mask
+    from ticketlab.experiment.environment import environment
 
     config = tiny_config(levels=levels, prune={"method": method, **prune})
     store = Store.for_config(config, str(tmp_path / method))

@@ -136,7 +136,7 @@ def test_verdicts_json_matches_the_verdicts_and_states_the_criteria(report, expe
 
 
 def test_report_states_other_criteria_when_asked(experiment, tmp_path):
-    from ticketlab.verdicts import Criteria
+    from ticketlab.evidence.verdicts import Criteria
 
     page = write_report(experiment.directory, Criteria(rule="std")).read_text()
     assert "within one standard deviation" in page or "one standard deviation" in page

@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from ticketlab.units import TIMING_FIELDS
+from ticketlab.experiment.runner import TIMING_FIELDS
 
 VOLATILE = TIMING_FIELDS
 

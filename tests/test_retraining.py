@@ -8,10 +8,13 @@ import torch
 import ticketlab
 from ticketlab.config import TrainConfig
 from ticketlab.io import load_tensors
-from ticketlab.optim import learning_rate
-from ticketlab.pruning import magnitude_prune
-from ticketlab.store import Store
-from ticketlab.units import Unit, ensure_level_mask, environment, prepare_unit, train_prepared, unit_schedule
+from ticketlab.train.optim import learning_rate
+from ticketlab.pruning.magnitude import magnitude_prune
+from ticketlab.store.layout import Store
+from ticketlab.experiment.unit import Unit
+from ticketlab.experiment.runner import prepare_unit, train_prepared, unit_schedule
+from ticketlab.experiment.level_masks import ensure_level_mask
+from ticketlab.experiment.environment import environment
 
 from conftest import cli, tiny_config
 
@@ -135,7 +138,7 @@ def test_transfer_refuses_a_ticket_whose_initialisation_differs(tmp_path, capsys
 def test_learning_rate_rewinding_is_never_called_winning(tmp_path):
     """A network retrained from trained weights early-stops early by construction: its verdict
     is judged on accuracy only."""
-    from ticketlab.verdicts import verdict_table
+    from ticketlab.evidence.verdicts import verdict_table
 
     def record(level, seed, acc, stop):
         return {"level": level, "arm": "ticket", "seed": seed, "replicate": seed, "percent_remaining": 100 - 20 * level,

@@ -10,7 +10,7 @@ from torch import nn
 from ticketlab.config import PruneConfig
 from ticketlab.errors import ConfigError
 from ticketlab.masks import Mask
-from ticketlab.pruning import magnitude_prune
+from ticketlab.pruning.magnitude import magnitude_prune
 from ticketlab.roles import plan_parameters
 from ticketlab.weights import load_state, state_of
 
@@ -256,7 +256,7 @@ def test_an_experiment_written_under_the_old_default_roles_still_reads_as_itself
     import json
 
     from ticketlab.config import LEGACY_DEFAULT_ROLES, Config
-    from ticketlab.store import Store
+    from ticketlab.store.layout import Store
 
     config = Config.from_dict({"model": "mlp_64_32", "data": {"dataset": "digits"}})
     store = Store.for_config(config, str(tmp_path))

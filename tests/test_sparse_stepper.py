@@ -9,12 +9,12 @@ import pytest
 import torch
 
 import ticketlab
-from ticketlab import sparse_stepper
-from ticketlab.loop import TrainingBatches, eval_batches
-from ticketlab.optim import load_optimizer_state, make_optimizer, optimizer_state_tensors
-from ticketlab.sparse_stepper import SparseStepper
-from ticketlab.steppers import SingleStepper
-from ticketlab.units import environment
+from ticketlab.train.steppers import probe as sparse_stepper
+from ticketlab.train.loop import TrainingBatches, eval_batches
+from ticketlab.train.optim import load_optimizer_state, make_optimizer, optimizer_state_tensors
+from ticketlab.train.steppers.sparse import SparseStepper
+from ticketlab.train.steppers.dense import SingleStepper
+from ticketlab.experiment.environment import environment
 
 from conftest import cli, tiny_config
 
@@ -173,9 +173,11 @@ def test_sparse_unit_killed_after_a_checkpoint_resumes_to_the_same_weights(tmp_p
     weights of an uninterrupted sparse run, and hold masked weights and optimizer state."""
     from conftest import interrupted_level_1_ticket
     from ticketlab.io import load_tensors
-    from ticketlab.method.arms.ticket import load_training_state
-    from ticketlab.store import Store
-    from ticketlab.units import Unit, ensure_level_mask, run_unit
+    from ticketlab.store.checkpoint import load_training_state
+    from ticketlab.store.layout import Store
+    from ticketlab.experiment.unit import Unit
+    from ticketlab.experiment.runner import run_unit
+    from ticketlab.experiment.level_masks import ensure_level_mask
 
     config = tiny_config(levels=1, train=SHORT, prune={"rate": 0.8, "output_rate": 0.5})
     unit = Unit(0, 1, "ticket")

@@ -8,14 +8,19 @@ import torch
 import ticketlab
 from ticketlab.errors import IntegrityWarning
 from ticketlab.io import load_tensors, read_json
-from ticketlab.method.arms.ticket import load_training_state
-from ticketlab.stability import (
-    StabilityUnits, error_barrier, run_stability, stability_markdown, stability_verdict, summarize_stability,
+from ticketlab.store.checkpoint import load_training_state
+from ticketlab.studies.stability import (
+    StabilityUnits,
+    error_barrier,
+    run_stability,
+    stability_markdown,
+    stability_verdict,
+    summarize_stability,
     errors_along_line,
     train_from,
 )
-from ticketlab.stats import Interval
-from ticketlab.units import environment, replicate_seed
+from ticketlab.evidence.stats import Interval
+from ticketlab.experiment.environment import environment, replicate_seed
 from ticketlab.seeding import derive_seed
 
 from conftest import cli, tiny_config

@@ -1,4 +1,4 @@
-"""Tests for ticketlab.stats: intervals, one-sided paired bounds, Holm, summaries."""
+"""Tests for ticketlab.evidence.stats: intervals, one-sided paired bounds, Holm, summaries."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import warnings
 import pytest
 from scipy import stats as sps
 
-from ticketlab.stats import (
+from ticketlab.evidence.stats import (
     Interval,
     PairedBound,
     holm_adjust,

@@ -7,8 +7,8 @@ import torch
 
 import ticketlab
 from ticketlab.io import load_tensors
-from ticketlab.method.n_m import keep_n_of_m
-from ticketlab.method.structured import mask_inputs_of_removed_units, prune_units
+from ticketlab.pruning.n_m import keep_n_of_m
+from ticketlab.pruning.structured import mask_inputs_of_removed_units, prune_units
 
 from conftest import cli, tiny_config
 

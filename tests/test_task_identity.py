@@ -12,9 +12,9 @@ import torch.nn.functional as F
 from conftest import cli
 
 import ticketlab
-from ticketlab.bundle import BundleError, make_bundle, read_bundle
+from ticketlab.bundle.pack import BundleError, make_bundle, read_bundle
 from ticketlab.errors import ConfigError
-from ticketlab.verify import verify
+from ticketlab.bundle.verification import verify
 from user_code import models
 
 SHORT = {"levels": 1, "train": {"iterations": 60, "eval_every": 20, "batch_size": 32}}
@@ -100,7 +100,7 @@ def test_verify_of_a_custom_task_bundle_needs_that_task(tmp_path, capsys):
 
 
 def test_a_custom_task_on_built_in_data_bundles_and_says_what_verify_needs(tmp_path, capsys):
-    from ticketlab.units import environment
+    from ticketlab.experiment.environment import environment
 
     task = ticketlab.Task(loss=functools.partial(F.cross_entropy, label_smoothing=0.1))
     result = ticketlab.run({**SHORT, "model": "mlp_64_32", "data": {"dataset": "digits"}}, opts(tmp_path), task=task)

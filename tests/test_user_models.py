@@ -192,7 +192,8 @@ def test_streamed_loaders_train_resume_exactly_and_need_a_data_version(tmp_path)
     again = ticketlab.run(config, opts(tmp_path / "b"), model=models.WithDropout, data=_loaders(), data_version="v1")
     assert streamed.metrics(1) == again.metrics(1)  # seeded epochs: the same batches every run
     # killed after a checkpoint and resumed: the run skips to exactly the batch it would have seen
-    from ticketlab.units import Unit, run_unit
+    from ticketlab.experiment.unit import Unit
+    from ticketlab.experiment.runner import run_unit
 
     class Crash(Exception):
         pass
@@ -208,7 +209,7 @@ def test_streamed_loaders_train_resume_exactly_and_need_a_data_version(tmp_path)
     from ticketlab.io import update_manifest
 
     update_manifest(level_1.directory, {n: None for n in ("summary.json", "final.safetensors", "metrics.jsonl")})
-    from ticketlab.inputs import prepare_inputs
+    from ticketlab.experiment.inputs import prepare_inputs
 
     config_obj, user_inputs = prepare_inputs(config, models.WithDropout, _loaders(), None, "v1")
     with pytest.raises(Crash):
@@ -221,7 +222,7 @@ def test_streamed_loaders_train_resume_exactly_and_need_a_data_version(tmp_path)
 
 def test_models_with_batchnorm_are_fingerprinted():
     """BatchNorm's 0-dim ``num_batches_tracked`` buffer once made model_fingerprint raise."""
-    from ticketlab.inputs import model_fingerprint
+    from ticketlab.experiment.inputs import model_fingerprint
 
     torch.manual_seed(0)
     a = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))

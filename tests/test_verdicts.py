@@ -1,4 +1,4 @@
-"""Tests for ticketlab.verdicts: the stated criteria behave as a reviewer would sign.
+"""Tests for ticketlab.evidence.verdicts: the stated criteria behave as a reviewer would sign.
 
 Each case here was a failure of the earlier rules (see the issue "Verdicts a reviewer would
 sign"): a two-seed ticket 3 points below dense labelled winning, one test example worse on every
@@ -15,7 +15,7 @@ import random
 import pytest
 from scipy import stats as sps
 
-from ticketlab.verdicts import Criteria, verdict_table
+from ticketlab.evidence.verdicts import Criteria, verdict_table
 
 
 def run(level: int, arm: str, seed: int, acc: float, es: int = 1000, pct: float | None = None,
@@ -123,7 +123,7 @@ def test_controls_are_holm_adjusted_over_levels_and_controls() -> None:
     table = judge(runs)
     tests = {(r.level, arm): c for r in table for arm, c in r.controls.items()}
     raw = [tests[k].test.p_value for k in sorted(tests)]
-    from ticketlab.stats import holm_adjust
+    from ticketlab.evidence.stats import holm_adjust
 
     assert [tests[k].p_holm for k in sorted(tests)] == pytest.approx(holm_adjust(raw))
     assert tests[(1, "reinit")].beats is True
@@ -190,7 +190,7 @@ def test_requires_a_dense_run() -> None:
 
 
 def test_tables_show_a_level_whose_tickets_all_diverged() -> None:
-    from ticketlab.tables import level_rows, markdown_table
+    from ticketlab.evidence.tables import level_rows, markdown_table
 
     d = [0.95, 0.96, 0.97]
     runs = dense(d) + level(1, d, es=900)

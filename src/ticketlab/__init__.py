@@ -10,7 +10,7 @@ Your own model and data::
                            model=make_model, data={"train": (x, y), "val": (xv, yv), "test": (xt, yt)})
 
 The public names are imported on first use (PEP 562), so a worker process that imports
-``ticketlab.units`` to train does not pay for the statistics, reporting and CLI stacks
+``ticketlab.experiment.runner`` to train does not pay for the statistics, reporting and CLI stacks
 (scipy, matplotlib, rich) that only the parent needs.
 """
 
@@ -25,13 +25,13 @@ if TYPE_CHECKING:
     from ticketlab.api import Result, run
     from ticketlab.config import Config, DataConfig, PruneConfig, RunOptions, TrainConfig
     from ticketlab.masks import Mask
-    from ticketlab.task import Task
+    from ticketlab.train.task import Task
 
 _LAZY = {
     "run": "ticketlab.api", "Result": "ticketlab.api",
     "Config": "ticketlab.config", "DataConfig": "ticketlab.config", "TrainConfig": "ticketlab.config",
     "PruneConfig": "ticketlab.config", "RunOptions": "ticketlab.config",
-    "Mask": "ticketlab.masks", "Task": "ticketlab.task",
+    "Mask": "ticketlab.masks", "Task": "ticketlab.train.task",
 }
 
 

@@ -10,23 +10,23 @@ import cloudpickle
 from pathlib import Path
 from typing import Any, Callable
 
-from ticketlab.audit import repair, scan
+from ticketlab.experiment.audit import repair, scan
 from ticketlab.config import Config, RunOptions
 from ticketlab.errors import PerformanceNote, StoreError
 from ticketlab.executors import make_executor
 from ticketlab.executors.local import start_worker_server
-from ticketlab.graph import all_units, blocked, diverged_levels, run_graph
+from ticketlab.experiment.schedule import all_units, blocked, diverged_levels, run_graph
 from ticketlab.masks import Mask
-from ticketlab.preflight import preflight
+from ticketlab.experiment.preflight import preflight
 from ticketlab.roles import SelectionNote, selection_note
-from ticketlab.store import Store
-from ticketlab.inputs import prepare_inputs
-from ticketlab.task import Task
-from ticketlab.units import (
-    ProgressFn, Unit, ensure_level_mask, ensure_replicate_init, environment, resolve_device,
-)
+from ticketlab.store.layout import Store
+from ticketlab.experiment.inputs import prepare_inputs
+from ticketlab.train.task import Task
+from ticketlab.experiment.unit import ProgressFn, Unit
+from ticketlab.experiment.level_masks import ensure_level_mask, ensure_replicate_init
+from ticketlab.experiment.environment import environment, resolve_device
 from ticketlab.io import write_json_atomic
-from ticketlab.verdicts import Criteria, VerdictTable, verdict_table
+from ticketlab.evidence.verdicts import Criteria, VerdictTable, verdict_table
 
 
 @dataclass(frozen=True)
@@ -155,7 +155,8 @@ def run(
     if note:
         warnings.warn(note, SelectionNote, stacklevel=2)
     if options.batch > 1:
-        from ticketlab.batched import check_batchable, choose_batch
+        from ticketlab.experiment.stack import check_batchable
+        from ticketlab.train.steppers.probe import choose_batch
 
         check_batchable(env)
         if options.probe_batch:

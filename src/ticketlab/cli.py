@@ -26,15 +26,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ticketlab.api import Result, run as run_experiment
-from ticketlab.audit import scan
+from ticketlab.experiment.audit import scan
 from ticketlab.config import Config, RunOptions, check_threads, load_config_file
 from ticketlab.errors import ConfigError, IntegrityWarning, TicketlabError
-from ticketlab.graph import all_units, blocked, diverged_levels
-from ticketlab.method.transfer import transfer_config
-from ticketlab.store import Store, reset_warnings
+from ticketlab.experiment.schedule import all_units, blocked, diverged_levels
+from ticketlab.pruning.transfer import transfer_config
+from ticketlab.store.layout import Store, reset_warnings
 from ticketlab.report import write_report
-from ticketlab.tables import markdown_table, rich_table
-from ticketlab.verdicts import Criteria
+from ticketlab.evidence.tables import markdown_table, rich_table
+from ticketlab.evidence.verdicts import Criteria
 
 # Newer typer vendors click (its errors derive from typer.TyperException); older typer uses click.
 _CLI_ERRORS: tuple[type[BaseException], ...] = tuple(
@@ -200,7 +200,7 @@ def compare_command(
     experiment_dirs: list[Path] = typer.Argument(..., help="Experiment directories (e.g. IMP and methods at initialisation)."),
 ) -> None:
     """Accuracy at equal sparsity across experiments, each ticket beside its controls, and the cost of each."""
-    from ticketlab.compare import comparison_markdown
+    from ticketlab.report.compare import comparison_markdown
 
     console.print(comparison_markdown([str(d) for d in experiment_dirs]), markup=False, highlight=False, soft_wrap=True)
 
@@ -220,7 +220,7 @@ def stability_command(
     trained from iteration k, per level and k, with the stable verdict and a barrier-vs-k plot."""
     import torch
 
-    from ticketlab.stability import run_stability, stability_markdown
+    from ticketlab.studies.stability import run_stability, stability_markdown
 
     check_threads(threads, "--threads")
     torch.set_num_threads(threads)
@@ -238,7 +238,7 @@ def check_command(experiment_dir: Path = typer.Argument(..., help="An experiment
     config = store.read_config()
     findings = scan(store, config)
     if not store.legacy:
-        from ticketlab.stability_files import stability_findings
+        from ticketlab.studies.stability_files import stability_findings
 
         findings += stability_findings(store)
     units = all_units(config)
@@ -477,7 +477,7 @@ def bundle_command(
     out: Optional[Path] = typer.Option(None, "--out", help="Bundle file (default <experiment>-levelLL.ticket.safetensors)."),
 ) -> None:
     """Write one level's ticket (init, mask, early-stopped and final weights, claim) as one shareable file."""
-    from ticketlab.bundle import make_bundle
+    from ticketlab.bundle.pack import make_bundle
 
     console.print(f"bundle: {make_bundle(experiment_dir, level, out)}", highlight=False, markup=False, soft_wrap=True)
 
@@ -493,7 +493,7 @@ def verify_command(
     """Re-train a bundled ticket and check its claim; exit 1 when the claim fails."""
     from rich.table import Table
 
-    from ticketlab.verify import claim_line, verify
+    from ticketlab.bundle.verification import claim_line, verify
 
     outcome = verify(bundle_file, _csv(controls), seeds, workdir, device)
     console.print(claim_line(outcome.bundle), highlight=False, markup=False, soft_wrap=True)

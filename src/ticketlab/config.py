@@ -71,7 +71,7 @@ class PruneConfig:
     """How each IMP level's mask is made from the previous level's trained weights.
 
     ``method`` names the pruning method (built in, or ``"package.module:object"``; see
-    ``ticketlab.method``). ``roles`` chooses what is prunable by what each parameter does (see ``ticketlab.roles``):
+    ``ticketlab.pruning.registry``). ``roles`` chooses what is prunable by what each parameter does (see ``ticketlab.roles``):
     Linear, Conv, attention and recurrent (RNN/LSTM/GRU) weights by default; ``embedding``, ``norm``, ``bias`` and
     ``other`` on request. ``include`` patterns narrow that selection by name, ``exclude``
     patterns remove names. ``layerwise`` prunes ``rate`` of each layer's remaining weights
@@ -178,7 +178,8 @@ class Config:
         as ``python:<name>`` and checked there, against the object.
         """
         from ticketlab.data.base import DATASETS, _import_loaders
-        from ticketlab.method import resolve_arm, resolve_method
+        from ticketlab.arms.registry import resolve_arm
+        from ticketlab.pruning.registry import resolve_method
         from ticketlab.models import is_known_model, model_names
 
         _import_loaders()
@@ -205,7 +206,7 @@ class Config:
         if method_check is not None:
             method_check(self)
         if self.retrain != "rewind":
-            from ticketlab.method.base import Need, pruned_from_level
+            from ticketlab.pruning.base import Need, pruned_from_level
 
             untrained = [level for level in range(1, self.levels + 1) if pruned_from_level(method, level) is None]
             _check(
@@ -214,7 +215,7 @@ class Config:
                 "prunes untrained weights; use retrain='rewind' (the default)",
             )
         if self.ticket_levels:
-            from ticketlab.method.base import Need
+            from ticketlab.pruning.base import Need
 
             chained = any(Need.PREVIOUS_TRAINED in method.needs(level) for level in range(2, self.levels + 1))
             _check(

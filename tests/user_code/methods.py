@@ -5,9 +5,10 @@ from __future__ import annotations
 import torch
 
 from ticketlab.masks import Mask
-from ticketlab.method import ArmContext, MaskContext, Need, StartPoint
-from ticketlab.method.arms.ticket import rewound_start
-from ticketlab.pruning import count_to_prune
+from ticketlab.arms.base import ArmContext, StartPoint
+from ticketlab.pruning.base import MaskContext, Need
+from ticketlab.arms.ticket import rewound_start
+from ticketlab.pruning.magnitude import count_to_prune
 
 
 class RandomAtInit:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from ticketlab.config import Config, RunOptions
 from ticketlab.executors.local import BatchedExecutor, InlineExecutor, ProcessPoolUnitExecutor
-from ticketlab.graph import Executor
-from ticketlab.inputs import Inputs
-from ticketlab.units import ProgressFn
+from ticketlab.experiment.schedule import Executor
+from ticketlab.experiment.inputs import Inputs
+from ticketlab.experiment.unit import ProgressFn
 
 
 def make_executor(config: Config, store_dir: str, options: RunOptions, progress: ProgressFn | None,

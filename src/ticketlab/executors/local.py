@@ -21,7 +21,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 import torch
 
 from ticketlab.config import Config, RunOptions
-from ticketlab.units import ProgressFn, Unit, run_unit
+from ticketlab.experiment.unit import ProgressFn, Unit
+from ticketlab.experiment.runner import run_unit
 
 
 def set_threads(threads: int) -> None:
@@ -59,7 +60,7 @@ class InlineExecutor:
 
 
 class BatchedExecutor:
-    """Runs up to ``batch`` units per call as one batched computation (see ``ticketlab.batched``).
+    """Runs up to ``batch`` units per call as one batched computation (see ``ticketlab.experiment.stack``).
 
     It pays where per-step overhead dominates: tiny models on CPU (an MLP on MNIST-1D), or many
     small models on one GPU. The scheduler fills a batch with whatever units are ready, so the
@@ -76,7 +77,7 @@ class BatchedExecutor:
         self.queue.append(unit)
 
     def wait(self) -> list[tuple[Unit, dict]]:
-        from ticketlab.batched import run_units_batched
+        from ticketlab.experiment.stack import run_units_batched
 
         units, self.queue = self.queue, []
         return run_units_batched(self.config, self.store_dir, units, self.options.device, self.inputs)

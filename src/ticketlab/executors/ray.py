@@ -13,14 +13,14 @@ from pathlib import Path
 
 from ticketlab.config import Config, RunOptions
 from ticketlab.errors import ConfigError, TicketlabError
-from ticketlab.units import Unit
+from ticketlab.experiment.unit import Unit
 
 MAX_RETRIES = 3
 
 
 def _run_unit_task(config: Config, store_dir: str, unit: Unit, options: RunOptions, inputs: bytes | None) -> dict:
     from ticketlab.executors.local import set_threads
-    from ticketlab.units import run_unit
+    from ticketlab.experiment.runner import run_unit
 
     set_threads(options.threads)
     return run_unit(config, store_dir, unit, options.device, None, options.precision, inputs, options.stepper)

@@ -18,10 +18,11 @@ import sys
 import torch
 
 import ticketlab.executors.local  # noqa: F401  (the worker entry points)
-import ticketlab.sparse_stepper  # noqa: F401
-import ticketlab.steppers  # noqa: F401
-import ticketlab.units  # noqa: F401
-from ticketlab.optim import _supports_fused
+import ticketlab.train.steppers.sparse  # noqa: F401
+import ticketlab.train.steppers.dense  # noqa: F401
+import ticketlab.train.steppers.stacked  # noqa: F401
+import ticketlab.experiment.runner  # noqa: F401
+from ticketlab.train.optim import _supports_fused
 
 for _cls in (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD):
     _supports_fused(_cls, torch.device("cpu"))

@@ -7,7 +7,7 @@
 * :mod:`~ticketlab.export.structured` -- units and channels that pruning left dead removed, giving
   a smaller dense network;
 * :mod:`~ticketlab.export.onnx_export` -- the structured (or dense-masked) network as ONNX;
-* :mod:`~ticketlab.flops` -- weight-multiply FLOPs per example, dense against sparse;
+* :mod:`~ticketlab.evidence.flops` -- weight-multiply FLOPs per example, dense against sparse;
 * :mod:`~ticketlab.export.ticket` -- all of it for one ticket of an experiment directory (the CLI's
   ``ticketlab export``), with the size/parameters/nonzeros/FLOPs report.
 
@@ -15,7 +15,7 @@ Nothing here is imported by training; the optional ``onnx``/``onnxruntime`` pack
 only by the ONNX export (``pip install ticketlab[export]``).
 """
 
-from ticketlab.flops import dense_and_sparse_flops
+from ticketlab.evidence.flops import dense_and_sparse_flops
 from ticketlab.export.prune_interop import apply_mask, from_torch_prune, to_torch_prune
 
 __all__ = ["apply_mask", "to_torch_prune", "from_torch_prune", "dense_and_sparse_flops"]

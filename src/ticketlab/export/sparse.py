@@ -99,7 +99,7 @@ class SparseLinear(nn.Module):
         self.register_buffer("narrow", narrow, persistent=False)
 
     def weight_counts(self) -> tuple[int, int]:
-        """(dense weights, stored nonzeros), for ``ticketlab.flops``."""
+        """(dense weights, stored nonzeros), for ``ticketlab.evidence.flops``."""
         return self.out_features * self.in_features, int(self.weight.values().numel())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -30,7 +30,7 @@ from torch import nn
 from ticketlab.errors import ConfigError, StoreError, TicketlabError
 from ticketlab.export._files import read_export, write_export
 from ticketlab.export.outputs import for_inference, output_tensors
-from ticketlab.flops import dense_and_sparse_flops
+from ticketlab.evidence.flops import dense_and_sparse_flops
 from ticketlab.export.prune_interop import apply_mask, to_torch_prune
 from ticketlab.masks import Mask
 
@@ -390,7 +390,7 @@ def _load_ticket(experiment: str | Path, level: int, replicate: int, examples: i
                  weights: str | Path | None) -> tuple[nn.Module, Mask, torch.Tensor, dict[str, Any], Callable[[], nn.Module]]:
     """:func:`load_ticket`'s values and the experiment's model factory (a fresh model per call)."""
     from ticketlab.api import Result
-    from ticketlab.units import environment
+    from ticketlab.experiment.environment import environment
     from ticketlab.weights import load_state
 
     result = Result.load(experiment)

@@ -1,8 +1,12 @@
-"""What an experiment *is*: how each level's mask is made (a pruning method) and what each
-unit trains (an arm: the ticket or a control). Each implementation is one file, resolved by
-name or by ``"package.module:object"`` import path (see ``registry``)."""
+"""Where the extension points lived before the re-layout; kept so user code that imports
+``ticketlab.method`` (and ``ticketlab.method.base``) keeps working.
 
-from ticketlab.method.base import Arm, ArmContext, MaskContext, Need, PruningMethod, StartPoint
-from ticketlab.method.registry import resolve_arm, resolve_method
+Pruning methods are now in :mod:`ticketlab.pruning`, arms in :mod:`ticketlab.arms`.
+"""
+
+from ticketlab.arms.base import Arm, ArmContext, StartPoint
+from ticketlab.arms.registry import resolve_arm
+from ticketlab.pruning.base import MaskContext, Need, PruningMethod
+from ticketlab.pruning.registry import resolve_method
 
 __all__ = ["Arm", "ArmContext", "MaskContext", "Need", "PruningMethod", "StartPoint", "resolve_arm", "resolve_method"]

@@ -1,6 +1,8 @@
-"""How masks are made: magnitude pruning (layerwise or global) and the controls' masks."""
+"""How each level's mask is made: the :class:`PruningMethod` interface, its registry, and the
+built-in methods, one file each (IMP's magnitude pruning with its kernel, one-shot, structured,
+N:M, transfer; the methods at initialisation under ``at_init/``)."""
 
-from ticketlab.pruning.magnitude import count_to_prune, layer_rates, magnitude_prune
-from ticketlab.pruning.controls import random_mask_like
+from ticketlab.pruning.base import MaskContext, Need, PruningMethod
+from ticketlab.pruning.registry import METHODS, resolve_method
 
-__all__ = ["count_to_prune", "layer_rates", "magnitude_prune", "random_mask_like"]
+__all__ = ["METHODS", "MaskContext", "Need", "PruningMethod", "resolve_method"]

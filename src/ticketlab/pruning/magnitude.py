@@ -1,20 +1,25 @@
-"""Magnitude pruning: remove the smallest-magnitude surviving weights.
-
-Counts are exact and ties are broken deterministically: the weights are ranked by
-``(|w|, position)`` with a stable sort, so pruning 20% of 1,000 remaining weights removes
-exactly 200, and the same weights always go. Only weights the current mask keeps are
-candidates, so masks are nested across rounds.
-"""
+"""Iterative magnitude pruning (the paper's method): level L's mask removes the smallest-magnitude
+survivors of level L-1's *trained* ticket, ``prune.rate`` per layer (or globally)."""
 
 from __future__ import annotations
 
+from ticketlab.masks import Mask
+from ticketlab.pruning.base import MaskContext, Need
 import math
 import re
-
 import torch
-
 from ticketlab.config import PruneConfig
-from ticketlab.masks import Mask
+
+
+class MagnitudePruning:
+    name = "magnitude"
+
+    def needs(self, level: int) -> set[Need]:
+        return {Need.PREVIOUS_TRAINED}
+
+    def next_mask(self, ctx: MaskContext) -> Mask:
+        output = ctx.plan.output if ctx.plan else None
+        return magnitude_prune(ctx.trained(ctx.level - 1), ctx.previous, ctx.config.prune, output)
 
 
 def count_to_prune(rate: float, remaining: int) -> int:

@@ -2,7 +2,7 @@
 
 Sparsity plots follow Frankle & Carbin (2019): the x axis is the percentage of weights
 remaining on a log scale, inverted so that pruning proceeds to the right. Means come with
-95% Student-t bands from :func:`ticketlab.stats.summarize`, so a reader sees at a glance
+95% Student-t bands from :func:`ticketlab.evidence.stats.summarize`, so a reader sees at a glance
 whether a difference is larger than the seed-to-seed noise; with one seed no band is drawn
 (one replicate says nothing about the spread) and the figure says so.
 
@@ -28,8 +28,8 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullForma
 
 from ticketlab.api import Result
 from ticketlab.io import write_bytes_atomic
-from ticketlab.stats import Interval, SummaryRow, summarize
-from ticketlab.verdicts import VerdictTable
+from ticketlab.evidence.stats import Interval, SummaryRow, summarize
+from ticketlab.evidence.verdicts import VerdictTable
 
 __all__ = ["FIGURES", "write_figures"]
 

@@ -7,7 +7,7 @@
   and the styles are inline, so the single file can be mailed, archived or opened offline
   and still shows everything; it loads nothing from anywhere.
 * ``<figure>.png`` — the same figures as separate files, for papers and slides.
-* ``verdicts.json`` — :meth:`ticketlab.verdicts.VerdictTable.to_dict` (criteria included), for machines.
+* ``verdicts.json`` — :meth:`ticketlab.evidence.verdicts.VerdictTable.to_dict` (criteria included), for machines.
 
 Every file is written atomically (PNGs and JSON first, the HTML last), so a reader never
 sees a half-written report. All text that comes from data is passed through
@@ -34,10 +34,10 @@ import scipy
 import torch
 
 from ticketlab.api import Result
-from ticketlab.graph import all_units
+from ticketlab.experiment.schedule import all_units
 from ticketlab.io import write_json_atomic, write_text_atomic
-from ticketlab.stats import Interval, SummaryRow, summarize
-from ticketlab.verdicts import Criteria, LevelVerdict, VerdictTable
+from ticketlab.evidence.stats import Interval, SummaryRow, summarize
+from ticketlab.evidence.verdicts import Criteria, LevelVerdict, VerdictTable
 
 __all__ = ["REPORT_DIRNAME", "environment", "render_html", "write_report"]
 
@@ -348,7 +348,7 @@ def _figures_section(figures: Mapping[str, bytes]) -> str:
 
 
 def _comparison_section(tables: Sequence[Any]) -> str:
-    """The comparison view (``ticketlab.compare``): this experiment beside the others given."""
+    """The comparison view (``ticketlab.report.compare``): this experiment beside the others given."""
     parts = ['<p class="muted">This experiment beside the others given to <code>ticketlab report --compare</code>: '
              "accuracy at equal sparsity, each ticket beside its controls, and what each cost.</p>"]
     for table in tables:
@@ -407,9 +407,9 @@ def write_report(experiment_dir: str | Path, criteria: Criteria | None = None,
     """Write ``<experiment_dir>/report/`` (figures, ``verdicts.json``, ``report.html``); return the HTML path.
 
     Works on a finished or a partly finished experiment (it reports what has finished).
-    ``criteria`` are the verdict rules (default :class:`ticketlab.verdicts.Criteria`); the
+    ``criteria`` are the verdict rules (default :class:`ticketlab.evidence.verdicts.Criteria`); the
     page and ``verdicts.json`` state them. ``compare_with``: other experiments shown beside this
-    one in a comparison section (``ticketlab.compare``).
+    one in a comparison section (``ticketlab.report.compare``).
     Raises :class:`ticketlab.errors.StoreError` when ``experiment_dir`` is not an
     experiment or nothing has finished yet.
     """
@@ -423,7 +423,7 @@ def write_report(experiment_dir: str | Path, criteria: Criteria | None = None,
                       {"rows": [], "sparsest_matching_level": None, "note": "no dense run: no verdict"})
     comparison = ()
     if compare_with:
-        from ticketlab.compare import comparison_tables
+        from ticketlab.report.compare import comparison_tables
 
         comparison = comparison_tables([experiment_dir, *compare_with])
     page = render_html(result, {name: path.read_bytes() for name, path in paths.items()}, verdicts, comparison)

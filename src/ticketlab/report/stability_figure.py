@@ -12,7 +12,7 @@ from ticketlab.io import write_bytes_atomic
 from ticketlab.report.figures import _new_figure, _png_bytes
 
 if TYPE_CHECKING:
-    from ticketlab.stability import StabilityRow
+    from ticketlab.studies.stability import StabilityRow
 
 
 def barrier_figure(rows: "Sequence[StabilityRow]", path: Path) -> None:

@@ -1,0 +1,57 @@
+"""The two extension points: a pruning method makes each level's mask, an arm makes a unit.
+
+A **pruning method** declares what it needs to make level L's mask (``needs``) and returns it
+(``next_mask``). The scheduler reads the declaration: IMP needs the previous level's trained
+ticket, so its levels form a chain; a method that prunes at initialisation needs only the
+initial weights (and a few batches), so every level's mask can be made at once and all levels
+train in parallel. Neither the scheduler nor the units know which method runs.
+
+An **arm** is one way to train at a level, given that level's ticket mask: the ticket itself
+or a control that could refute it. It returns the mask it trains with (``mask``) and where
+training starts (``start``: weights, optimizer state, iteration). Everything else (training,
+checkpoints, storage, statistics) is shared by all arms.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Protocol, runtime_checkable
+from ticketlab.masks import Mask
+from ticketlab.seeding import derive_seed
+from ticketlab.pruning.base import Weights
+if TYPE_CHECKING:
+    from ticketlab.config import Config
+    from ticketlab.store.layout import Store
+
+
+@dataclass
+class StartPoint:
+    """Where a unit's training begins: weights, optimizer state and iteration."""
+
+    weights: Weights
+    optimizer_state: Weights = field(default_factory=dict)
+    step: int = 0
+
+
+@dataclass
+class ArmContext:
+    """What an arm may read: the experiment, the unit, and a fresh initialisation on demand."""
+
+    config: "Config"
+    store: "Store"
+    replicate: int
+    level: int
+    fresh_weights: Callable[[int], Weights]  # a new model's weights from a seed (the user's factory)
+
+    def seed(self, purpose: str) -> int:
+        """A seed of this arm's own stream: a function of (replicate seed, purpose, level)."""
+        return derive_seed(self.config.seed + self.replicate, purpose, self.level)
+
+
+@runtime_checkable
+class Arm(Protocol):
+    name: str
+
+    def mask(self, ticket: Mask, ctx: ArmContext) -> Mask: ...
+
+    def start(self, mask: Mask, ctx: ArmContext) -> StartPoint: ...

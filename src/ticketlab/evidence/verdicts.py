@@ -1,0 +1,477 @@
+"""Verdicts: is a pruned level *matching*, *winning*, and does it beat its controls?
+
+A verdict is a scientific claim, so each one has a stated criterion, gets harder to earn with
+less evidence, and looks at the controls. The criteria (defaults in :class:`Criteria`):
+
+* **matching** (``rule="margin"``, the default): an equivalence-style, non-inferiority rule.
+  With ``d_s`` = ticket accuracy - dense accuracy for seed ``s`` (paired by seed), the
+  one-sided lower ``1 - alpha`` confidence bound ``mean(d) - t(1-alpha, n-1) * s_d / sqrt(n)``
+  must be at least ``-margin``. Fewer seeds widen the bound, so a verdict is never easier with
+  less evidence. ``rule="std"`` is Frankle et al. (2020)'s "within one standard deviation of
+  the dense network": ``mean(ticket) >= mean(dense) - sd(dense)``. It is a point rule with no
+  confidence statement, offered for comparison with that paper.
+* **winning** (Frankle & Carbin 2019: at least dense's accuracy, no later): matching, *and*
+  the one-sided upper ``1 - alpha`` bound of the mean paired difference in early-stopping
+  iteration (ticket - dense) is below one evaluation interval, so ties on the evaluation grid
+  count as "no later" but a consistently later ticket does not; *and* every paired run of the
+  ticket and of dense reached its minimum validation loss before its last evaluation. A run
+  whose validation loss is still falling at the end did not early-stop: its early-stopping
+  iteration is only the training length, so the level is flagged "train longer" and never
+  counts as winning.
+* **beats reinit / beats random** (one column per control): the one-sided paired test of
+  H1 "ticket > control" at the level, with its lower bound; the family of all (level, control)
+  tests of the experiment is Holm-adjusted, and "beats" means the adjusted p < alpha.
+* **the headline** "sparsest matching level" is defined so that it cannot be reached by
+  scanning past a failure: levels are tested in order of decreasing density and the sequence
+  stops at the first level that is not matching (a fixed-sequence procedure, which keeps the
+  family-wise error of the headline at alpha without adjustment). Levels past the first
+  failure keep their individual label but are marked as outside the claim; the headline
+  names the level that stopped the sequence and how many levels outside the claim are
+  matching on their own, so it never contradicts the table's labels.
+* **evidence floor**: below ``min_seeds`` (3) paired seeds no verdict is given, only the
+  numbers and the reason. Identical per-seed differences are not taken as certainty: the
+  standard deviation used is at least the rounding error of the measurement (one test example
+  for accuracy, one evaluation interval for the early-stopping iteration; see
+  :func:`ticketlab.evidence.stats.quantization_sd`).
+* a level where a ticket run diverged is labelled **diverged**, and ends the sequence.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
+
+import numpy as np
+
+from ticketlab.evidence.stats import (
+    Interval,
+    PairedBound,
+    _index_runs,
+    _is_missing,
+    _jsonable,
+    holm_adjust,
+    is_diverged,
+    mean_ci,
+    paired_bound,
+    quantization_sd,
+    sorted_seeds,
+)
+
+TICKET = "ticket"
+Rule = Literal["margin", "std"]
+#: Test-set size assumed when run records do not say (older stores): 1,000 examples, which
+#: over-states the rounding error of larger test sets and so errs on the side of no claim.
+FALLBACK_TEST_EXAMPLES = 1000
+
+
+@dataclass(frozen=True)
+class Criteria:
+    """The stated rules a verdict is judged by (see the module docstring for the formulas)."""
+
+    rule: Rule = "margin"
+    margin: float = 0.005  # delta, as an accuracy fraction: 0.005 = 0.5 percentage points
+    alpha: float = 0.05
+    min_seeds: int = 3
+    metric: str = "test_acc_at_early_stop"
+
+    def __post_init__(self) -> None:
+        if self.rule not in ("margin", "std"):
+            raise ValueError(f"rule must be 'margin' or 'std', got {self.rule!r}")
+        if not (math.isfinite(self.margin) and 0.0 <= self.margin < 1.0):
+            raise ValueError(f"margin must be an accuracy fraction in [0, 1), got {self.margin}")
+        if not 0.0 < self.alpha < 0.5:
+            raise ValueError(f"alpha must be in (0, 0.5), got {self.alpha}")
+        if self.min_seeds < 2:
+            raise ValueError(f"min_seeds must be >= 2 (a bound needs a spread), got {self.min_seeds}")
+        if self.metric not in ("test_acc_at_early_stop", "final_test_acc"):
+            raise ValueError(f"metric must be an accuracy metric, got {self.metric!r}")
+
+    @property
+    def confidence(self) -> float:
+        return 1.0 - self.alpha
+
+    def statements(self) -> list[str]:
+        """The criteria as sentences with their numbers, for tables, reports and JSON."""
+        conf = f"{100 * self.confidence:g}%"
+        if self.rule == "margin":
+            matching = (
+                f"matching: the one-sided {conf} lower confidence bound of mean(ticket - dense) "
+                f"accuracy, paired by seed (Student t), is >= -{100 * self.margin:g} points (delta)"
+            )
+        else:
+            matching = (
+                "matching (Frankle et al. 2020): mean ticket accuracy >= mean dense accuracy "
+                "- one standard deviation of dense over seeds (a point rule, no confidence bound)"
+            )
+        return [
+            matching,
+            f"winning: matching, and the one-sided {conf} upper bound of mean(ticket - dense) "
+            "early-stopping iteration is below one evaluation interval, and no paired run ended "
+            "with its validation loss still falling (did not early-stop: train longer)",
+            f"beats <control>: one-sided paired t-test of ticket > control, Holm-adjusted over all "
+            f"levels x controls, adjusted p < {self.alpha:g}",
+            "sparsest matching level: levels tested in order of density, stopping at the first one "
+            "that is not matching (fixed sequence), so it is never reached by skipping a failure",
+            f"no verdict with fewer than {self.min_seeds} paired seeds; zero spread is floored at "
+            "the measurement's rounding error (one test example; one evaluation interval)",
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: _jsonable(getattr(self, f.name)) for f in fields(self)}
+        out["statements"] = self.statements()
+        return out
+
+
+@dataclass(frozen=True)
+class ControlTest:
+    """The ticket against one control arm at one level: ticket - control, paired by seed."""
+
+    arm: str
+    seeds: tuple[Any, ...]
+    test: PairedBound
+    p_holm: float | None = None
+
+    @property
+    def beats(self) -> bool | None:
+        """True/False once Holm-adjusted; ``None`` when too few seeds to test."""
+        if self.p_holm is None:
+            return None
+        return self.p_holm < self.test.alpha
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "arm": self.arm,
+            "seeds": _jsonable(list(self.seeds)),
+            "test": self.test.to_dict(),
+            "p_holm": _jsonable(self.p_holm),
+            "beats": self.beats,
+        }
+
+
+@dataclass(frozen=True)
+class LevelVerdict:
+    """One pruned level judged against dense (level 0) and its controls.
+
+    ``label`` is one of ``winning``, ``matching``, ``not matching``, ``no verdict`` (too few
+    seeds, ``reason`` says why) or ``diverged``. ``accuracy`` is the paired bound of ticket -
+    dense accuracy against ``-margin``; ``early_stop`` the paired bound of the early-stopping
+    difference against one evaluation interval. ``in_sequence`` is False for levels past the
+    first failure (outside the headline's claim).
+    """
+
+    level: int
+    percent_remaining: float
+    seeds: tuple[Any, ...]
+    label: str
+    reason: str
+    ticket: Interval
+    dense: Interval
+    accuracy: PairedBound | None = None
+    early_stop: PairedBound | None = None
+    not_early_stopped: tuple[str, ...] = ()
+    controls: dict[str, ControlTest] = field(default_factory=dict)
+    unpaired_seeds: tuple[Any, ...] = ()
+    in_sequence: bool = True
+    is_sparsest_matching: bool = False
+
+    @property
+    def matching(self) -> bool:
+        return self.label in ("matching", "winning")
+
+    @property
+    def winning(self) -> bool:
+        return self.label == "winning"
+
+    @property
+    def n_seeds(self) -> int:
+        return len(self.seeds)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: _jsonable(getattr(self, f.name)) for f in fields(self) if f.name != "controls"}
+        out["controls"] = {arm: test.to_dict() for arm, test in self.controls.items()}
+        out["matching"], out["winning"] = self.matching, self.winning
+        return out
+
+
+@dataclass(frozen=True)
+class VerdictTable:
+    """Every pruned level's verdict, the criteria they were judged by, and the headline."""
+
+    rows: tuple[LevelVerdict, ...]
+    criteria: Criteria
+    sparsest_matching_level: int | None
+    eval_every: int | None
+    dense_level: int = 0
+
+    def __iter__(self) -> Iterator[LevelVerdict]:
+        return iter(self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def row(self, level: int) -> LevelVerdict:
+        """The verdict of ``level`` (``KeyError`` if it has none)."""
+        for r in self.rows:
+            if r.level == level:
+                return r
+        raise KeyError(level)
+
+    @property
+    def control_arms(self) -> list[str]:
+        return sorted({arm for r in self.rows for arm in r.controls})
+
+    def headline(self) -> str:
+        """One sentence or two: the sparsest matching level and what the controls say there, and,
+        when the fixed sequence stopped at a failing level, which level that was and how many
+        levels are matching on their own outside the claim (so the sentence agrees with a
+        table whose rows label those levels matching)."""
+        level = self.sparsest_matching_level
+        if not self.rows:
+            return "No pruned level has finished yet."
+        if level is None and all(r.label == "no verdict" for r in self.rows):
+            return f"No verdict: fewer than {self.criteria.min_seeds} seeds at every level."
+        stop = self.stopping_row()
+        if level is None:
+            assert stop is not None  # no sparsest level: the first level tested stopped the sequence
+            return (f"No level is claimed matching: the fixed-sequence test stops at the first level tested, "
+                    f"level {stop.level} ({stop.percent_remaining:.1f}% of weights remain), which {_why(stop, self.criteria)}"
+                    + _outside_claim(self.rows) + ".")
+        row = self.row(level)
+        text = (f"Sparsest matching level: {level} ({row.percent_remaining:.1f}% of weights remain), "
+                f"ticket {_pct(row.ticket.mean)}% vs dense {_pct(row.dense.mean)}%")
+        beats = [f"{'beats' if c.beats else 'does not beat'} {arm}" for arm, c in row.controls.items()
+                 if c.beats is not None]
+        text += f"; there it {', '.join(beats)}." if beats else "."
+        if stop is not None and any(r.matching for r in self.rows if r.level > stop.level):
+            text += (f" The sequence stops at level {stop.level}, which {_why(stop, self.criteria)}"
+                     + _outside_claim(self.rows) + ".")
+        return text
+
+    def stopping_row(self) -> "LevelVerdict | None":
+        """The level at which the fixed sequence stopped (the first not matching), if any."""
+        return next((r for r in self.rows if not r.in_sequence), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "criteria": self.criteria.to_dict(),
+            "dense_level": self.dense_level,
+            "eval_every": self.eval_every,
+            "sparsest_matching_level": self.sparsest_matching_level,
+            "headline": self.headline(),
+            "rows": [r.to_dict() for r in self.rows],
+        }
+
+
+def verdict_table(
+    runs: Iterable[Mapping[str, Any]],
+    criteria: Criteria | None = None,
+    eval_every: int | None = None,
+    can_win: bool = True,
+) -> VerdictTable:
+    """Judge every pruned level of an experiment's run records (see the module docstring).
+
+    ``runs`` are per-unit summary records (``level``, ``arm``, ``seed``, accuracies,
+    ``early_stop_step``, optionally ``final_step``, ``test_examples`` and ``status``).
+    ``eval_every`` is the evaluation interval, the resolution of early-stopping iterations;
+    when ``None`` it is inferred as the greatest common divisor of the recorded steps.
+    ``can_win=False`` (learning-rate rewinding, fine-tuning) judges matching only: a network that
+    retrains from trained weights early-stops sooner than the dense run trained from scratch by
+    construction, so an earlier early stop says nothing about it.
+    Raises ``ValueError`` when there is no dense (level-0 ticket) run.
+    """
+    criteria = criteria or Criteria()
+    runs = list(runs)
+    cells = _index_runs(runs)
+    dense_cell = cells.get((0, TICKET))
+    if not dense_cell:
+        raise ValueError("no dense runs (level 0 ticket): nothing to judge against")
+    grid = eval_every or _infer_grid(runs)
+    acc_floor = quantization_sd(1.0 / _test_examples(runs))
+    es_floor = quantization_sd(float(grid)) if grid else 0.0
+
+    levels = sorted({level for (level, arm) in cells if arm == TICKET and level != 0})
+    drafts = [_judge_level(level, cells, dense_cell, criteria, grid, acc_floor, es_floor) for level in levels]
+    if not can_win:
+        drafts = [d | {"label": "matching", "reason": d["reason"].split("; ")[0] + "; not judged for winning: "
+                       "retrained from trained weights, not rewound"} if d["label"] == "winning" else d for d in drafts]
+    drafts = _holm_controls(drafts, criteria.min_seeds)
+
+    sparsest, in_sequence = None, True
+    rows = []
+    for draft in drafts:  # levels in order of decreasing density
+        in_sequence = in_sequence and draft["label"] in ("matching", "winning")
+        if in_sequence:
+            sparsest = draft["level"]
+        rows.append(draft | {"in_sequence": in_sequence})
+    return VerdictTable(
+        rows=tuple(LevelVerdict(**r, is_sparsest_matching=r["level"] == sparsest) for r in rows),
+        criteria=criteria,
+        sparsest_matching_level=sparsest,
+        eval_every=grid,
+    )
+
+
+def _judge_level(
+    level: int,
+    cells: Mapping[tuple[int, str], Mapping[Any, Mapping[str, Any]]],
+    dense_cell: Mapping[Any, Mapping[str, Any]],
+    criteria: Criteria,
+    grid: int | None,
+    acc_floor: float,
+    es_floor: float,
+) -> dict[str, Any]:
+    """The fields of one level's :class:`LevelVerdict` (controls not yet Holm-adjusted)."""
+    ticket_cell = cells[(level, TICKET)]
+    metric = criteria.metric
+    ticket_ok, dense_ok = _usable(ticket_cell, metric), _usable(dense_cell, metric)
+    seeds = sorted_seeds(set(ticket_ok) & set(dense_ok))
+    t = np.array([ticket_ok[s][metric] for s in seeds], dtype=float)
+    dn = np.array([dense_ok[s][metric] for s in seeds], dtype=float)
+    pct = [float(r["percent_remaining"]) for r in ticket_cell.values() if not _is_missing(r["percent_remaining"])]
+    base: dict[str, Any] = dict(
+        level=level,
+        percent_remaining=float(np.mean(pct)) if pct else math.nan,
+        seeds=tuple(seeds),
+        ticket=mean_ci(t, criteria.confidence, bounds=(0.0, 1.0)),
+        dense=mean_ci(dn, criteria.confidence, bounds=(0.0, 1.0)),
+        unpaired_seeds=tuple(sorted_seeds(set(ticket_ok) ^ set(dense_ok))),
+        controls=_control_tests(level, cells, ticket_ok, criteria, acc_floor),
+    )
+    diverged = [s for s, r in ticket_cell.items() if is_diverged(r)]
+    diverged += [s for s, r in dense_cell.items() if is_diverged(r)]
+    if diverged:
+        return base | dict(label="diverged", reason=f"training diverged (non-finite loss or weights) for seed(s) {sorted_seeds(set(diverged))}")
+    if len(seeds) < criteria.min_seeds:
+        return base | dict(label="no verdict", reason=(
+            f"{len(seeds)} paired seed(s): a verdict needs at least {criteria.min_seeds}; "
+            "the numbers are shown, no claim is made"))
+
+    accuracy = paired_bound(t, dn, side="lower", null=-criteria.margin, alpha=criteria.alpha, sd_floor=acc_floor)
+    if criteria.rule == "margin":
+        matching = accuracy.accepted
+        reason = (f"lower {100 * criteria.confidence:g}% bound of ticket - dense {_pts(accuracy.bound)} points "
+                  f"{'>=' if matching else '<'} -{100 * criteria.margin:g} (delta)")
+    else:
+        dense_sd = float(np.std(dn, ddof=1))
+        matching = float(np.mean(t)) >= float(np.mean(dn)) - dense_sd
+        reason = (f"ticket mean {_pct(float(np.mean(t)))}% {'>=' if matching else '<'} dense mean "
+                  f"{_pct(float(np.mean(dn)))}% - 1 sd ({_pts(dense_sd)} points)")
+    if not matching:
+        return base | dict(label="not matching", reason=reason, accuracy=accuracy)
+
+    t_es = np.array([float(ticket_ok[s]["early_stop_step"]) for s in seeds])
+    d_es = np.array([float(dense_ok[s]["early_stop_step"]) for s in seeds])
+    early_stop = paired_bound(t_es, d_es, side="upper", null=float(grid or 0), alpha=criteria.alpha, sd_floor=es_floor)
+    late = tuple(
+        f"{arm} seed {s}" for arm, cell in (("dense", dense_ok), ("ticket", ticket_ok)) for s in seeds
+        if _ended_at_last_step(cell[s])
+    )
+    if late:
+        return base | dict(label="matching", accuracy=accuracy, early_stop=early_stop, not_early_stopped=late,
+                           reason=f"{reason}; not winning: did not early-stop ({', '.join(late)}): train longer")
+    winning = grid is not None and early_stop.accepted
+    es_text = (f"upper {100 * criteria.confidence:g}% bound of ticket - dense early-stop iteration "
+               f"{_num(early_stop.bound)} {'<' if winning else '>='} one evaluation interval ({grid})")
+    return base | dict(label="winning" if winning else "matching", accuracy=accuracy, early_stop=early_stop,
+                       reason=f"{reason}; {'winning' if winning else 'not winning'}: {es_text}")
+
+
+def _control_tests(
+    level: int,
+    cells: Mapping[tuple[int, str], Mapping[Any, Mapping[str, Any]]],
+    ticket_ok: Mapping[Any, Mapping[str, Any]],
+    criteria: Criteria,
+    acc_floor: float,
+) -> dict[str, ControlTest]:
+    """Ticket - control for each control arm trained at ``level`` (unadjusted)."""
+    tests = {}
+    for (lvl, arm) in sorted(cells):
+        if lvl != level or arm == TICKET:
+            continue
+        control_ok = _usable(cells[(lvl, arm)], criteria.metric)
+        shared = sorted_seeds(set(ticket_ok) & set(control_ok))
+        test = paired_bound(
+            [ticket_ok[s][criteria.metric] for s in shared],
+            [control_ok[s][criteria.metric] for s in shared],
+            side="lower", null=0.0, alpha=criteria.alpha, sd_floor=acc_floor,
+        )
+        tests[arm] = ControlTest(arm=arm, seeds=tuple(shared), test=test)
+    return tests
+
+
+def _holm_controls(drafts: list[dict[str, Any]], min_seeds: int) -> list[dict[str, Any]]:
+    """Holm-adjust every (level, control) test with at least ``min_seeds`` pairs, as one family.
+
+    Tests with fewer pairs make no claim (``beats`` stays ``None``) and do not enlarge the family.
+    """
+    family = [
+        (i, arm, test) for i, draft in enumerate(drafts) for arm, test in draft["controls"].items()
+        if test.test.p_value is not None and test.test.n >= min_seeds
+    ]
+    adjusted = holm_adjust([test.test.p_value for _, _, test in family])
+    out = [dict(d, controls=dict(d["controls"])) for d in drafts]
+    for (i, arm, test), p in zip(family, adjusted):
+        out[i]["controls"][arm] = ControlTest(arm=test.arm, seeds=test.seeds, test=test.test, p_holm=p)
+    return out
+
+
+def _usable(cell: Mapping[Any, Mapping[str, Any]], metric: str) -> dict[Any, Mapping[str, Any]]:
+    """The runs of a cell that finished with the metric and early-stop step present."""
+    return {
+        seed: run for seed, run in cell.items()
+        if not is_diverged(run) and not _is_missing(run.get(metric)) and not _is_missing(run.get("early_stop_step"))
+    }
+
+
+def _ended_at_last_step(run: Mapping[str, Any]) -> bool:
+    """True when the minimum validation loss was at the final evaluation (still falling)."""
+    final = run.get("final_step")
+    return final is not None and int(final) > 0 and int(run["early_stop_step"]) >= int(final)
+
+
+def _infer_grid(runs: Sequence[Mapping[str, Any]]) -> int | None:
+    """The evaluation interval as the gcd of the recorded early-stop steps (None if all are 0)."""
+    steps = [int(r["early_stop_step"]) for r in runs if not _is_missing(r.get("early_stop_step"))]
+    grid = 0
+    for step in steps:
+        grid = math.gcd(grid, step)
+    return grid or None
+
+
+def _test_examples(runs: Sequence[Mapping[str, Any]]) -> int:
+    sizes = [int(r["test_examples"]) for r in runs if r.get("test_examples")]
+    return min(sizes) if sizes else FALLBACK_TEST_EXAMPLES
+
+
+def _why(row: LevelVerdict, criteria: Criteria) -> str:
+    """Why ``row`` ends the fixed sequence, as the end of a clause ("which ...")."""
+    if row.label == "diverged":
+        return "diverged"
+    if row.label == "no verdict":
+        return f"has no verdict (fewer than {criteria.min_seeds} paired seeds)"
+    return "is not matching"
+
+
+def _outside_claim(rows: Sequence[LevelVerdict]) -> str:
+    """"; K of the M levels outside the claim are matching on their own", or nothing: the
+    levels from the one that stopped the sequence on keep their individual labels."""
+    outside = [r for r in rows if not r.in_sequence]
+    matching = sum(r.matching for r in outside)
+    if not matching:
+        return ""
+    return (f"; {matching} of the {len(outside)} levels outside the claim "
+            f"{'are' if matching != 1 else 'is'} matching on {'their' if matching != 1 else 'its'} own")
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.2f}"
+
+
+def _pts(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:+.2f}"
+
+
+def _num(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.0f}"

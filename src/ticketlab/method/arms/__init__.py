@@ -1,1 +1,0 @@
-"""Built-in arms, one per file: the ticket and the controls that could refute it."""

@@ -1,0 +1,44 @@
+"""GraSP (Wang et al. 2020): keep the weights that preserve the gradient flow at
+initialisation. The score of removing a weight is -w ⊙ (H g), with g the loss gradient and
+H g a Hessian-gradient product (by double backpropagation); GraSP removes the highest scores,
+so it keeps the highest w ⊙ (H g)."""
+
+from __future__ import annotations
+
+import torch
+
+from ticketlab.masks import Mask
+from ticketlab.pruning.at_init.common import SCORE_BATCHES, dense_mask, keep_best, keep_counts
+from ticketlab.pruning.base import MaskContext, Need
+
+
+def hessian_gradient(model: torch.nn.Module, names: list[str], batches, loss) -> dict[str, torch.Tensor]:
+    """H g for the parameters ``names``: g summed over ``batches`` (held fixed), then the
+    gradient of g_fixed · g(w) gives H g, batch by batch."""
+    params = dict(model.named_parameters())
+    weights = [params[n] for n in names]
+    fixed = [torch.zeros_like(w) for w in weights]
+    for x, y in batches:
+        grads = torch.autograd.grad(loss(model(x), y), weights)
+        fixed = [f + g.detach() for f, g in zip(fixed, grads)]
+    product = [torch.zeros_like(w) for w in weights]
+    for x, y in batches:
+        grads = torch.autograd.grad(loss(model(x), y), weights, create_graph=True)
+        dot = sum((g * f).sum() for g, f in zip(grads, fixed))
+        product = [p + h.detach() for p, h in zip(product, torch.autograd.grad(dot, weights))]
+    return dict(zip(names, product))
+
+
+class GraSP:
+    name = "grasp"
+
+    def needs(self, level: int) -> set[Need]:
+        return {Need.INIT, Need.BATCHES}
+
+    def next_mask(self, ctx: MaskContext) -> Mask:
+        model = ctx.model()
+        dense = dense_mask(ctx)
+        params = dict(model.named_parameters())
+        hg = hessian_gradient(model, list(dense), ctx.batches(SCORE_BATCHES), ctx.loss)
+        scores = {n: (params[n].detach() * hg[n]) for n in dense}
+        return keep_best(scores, dense, keep_counts(ctx))

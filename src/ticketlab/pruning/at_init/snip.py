@@ -1,0 +1,33 @@
+"""SNIP (Lee et al. 2019): keep the weights whose removal changes the loss most at
+initialisation, scored by connection sensitivity |g ⊙ w| (g: the gradient of the training loss,
+summed over a few batches)."""
+
+from __future__ import annotations
+
+import torch
+
+from ticketlab.masks import Mask
+from ticketlab.pruning.at_init.common import SCORE_BATCHES, dense_mask, keep_best, keep_counts
+from ticketlab.pruning.base import MaskContext, Need
+
+
+def snip_scores(model: torch.nn.Module, names: list[str], batches, loss) -> dict[str, torch.Tensor]:
+    """|dL/dw ⊙ w| for the parameters ``names``, the loss summed over ``batches``."""
+    params = dict(model.named_parameters())
+    model.zero_grad(set_to_none=True)
+    for x, y in batches:
+        loss(model(x), y).backward()
+    return {n: (params[n].grad * params[n]).abs().detach() for n in names}
+
+
+class SNIP:
+    name = "snip"
+
+    def needs(self, level: int) -> set[Need]:
+        return {Need.INIT, Need.BATCHES}
+
+    def next_mask(self, ctx: MaskContext) -> Mask:
+        model = ctx.model()
+        dense = dense_mask(ctx)
+        scores = snip_scores(model, list(dense), ctx.batches(SCORE_BATCHES), ctx.loss)
+        return keep_best(scores, dense, keep_counts(ctx))

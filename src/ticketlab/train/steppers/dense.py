@@ -1,0 +1,107 @@
+"""Steppers: how the loop's steps are computed (see ``loop``). Same loop, different arithmetic.
+
+* :class:`SingleStepper`  one model, its optimizer and its float masks: the plain PyTorch step
+                          (forward, loss, backward, optimizer step, one fused re-mask).
+* :class:`StackedStepper` K replicates stacked along a new leading dimension and run as one
+                          ``vmap(functional_call)`` (or, for ticketlab's MLPs, a chain of
+                          ``baddbmm``): K small matrix products become one batched product, K
+                          optimizer steps one fused step. Each replicate keeps its own weights,
+                          mask, optimizer state and batches; the summed loss gives each exactly
+                          the gradient of its own mean loss; Adam and SGD are elementwise. So
+                          results equal sequential training up to floating-point reassociation.
+
+Pruned weights are kept at exactly zero by one fused ``_foreach_mul_`` after each optimizer
+step; because Adam(W) and SGD update each weight from its own gradient and state only, the
+moments of pruned weights never reach a surviving weight (and are zeroed whenever state is
+saved or restored; see ``optim``).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from ticketlab.train.task import Task, prediction
+from ticketlab.weights import cloned_state, load_state
+from ticketlab.train.steppers.base import MaskedOptimizer
+
+
+class SingleStepper(MaskedOptimizer):
+    """One model trained by one optimizer; ``masks`` maps parameter names to float {0,1} tensors."""
+
+    size = 1
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, task: Task, data,
+                 masks: dict[str, torch.Tensor] | None, autocast_dtype: torch.dtype | None = None):
+        self.model, self.optimizer, self.task = model, optimizer, task
+        self.x, self.y = getattr(data, "x_train", None), getattr(data, "y_train", None)  # None: streamed
+        params = dict(model.named_parameters())
+        self.params = list(params.values())
+        self.masked = [params[n] for n in masks] if masks else []
+        self.mask_values = list(masks.values()) if masks else []
+        self.autocast = autocast_dtype
+        self.fast_loss = task.kind == "classification" and task.loss is None
+        self.apply_masks_()
+        model.train()
+
+    def _loss(self, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        pred = prediction(self.model(xb))
+        if self.fast_loss and pred.dim() == 2:
+            return F.cross_entropy(pred, yb)
+        return self.task.loss_of(pred, yb)
+
+    def step(self, batch) -> torch.Tensor:
+        if isinstance(batch, tuple):
+            xb, yb = batch
+        else:
+            rows = batch[0]
+            xb, yb = self.x[rows], self.y[rows]
+        if self.autocast is None:
+            loss = self._loss(xb, yb)
+        else:
+            with torch.autocast(device_type=xb.device.type, dtype=self.autocast):
+                loss = self._loss(xb, yb)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.apply_masks_()
+        return loss.detach()
+
+    @torch.no_grad()
+    def evaluate(self, batches) -> tuple[torch.Tensor, torch.Tensor]:
+        self.model.eval()
+        device = next(self.model.parameters()).device
+        loss_total = torch.zeros((), device=device)
+        score_total = torch.zeros((), device=device)
+        count = 0
+        for x, target in batches:
+            pred = prediction(self.model(x)).float()
+            n = target.shape[0]
+            count += n
+            if self.fast_loss and pred.dim() == 2:
+                loss_total += F.cross_entropy(pred, target, reduction="sum")
+                score_total += (pred.argmax(1) == target).sum()
+            else:
+                loss_total += self.task.loss_of(pred, target) * n
+                score_total += self.task.score_of(pred, target) * n
+        self.model.train()
+        n = max(1, count)
+        return (loss_total / n).view(1), (score_total / n).view(1)
+
+    @torch.no_grad()
+    def evaluate_weights(self, k: int, weights: dict[str, torch.Tensor], batches) -> tuple[torch.Tensor, torch.Tensor]:
+        """``evaluate`` with ``weights`` loaded into the model, which gets its own back after."""
+        own = cloned_state(self.model)
+        load_state(self.model, weights)
+        try:
+            return self.evaluate(batches)
+        finally:
+            load_state(self.model, own)
+
+    def finite(self) -> torch.Tensor:
+        if not self.params:
+            return torch.ones(1)
+        return torch.stack([torch.isfinite(p.detach()).all() for p in self.params]).all().float().view(1)
+
+    def sync(self, k: int) -> None:  # the model *is* the state
+        return None

@@ -1,0 +1,194 @@
+"""A stepper that trains a pruned MLP sparsely: compressed matmuls, survivors-only optimizer.
+
+For ticketlab's own :class:`~ticketlab.models.mlp.MLP` (Linear+ReLU chain, cross-entropy) the
+step is written out by hand, without autograd, in a features-by-batch layout (``H`` is
+[features, B]), so every sparse product is "sparse @ dense":
+
+* forward      ``Z = W @ H + b`` with ``W`` in CSR (``torch.addmm`` on a CSR tensor);
+* input grad   ``dH = W^T @ dZ`` with a second CSR of the transposed pattern whose values are
+               gathered from ``W``'s each step (one ``index_select`` of the survivors);
+* weight grad  only at surviving positions: ``torch.sparse.sampled_addmm(W, dZ, H^T)``;
+* optimizer    the unit's own optimizer class and settings (fused Adam/AdamW/SGD) over flat
+               vectors of survivors and the biases, so its arithmetic is the dense loop's.
+
+A layer whose mask keeps more than :data:`SPARSE_BELOW` of its weights stays a dense matmul
+(gradient masked; pruned weights and their moments stay exactly zero). Input features that no
+surviving first-layer weight reads (MNIST's border pixels once IMP has pruned them) are dropped
+physically: the training and evaluation inputs are gathered to the live columns once. Hidden
+units whose outgoing weights are all pruned cost nothing in a CSR layer beyond their own
+surviving incoming weights (their gradient is exactly zero there as in the dense loop, and the
+optimizer still steps them with that zero gradient, so weight decay and moments from a rewind
+point act on them exactly as in the dense loop).
+
+Results equal the dense-masked :class:`~ticketlab.train.steppers.dense.SingleStepper` up to floating-point
+reassociation (tested). ``sync`` scatters the survivors and their optimizer state back into the
+dense model and the dense torch optimizer (pruned entries zero), so checkpoints, final weights
+and resume are unchanged; the constructor reads them the same way (resume from any checkpoint).
+"""
+
+from __future__ import annotations
+
+import torch
+from ticketlab.errors import ConfigError
+from ticketlab.train.steppers.stacked import StackedStepper
+from ticketlab.experiment.environment import Environment
+from ticketlab.train.steppers.sparse import DENSE_UNIT, SparseStepper, same_optimizer, sparse_ineligible
+
+
+# ---------------------------------------------------------------------------- choosing a stepper
+# Above this fraction of weights kept, "auto" stays dense without probing. The hand-written step
+# also wins there (its layers are dense matmuls without autograd or a re-mask of every weight:
+# 1.09x at 100%, 1.20x at 51% of LeNet's weights kept in bench/sparse_step.py), but by margins
+# so close to PROBE_MIN_SPEEDUP that a timed probe would flip between runs, and each flip makes
+# two runs of one config differ in the last float bits. ``--stepper sparse`` takes it anyway.
+AUTO_MAX_DENSITY = 0.3
+
+
+PROBE_MIN_STEPS = 1000  # "auto" probes only units with at least this many steps left to train
+
+
+PROBE_ROUNDS, PROBE_STEPS = 3, 8  # interleaved rounds of steps per side (after 3 warm-up steps each)
+
+
+PROBE_MIN_SPEEDUP = 1.1
+
+
+def _probe_speedup(prepared, masks, batch_size: int) -> tuple[float, torch.Tensor]:
+    """Steps/s of the sparse stepper over the dense-masked one on this unit's own data, measured
+    in interleaved rounds on copies (the unit's model and optimizer are left untouched)."""
+    import copy
+    import time
+
+    from ticketlab.train.optim import load_optimizer_state, optimizer_state_tensors
+    from ticketlab.train.steppers.dense import SingleStepper
+
+    env = prepared.env
+    model = copy.deepcopy(prepared.model)
+    optimizer = same_optimizer(prepared.optimizer, model.parameters())
+    load_optimizer_state(optimizer, model, optimizer_state_tensors(prepared.optimizer, prepared.model))
+    sides = [SingleStepper(model, optimizer, env.task, env.data, masks),
+             SparseStepper(prepared.model, prepared.optimizer, env.task, env.data, masks)]
+    generator = torch.Generator().manual_seed(0)
+    n = env.data.x_train.shape[0]
+    batches = [torch.randint(0, n, (1, min(batch_size, n)), generator=generator).to(env.device)
+               for _ in range(PROBE_STEPS)]
+    times = [0.0, 0.0]
+    for side in sides:
+        for batch in batches[:3]:
+            side.step(batch)
+    for r in range(PROBE_ROUNDS):
+        for i in ((0, 1) if r % 2 == 0 else (1, 0)):
+            start = time.perf_counter()
+            for batch in batches:
+                float(sides[i].step(batch))  # one host sync per step, on both sides alike
+            times[i] += time.perf_counter() - start
+    return times[0] / max(times[1], 1e-9), sides[1].x
+
+
+def choose_stepper(prepared, requested: str = "auto", precision: str = "fp32"):
+    """The stepper that trains ``prepared`` and what to record of the choice in its summary.
+
+    ``dense``: the dense-masked :class:`SingleStepper`. ``sparse``: :class:`SparseStepper` (a
+    one-line ConfigError when the unit cannot train sparsely). ``auto``: sparse only for an
+    eligible pruned unit at most :data:`AUTO_MAX_DENSITY` dense with at least
+    :data:`PROBE_MIN_STEPS` steps to go, and only when a short probe on its own data measures it
+    at least :data:`PROBE_MIN_SPEEDUP` times faster; dense otherwise (level 0 always).
+    """
+    from ticketlab.train.steppers.dense import SingleStepper
+
+    env = prepared.env
+    autocast = torch.bfloat16 if precision == "bf16" else None
+    masks = prepared.masks
+    if requested not in ("auto", "dense", "sparse"):
+        raise ConfigError(f"--stepper must be auto, dense or sparse, got {requested!r}")
+
+    def dense(note: str | None = None, speedup: float | None = None):
+        stepper = SingleStepper(prepared.model, prepared.optimizer, env.task, env.data, masks, autocast_dtype=autocast)
+        info = {"stepper": "dense", "stepper_speedup": speedup}
+        if note:
+            info["stepper_note"] = note
+        return stepper, info
+
+    if requested == "dense":
+        return dense("requested")
+    why = sparse_ineligible(prepared.model, env.task, env.data, masks, env.device, autocast)
+    if requested == "sparse":
+        if why == DENSE_UNIT:  # the model could train sparsely; level 0 has nothing pruned
+            return dense("level 0 is dense")
+        if why:
+            raise ConfigError(f"--stepper sparse cannot train {prepared.unit}: {why}; use --stepper dense or auto")
+        return SparseStepper(prepared.model, prepared.optimizer, env.task, env.data, masks), \
+            {"stepper": "sparse", "stepper_speedup": None, "stepper_note": "requested"}
+    if why:
+        return dense(f"not sparse: {why}")
+    density = prepared.mask.fraction_remaining()
+    if density > AUTO_MAX_DENSITY:
+        return dense(f"not probed: {100 * density:.1f}% of weights kept (> {100 * AUTO_MAX_DENSITY:.0f}%)")
+    left = prepared.end - prepared.state.step
+    if left < PROBE_MIN_STEPS:
+        return dense(f"not probed: {left} steps to train (< {PROBE_MIN_STEPS})")
+    speedup, live_x = _probe_speedup(prepared, masks, prepared.train.batch_size)
+    speedup = round(speedup, 2)
+    if speedup < PROBE_MIN_SPEEDUP:
+        return dense(f"probe: sparse {speedup}x dense (< {PROBE_MIN_SPEEDUP}x)", speedup)
+    return SparseStepper(prepared.model, prepared.optimizer, env.task, env.data, masks, live_x=live_x), \
+        {"stepper": "sparse", "stepper_speedup": speedup, "stepper_note": "probe"}
+
+
+def measure_speedup(env: Environment, k: int, steps: int = 20, warmup: int = 3) -> float:
+    """Replicate-steps per second stacked K-wide over sequential, measured on this machine now.
+
+    Both sides train real replicates of the experiment's model on its data with its optimizer
+    (dense, fresh weights: masks cost the same on both sides) for ``steps`` steps after
+    ``warmup``; the probe takes well under a second for small models.
+    """
+    import time
+
+    import torch
+
+    from ticketlab.train.optim import make_optimizer
+    from ticketlab.train.steppers.dense import SingleStepper
+
+    data, train = env.data, env.config.train
+    batch = min(train.batch_size, data.x_train.shape[0])
+    generator = torch.Generator().manual_seed(0)
+    index = torch.randint(0, data.x_train.shape[0], (k, batch), generator=generator).to(env.device)
+    models = [env.build(seed) for seed in range(k)]
+    optimizers = [make_optimizer(m.parameters(), train, env.device) for m in models]
+    single = SingleStepper(models[0], optimizers[0], env.task, data, None)
+    stacked = StackedStepper(models, optimizers, [None] * k, env.task, data.x_train, data.y_train, train, env.device)
+
+    def rate(step, width: int) -> float:
+        for _ in range(warmup):
+            step()
+        if env.device.type == "cuda":
+            torch.cuda.synchronize(env.device)
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        if env.device.type == "cuda":
+            torch.cuda.synchronize(env.device)
+        return width * steps / (time.perf_counter() - start)
+
+    sequential = rate(lambda: single.step(index[:1]), 1)
+    together = rate(lambda: stacked.step(index), k)
+    return together / sequential
+
+
+def choose_batch(env: Environment, requested: int) -> tuple[int, str]:
+    """The widest K <= ``requested`` (halving) that beats sequential training here, and a note.
+
+    ``--batch`` must never make a run slower: on a CPU, where a step is compute-bound, stacking
+    can lose to sequential steps (K=16 LeNet-300-100 replicates ran at 0.64x on a 2-core
+    laptop CPU), so the width comes from a short measured probe, and 1 (sequential) when no
+    width wins.
+    """
+    k, tried = requested, []
+    while k > 1:
+        speedup = measure_speedup(env, k)
+        tried.append(f"K={k}: {speedup:.2f}x")
+        if speedup > 1.05:
+            return k, f"--batch {requested}: probe measured {', '.join(tried)} of sequential speed; using K={k}"
+        k //= 2
+    return 1, (f"--batch {requested}: probe measured {', '.join(tried)} of sequential speed on this machine, "
+               "so replicates train sequentially instead")
