@@ -227,7 +227,7 @@ def _relabelled(path: Path, out: Path, level: int | None = None, seed: int | Non
         doc["claim"]["replicates"][0]["seed"] = seed
     if config is not None:
         doc["config"].update(config)
-        doc["experiment"] = Config.from_dict(doc["config"], resolve=False).experiment_name()
+        doc["experiment"] = Config.from_dict(doc["config"]).experiment_name()
         for record in doc["claim"]["replicates"]:
             record["seed"] = doc["config"]["seed"] + record["replicate"]
     return _rewrite(path, out, doc=doc, rehash=True)

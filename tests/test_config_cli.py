@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from ticketlab.cli import main
+from ticketlab.experiment.names import resolve_names
 from ticketlab.config import Config
 from ticketlab.errors import ConfigError
 
@@ -36,7 +37,7 @@ from ticketlab.errors import ConfigError
 )
 def test_invalid_configs_name_the_problem(raw, fragment):
     with pytest.raises(ConfigError) as info:
-        Config.from_dict(raw)
+        resolve_names(Config.from_dict(raw))  # values are checked on construction, names where a run starts
     assert fragment in str(info.value)
     assert "\n" not in str(info.value)
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import ticketlab
+from ticketlab.experiment.names import resolve_names
 from ticketlab.config import Config
 from ticketlab.errors import ConfigError
 from ticketlab.io import load_tensors
@@ -51,9 +52,9 @@ def test_unknown_and_removed_plugins_are_one_line_errors():
     with pytest.raises(ConfigError, match="does not implement Arm"):
         resolve_arm("user_code.methods:RandomAtInit")
     with pytest.raises(ConfigError, match="shuffle control was removed.*weight_shuffle"):
-        Config.from_dict({"controls": ["shuffle"]})
+        resolve_names(Config.from_dict({"controls": ["shuffle"]}))
     # stored experiments with the old arm still read (names are not resolved when reading)
-    assert Config.from_dict({"controls": ["shuffle"]}, resolve=False).controls == ("shuffle",)
+    assert Config.from_dict({"controls": ["shuffle"]}).controls == ("shuffle",)
 
 
 def test_scheduler_never_reads_a_summary_a_worker_is_still_writing(tmp_path):

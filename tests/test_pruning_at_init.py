@@ -133,8 +133,10 @@ def test_ticket_levels_train_only_the_chosen_sparsities_at_imps_counts(tmp_path)
 
 
 def test_ticket_levels_are_refused_for_a_chained_method():
+    from ticketlab.experiment.names import resolve_names
+
     with pytest.raises(ticketlab.ConfigError, match="chain"):
-        tiny_config(levels=3, ticket_levels=[3])
+        resolve_names(tiny_config(levels=3, ticket_levels=[3]))
 
 
 AT_INIT = ["snip", "grasp", "synflow", "magnitude_init", "random_init"]

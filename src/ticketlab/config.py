@@ -142,21 +142,20 @@ class Config:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_dict(cls, raw: dict[str, Any], resolve: bool = True) -> "Config":
+    def from_dict(cls, raw: dict[str, Any]) -> "Config":
         """Build and validate a Config from plain data (TOML/JSON/CLI); raises ConfigError.
 
         A training length given only as ``train.epochs`` replaces the default length in
         iterations (it would otherwise clash with it); giving both is still an error.
-        ``resolve=False`` checks values only, without looking up the model, dataset, method
-        and arms: reading a stored experiment never needs (or imports) their code.
+        Values only: the model, dataset, method and arms are looked up where a run starts
+        (``experiment.names.resolve_names``), so reading a stored experiment never needs (or
+        imports) their code, and this module imports no plugin.
         """
         train = raw.get("train") if isinstance(raw, dict) else None
         if isinstance(train, dict) and train.get("epochs") is not None and "iterations" not in train:
             raw = {**raw, "train": {**train, "iterations": None}}
         config = _build(cls, raw, path="")
         config.validate()
-        if resolve:
-            config.resolve_names()
         return config
 
     def replace(self, **changes: Any) -> "Config":
@@ -170,63 +169,6 @@ class Config:
         return Config.from_dict(raw)
 
     # ------------------------------------------------------------------ validation
-    def resolve_names(self) -> None:
-        """Check that the dataset, model, pruning method and control arms exist (ConfigError).
-
-        Built-in names are looked up in their registries; ``package.module:object`` paths are
-        imported. A model or dataset given to ``ticketlab.run`` as a Python object is recorded
-        as ``python:<name>`` and checked there, against the object.
-        """
-        from ticketlab.data.base import DATASETS, _import_loaders
-        from ticketlab.arms.registry import resolve_arm
-        from ticketlab.pruning.registry import resolve_method
-        from ticketlab.models import is_known_model, model_names
-
-        _import_loaders()
-        if not _user_object(self.data.dataset) and self.data.dataset not in DATASETS:
-            raise ConfigError(
-                f"unknown dataset {self.data.dataset!r}; choose one of: {', '.join(sorted(DATASETS))}"
-            )
-        if self.init_weights is not None and not Path(self.init_weights).is_file():
-            raise ConfigError(f"init_weights file {self.init_weights!r} does not exist; give a .safetensors or .pt file")
-        if self.data.data_dir is not None and Path(self.data.data_dir).is_file():
-            raise ConfigError(f"data directory {self.data.data_dir!r} is a file, not a folder; pass --data-dir with "
-                              "the folder holding the dataset files")
-        if self.data.data_dir is not None and not Path(self.data.data_dir).is_dir():
-            raise ConfigError(
-                f"data directory {self.data.data_dir!r} does not exist; pass --data-dir with the folder holding the dataset files"
-            )
-        if not _user_object(self.model) and not is_known_model(self.model):
-            raise ConfigError(
-                f"unknown model {self.model!r}; choose one of: {', '.join(model_names())} "
-                "(or mlp_<width>_<width>..., e.g. mlp_300_100, or an import path 'package.module:factory')"
-            )
-        method = resolve_method(self.prune.method)
-        method_check = getattr(method, "check", None)  # optional: a method's own limits on the config
-        if method_check is not None:
-            method_check(self)
-        if self.retrain != "rewind":
-            from ticketlab.pruning.base import Need, pruned_from_level
-
-            untrained = [level for level in range(1, self.levels + 1) if pruned_from_level(method, level) is None]
-            _check(
-                not untrained,
-                f"retrain={self.retrain!r} keeps the trained weights a mask was pruned from, but {self.prune.method!r} "
-                "prunes untrained weights; use retrain='rewind' (the default)",
-            )
-        if self.ticket_levels:
-            from ticketlab.pruning.base import Need
-
-            chained = any(Need.PREVIOUS_TRAINED in method.needs(level) for level in range(2, self.levels + 1))
-            _check(
-                not chained,
-                f"ticket_levels needs a method whose masks do not chain through every level; {self.prune.method!r} "
-                "prunes each level from the previous level's trained ticket (drop ticket_levels)",
-            )
-        for arm in self.controls:
-            _check(arm != "ticket", "the ticket is always trained; controls name the other arms")
-            resolve_arm(arm)
-
     def validate(self) -> None:
         """Check value ranges and cross-field rules; raise ConfigError naming the bad value."""
         _check(self.levels >= 0, f"levels must be >= 0, got {self.levels}")
@@ -383,12 +325,6 @@ class RunOptions:
 def _readable(name: str) -> str:
     """``name``'s last component, with only letters, digits, ``_`` and ``.`` (at most 40)."""
     return re.sub(r"[^A-Za-z0-9_.]+", "_", name.rsplit(":", 1)[-1])[:40] or "user"
-
-
-def _user_object(name: str) -> bool:
-    """An import path (``package.module:object``) or a Python object's label (``python:name``):
-    resolved where the object is built, not in a registry."""
-    return ":" in name
 
 
 # Torch crashes (a segfault, after the run has written its first files) when asked for tens of

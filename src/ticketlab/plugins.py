@@ -1,14 +1,22 @@
-"""Find a pruning method or an arm by name (built in) or by ``"package.module:object"`` path.
+"""One registry for every pluggable kind: datasets, models, pruning methods and arms.
 
-An import path is what makes an extension work everywhere: spawned worker processes, Ray
-tasks and ``show``/``report`` import it by name, and the experiment's config records it. The
-object may be an instance or a class (instantiated with no arguments).
+A registry is a table of built-in names to ``"package.module:object"`` import paths, imported
+only when a name is used, plus optional name *patterns* (``mlp_<w1>_<w2>...``). Any other name
+containing ``:`` is the user's own import path. That is what makes an extension work
+everywhere: spawned worker processes, Ray tasks and ``show``/``report`` import it by name, and
+the experiment's config records it. Keeping the built-ins as strings (rather than a base module
+that imports its plugins so their decorators run) means no registry imports its entries at
+start-up, and no plugin module imports the registry back: there are no import cycles.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
-from typing import Any
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
 from ticketlab.errors import ConfigError
 
 
@@ -29,15 +37,6 @@ def import_object(path: str, what: str) -> Any:
     return obj
 
 
-def resolve_plugin(name: str, builtin: dict[str, str], protocol: type, what: str) -> Any:
-    obj = import_object(builtin.get(name, name), what)
-    if isinstance(obj, type):
-        obj = obj()
-    if not isinstance(obj, protocol):
-        raise ConfigError(f"{what} {name!r} does not implement {protocol.__name__} (see ticketlab.pruning.base)")
-    return obj
-
-
 def object_label(obj: Any) -> str:
     """An import path for ``obj`` when one finds it again, else ``python:<qualified name>``."""
     module, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
@@ -51,3 +50,79 @@ def object_label(obj: Any) -> str:
         except (ImportError, AttributeError):
             pass
     return f"python:{qualname or type(obj).__name__}"
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """A family of built-in names (``regex``), shown in messages as ``example``."""
+
+    regex: str
+    example: str
+    path: str
+
+    def matches(self, name: str) -> bool:
+        return re.fullmatch(self.regex, name) is not None
+
+
+@dataclass(frozen=True, eq=False)
+class Registry:
+    """Built-in names of one kind (``what``: "dataset", "model", "pruning method", "control").
+
+    ``load(name)`` returns the object a name stands for: a built-in's, a pattern's, or the one
+    at the user's import path. ``instance(name)`` is for kinds whose entries are strategy
+    objects (methods, arms): a class is instantiated with no arguments, the result checked
+    against ``protocol``, and the answer cached (they are stateless, and the scheduler asks
+    at every step). ``removed`` maps retired names to the one-line reason given instead.
+    """
+
+    what: str
+    builtins: dict[str, str]
+    patterns: tuple[Pattern, ...] = ()
+    protocol: type | None = None
+    removed: dict[str, str] = field(default_factory=dict)
+    listed: tuple[str, ...] | None = None  # the names an error message offers (default: all)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.builtins)
+
+    def __contains__(self, name: object) -> bool:
+        """A built-in name or one matching a pattern (import paths are not "contained")."""
+        return isinstance(name, str) and (name in self.builtins or any(p.matches(name) for p in self.patterns))
+
+    def names(self) -> list[str]:
+        """The names to offer a user: exact names, then one example per pattern."""
+        exact = list(self.listed) if self.listed is not None else sorted(self.builtins)
+        return exact + [p.example for p in self.patterns]
+
+    def unknown(self, name: str, hint: str = " or an import path 'package.module:object'") -> ConfigError:
+        return ConfigError(f"unknown {self.what} {name!r}; choose one of: {', '.join(self.names())}{hint}")
+
+    def path(self, name: str) -> str:
+        """The import path ``name`` stands for (ConfigError for an unknown or removed name)."""
+        if name in self.removed:
+            raise ConfigError(self.removed[name])
+        if name in self.builtins:
+            return self.builtins[name]
+        for pattern in self.patterns:
+            if pattern.matches(name):
+                return pattern.path
+        if ":" in name:
+            return name
+        raise self.unknown(name)
+
+    def load(self, name: str) -> Any:
+        return import_object(self.path(name), self.what)
+
+    def instance(self, name: str) -> Any:
+        return _instance(self, name)
+
+
+@functools.lru_cache(maxsize=None)
+def _instance(registry: Registry, name: str) -> Any:
+    obj = registry.load(name)
+    if isinstance(obj, type):
+        obj = obj()
+    if registry.protocol is not None and not isinstance(obj, registry.protocol):
+        raise ConfigError(f"{registry.what} {name!r} does not implement {registry.protocol.__name__} "
+                          f"(see {registry.protocol.__module__})")
+    return obj

@@ -1,24 +1,19 @@
-"""The two extension points: a pruning method makes each level's mask, an arm makes a unit.
+"""The arm interface: one way to train at a level, given that level's ticket mask.
 
-A **pruning method** declares what it needs to make level L's mask (``needs``) and returns it
-(``next_mask``). The scheduler reads the declaration: IMP needs the previous level's trained
-ticket, so its levels form a chain; a method that prunes at initialisation needs only the
-initial weights (and a few batches), so every level's mask can be made at once and all levels
-train in parallel. Neither the scheduler nor the units know which method runs.
-
-An **arm** is one way to train at a level, given that level's ticket mask: the ticket itself
-or a control that could refute it. It returns the mask it trains with (``mask``) and where
-training starts (``start``: weights, optimizer state, iteration). Everything else (training,
-checkpoints, storage, statistics) is shared by all arms.
+An arm is the ticket itself or a control that could refute it. It returns the mask it trains with
+(``mask``) and where training starts (``start``: weights, optimizer state, iteration). Everything
+else (training, checkpoints, storage, statistics) is shared by all arms.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Protocol, runtime_checkable
+
 from ticketlab.masks import Mask
-from ticketlab.seeding import derive_seed
 from ticketlab.pruning.base import Weights
+from ticketlab.seeding import derive_seed
+
 if TYPE_CHECKING:
     from ticketlab.config import Config
     from ticketlab.store.layout import Store

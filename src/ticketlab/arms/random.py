@@ -4,10 +4,11 @@ IMP found did not matter (random pruning at the same sparsity, as in the paper).
 
 from __future__ import annotations
 
-from ticketlab.masks import Mask
-from ticketlab.arms.ticket import rewound_start
-from ticketlab.arms.base import ArmContext, StartPoint
 import torch
+
+from ticketlab.arms.base import ArmContext, StartPoint
+from ticketlab.arms.ticket import rewound_start
+from ticketlab.masks import Mask
 
 
 class RandomMaskArm:

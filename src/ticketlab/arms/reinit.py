@@ -4,8 +4,8 @@ optimizer. If it matches the ticket, the initial values did not matter."""
 
 from __future__ import annotations
 
-from ticketlab.masks import Mask
 from ticketlab.arms.base import ArmContext, StartPoint
+from ticketlab.masks import Mask
 
 
 class ReinitArm:

@@ -10,11 +10,11 @@ schedule (``units.unit_schedule``)."""
 
 from __future__ import annotations
 
-from ticketlab.masks import Mask
 from ticketlab.arms.base import ArmContext, StartPoint
+from ticketlab.masks import Mask
 from ticketlab.pruning.base import pruned_from_level
-from ticketlab.train.optim import mask_optimizer_state_
 from ticketlab.store.checkpoint import load_training_state
+from ticketlab.train.optim import mask_optimizer_state_
 
 
 def rewound_start(mask: Mask, ctx: ArmContext) -> StartPoint:
@@ -32,7 +32,7 @@ def retrained_start(mask: Mask, ctx: ArmContext) -> StartPoint:
     from ticketlab.pruning.registry import resolve_method
 
     source = pruned_from_level(resolve_method(ctx.config.prune.method), ctx.level)
-    if source is None:  # Config.resolve_names refuses this combination; a plugin may change its needs
+    if source is None:  # resolve_names refuses this combination; a plugin may change its needs
         raise ValueError(f"retrain={ctx.config.retrain!r} needs a method that prunes trained weights")
     trained = ctx.store.tensors(ctx.store.unit(ctx.replicate, source, "ticket").final)
     return StartPoint(mask.applied_to(trained))

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import torch
 
-from ticketlab.masks import Mask
-from ticketlab.arms.ticket import rewound_start
 from ticketlab.arms.base import ArmContext, StartPoint
+from ticketlab.arms.ticket import rewound_start
+from ticketlab.masks import Mask
 
 
 def permute_survivors(tensor: torch.Tensor, keep: torch.Tensor, order: torch.Tensor) -> torch.Tensor:

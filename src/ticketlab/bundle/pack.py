@@ -40,9 +40,9 @@ from safetensors.torch import load, save
 from ticketlab.api import Result
 from ticketlab.config import Config
 from ticketlab.errors import StoreError, TicketlabError
+from ticketlab.evidence.stats import mean_ci
 from ticketlab.io import metadata_from_bytes, read_bytes, write_bytes_atomic
 from ticketlab.masks import Mask
-from ticketlab.evidence.stats import mean_ci
 
 FORMAT = 1
 METRIC = "test_acc_at_early_stop"
@@ -66,7 +66,7 @@ class Bundle:
 
     @property
     def config(self) -> Config:
-        return Config.from_dict(self.doc["config"], resolve=False)
+        return Config.from_dict(self.doc["config"])
 
     @property
     def level(self) -> int:
@@ -296,7 +296,7 @@ def validate_description(doc: dict[str, Any], path: Path) -> None:
                for k, v in doc["rewind_steps"].items()):
         raise BundleError(f"{path} is not a valid ticket bundle: rewind_steps must map replicates to iterations")
     try:
-        Config.from_dict(doc["config"], resolve=False)
+        Config.from_dict(doc["config"])
     except TicketlabError as exc:
         raise BundleError(f"{path} is not a valid ticket bundle: its config is invalid ({exc})") from None
     except (TypeError, ValueError, AttributeError) as exc:

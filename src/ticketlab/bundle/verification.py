@@ -29,10 +29,18 @@ from typing import Any
 
 import torch
 
-from ticketlab.bundle.pack import CLAIMED, METRIC, Bundle, BundleError, check_level, environment_record, read_bundle
+from ticketlab.bundle.pack import (
+    CLAIMED,
+    METRIC,
+    Bundle,
+    BundleError,
+    check_level,
+    environment_record,
+    read_bundle,
+)
 from ticketlab.errors import ConfigError
-from ticketlab.experiment.numerics import applied
 from ticketlab.evidence.stats import mean_ci
+from ticketlab.experiment.numerics import applied
 
 ONE_SEED_TOLERANCE = 0.01  # one accuracy point, for a claim of one replicate (no interval)
 
@@ -87,7 +95,11 @@ def verify(bundle_path: str | Path, controls: list[str] | None = None, seeds: in
     ``workdir`` keeps the re-trained experiment (default: a temporary folder, removed).
     ``model``/``data``/``task`` are the user's objects for a ticket trained on them.
     """
-    from ticketlab.experiment.environment import environment, parameter_plan, resolve_device
+    from ticketlab.experiment.environment import (
+        environment,
+        parameter_plan,
+        resolve_device,
+    )
 
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 0:
         raise ConfigError(f"--seeds must be a number of new seeds >= 0 (0: none), got {seeds!r}")
@@ -219,9 +231,9 @@ def claim_line(bundle: Bundle) -> str:
 def _seeded_store(bundle: Bundle, config, env, directory: Path):
     """An experiment folder holding the bundle's inputs (initial weights, rewind points, level
     masks) where ``run_unit`` finds them, so that it trains the ticket as the study did."""
+    from ticketlab.experiment.environment import parameter_plan
     from ticketlab.io import save_tensors, write_json_atomic
     from ticketlab.store.layout import Store
-    from ticketlab.experiment.environment import parameter_plan
 
     store = Store(directory)
     store.write_config(config)
@@ -239,8 +251,8 @@ def _seeded_store(bundle: Bundle, config, env, directory: Path):
 
 
 def _retrain(bundle: Bundle, config, store, device: str, inputs, controls: list[str]) -> dict[tuple[int, str], dict]:
-    from ticketlab.experiment.unit import Unit
     from ticketlab.experiment.runner import run_unit
+    from ticketlab.experiment.unit import Unit
 
     records = {}
     for record in bundle.replicates:

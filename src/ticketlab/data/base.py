@@ -1,14 +1,10 @@
-"""The Dataset value type and the registry of dataset loaders."""
+"""The Dataset value type: what every loader returns."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable
 
 import torch
-
-from ticketlab.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -47,42 +43,3 @@ class Dataset:
             for f in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
         }
         return Dataset(name=self.name, num_classes=self.num_classes, **moved)
-
-
-# A loader takes (data_dir or None, split_seed) and returns a CPU Dataset.
-Loader = Callable[[Path | None, int], Dataset]
-DATASETS: dict[str, Loader] = {}
-
-
-def register(name: str) -> Callable[[Loader], Loader]:
-    """Decorator adding a loader to the registry under ``name``."""
-
-    def add(loader: Loader) -> Loader:
-        DATASETS[name] = loader
-        return loader
-
-    return add
-
-
-def load_dataset(
-    name: str,
-    data_dir: str | Path | None = None,
-    split_seed: int = 0,
-    device: torch.device | str = "cpu",
-) -> Dataset:
-    """Load dataset ``name`` and move it to ``device``.
-
-    Raises ConfigError for an unknown name and DataError for missing or malformed files.
-    """
-    _import_loaders()
-    if name not in DATASETS:
-        raise ConfigError(
-            f"unknown dataset {name!r}; choose one of: {', '.join(sorted(DATASETS))}"
-        )
-    path = Path(data_dir) if data_dir is not None else None
-    return DATASETS[name](path, split_seed).to(device)
-
-
-def _import_loaders() -> None:
-    """Import the loader modules so their @register decorators run."""
-    from ticketlab.data import digits, mnist, mnist1d, cifar10, modadd  # noqa: F401

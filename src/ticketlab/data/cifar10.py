@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ticketlab.data.base import Dataset, register
+from ticketlab.data.base import Dataset
 from ticketlab.data.split import (
     build_dataset,
     check_labels,
@@ -32,7 +32,6 @@ TEST_FILE = "test_batch.bin"
 FOLDER = "cifar-10-batches-bin"
 
 
-@register("cifar10")
 def load_cifar10(data_dir: Path | None, split_seed: int) -> Dataset:
     """CIFAR-10 from ``data_dir`` (required), validation held out of the training batches."""
     if data_dir is None:

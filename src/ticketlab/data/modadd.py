@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ticketlab.data.base import Dataset, register
+from ticketlab.data.base import Dataset
 from ticketlab.errors import ConfigError
 
 P = 59
@@ -57,7 +57,6 @@ def make_modadd(
     )
 
 
-@register("modadd")
 def load_modadd(data_dir: Path | None, split_seed: int) -> Dataset:
     """(a + b) mod 59 over all 3,481 pairs, split 2,437 / 348 / 696 (70 / 10 / 20 %); ``data_dir`` must be None."""
     if data_dir is not None:

@@ -28,17 +28,29 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
 from ticketlab.config import Config
 from ticketlab.errors import IntegrityWarning, StoreError
 from ticketlab.experiment.schedule import all_units
-from ticketlab.store.integrity import problem_with
 from ticketlab.io import (
-    MANIFEST, file_entry, parse_json, parse_jsonl, read_manifest, read_manifest_record, remove_checksummed,
-    remove_temporaries, update_manifest,
+    MANIFEST,
+    file_entry,
+    parse_json,
+    parse_jsonl,
+    read_manifest,
+    read_manifest_record,
+    remove_checksummed,
+    remove_temporaries,
+    update_manifest,
+)
+from ticketlab.store.integrity import (
+    SUFFIX,
+    forget,
+    problem_with,
+    relative_to_root,
+    set_aside,
 )
 from ticketlab.store.layout import Store, UnitPaths
-from ticketlab.store.integrity import SUFFIX, forget, set_aside
-from ticketlab.store.integrity import relative_to_root
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,8 @@
-"""Training units: one training of one arm of one replicate at one level.
+"""The per-process environment a unit trains in: model factory, data and task, on a device.
 
-``run_unit`` is an idempotent function of the files in the store: if the unit's summary
-exists it returns it; if a checkpoint exists it resumes from it; otherwise it starts from
-the arm's starting point. Executors (in-process, process pool, Ray) only decide *where*
-and *when* it runs. What a unit builds its model, data and task from is an
-:class:`Environment`: the config's built-in names, or the user's objects carried to this
-process by value (``inputs``).
+An :class:`Environment` is built from the config's built-in names, or from the user's objects
+carried to this process by value (``inputs``), and cached per process, so a worker that trains
+many units loads its data once. Verify, bundle, compare, export and stability build one too.
 """
 
 from __future__ import annotations
@@ -13,15 +10,17 @@ from __future__ import annotations
 import functools
 import json
 from dataclasses import dataclass
+
 import torch
 from torch import nn
+
 from ticketlab.config import Config
 from ticketlab.data import Dataset
 from ticketlab.errors import ConfigError
 from ticketlab.experiment.inputs import Inputs, builtin_inputs, user_code
-from ticketlab.train.loop import total_iterations
 from ticketlab.roles import ParameterPlan, plan_parameters
 from ticketlab.seeding import derive_seed
+from ticketlab.train.loop import total_iterations
 from ticketlab.weights import cloned_state
 
 
@@ -81,7 +80,7 @@ class Environment:
 
 @functools.lru_cache(maxsize=4)
 def _builtin_environment(config_json: str, device: str) -> Environment:
-    config = Config.from_dict(json.loads(config_json), resolve=False)
+    config = Config.from_dict(json.loads(config_json))
     inputs = builtin_inputs(config.model, config.data.dataset, config.data.data_dir, config.data.split_seed)
     return Environment(config, inputs, torch.device(device), inputs.data.to(device))
 

@@ -249,6 +249,7 @@ def prepare_inputs(config: Any, model: Any = None, data: Any = None, task: Task 
     from names. Nothing is written; errors are ConfigError or UserCodeError.
     """
     from ticketlab.config import Config
+    from ticketlab.experiment.names import resolve_names
 
     raw = config.to_dict() if isinstance(config, Config) else dict(config or {})
     if model is not None:
@@ -256,6 +257,7 @@ def prepare_inputs(config: Any, model: Any = None, data: Any = None, task: Task 
     if data is not None:
         raw["data"] = {**raw.get("data", {}), "dataset": f"python:{getattr(data, 'name', None) or 'data'}"}
     config = Config.from_dict(raw)
+    resolve_names(config)
     if task is None and config.task_fingerprint is not None:
         raise ConfigError(f"this experiment was trained with a custom task ({config.task}); pass the same task "
                           "again (ticketlab.run(..., task=ticketlab.Task(...))) to run or resume it")

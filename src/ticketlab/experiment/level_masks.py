@@ -1,18 +1,18 @@
-"""Training units: one training of one arm of one replicate at one level.
-
-``run_unit`` is an idempotent function of the files in the store: if the unit's summary
-exists it returns it; if a checkpoint exists it resumes from it; otherwise it starts from
-the arm's starting point. Executors (in-process, process pool, Ray) only decide *where*
-and *when* it runs. What a unit builds its model, data and task from is an
-:class:`Environment`: the config's built-in names, or the user's objects carried to this
-process by value (``inputs``).
-"""
+"""The inputs a level needs before its units can train: the replicate's initial weights and the
+level's ticket mask, made by the pruning method from what it declared it needs."""
 
 from __future__ import annotations
 
 from typing import Callable
+
 import torch
+
 from ticketlab.config import Config
+from ticketlab.experiment.environment import (
+    Environment,
+    initial_weights,
+    parameter_plan,
+)
 from ticketlab.experiment.inputs import user_code
 from ticketlab.io import (
     save_tensors,
@@ -22,7 +22,6 @@ from ticketlab.pruning.base import MaskContext
 from ticketlab.pruning.registry import resolve_method
 from ticketlab.roles import ParameterPlan
 from ticketlab.store.layout import Store
-from ticketlab.experiment.environment import Environment, initial_weights, parameter_plan
 
 
 def ensure_replicate_init(env: Environment, store: Store, replicate: int) -> None:

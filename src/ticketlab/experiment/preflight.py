@@ -17,8 +17,8 @@ import torch
 
 from ticketlab.config import Config, RunOptions
 from ticketlab.errors import ConfigError
-from ticketlab.roles import ParameterPlan
 from ticketlab.experiment.environment import Environment, parameter_plan
+from ticketlab.roles import ParameterPlan
 
 MAX_UNITS = 1_000_000
 # fp32 bytes held per parameter while one unit trains: weights, gradient, two optimizer moments,

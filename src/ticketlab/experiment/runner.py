@@ -1,48 +1,58 @@
-"""Training units: one training of one arm of one replicate at one level.
+"""Running one training unit: prepare it from the store, train it, write what it produced.
 
-``run_unit`` is an idempotent function of the files in the store: if the unit's summary
-exists it returns it; if a checkpoint exists it resumes from it; otherwise it starts from
-the arm's starting point. Executors (in-process, process pool, Ray) only decide *where*
-and *when* it runs. What a unit builds its model, data and task from is an
-:class:`Environment`: the config's built-in names, or the user's objects carried to this
-process by value (``inputs``).
+``run_unit`` is an idempotent function of the files in the store: if the unit's summary exists it
+returns it; if a checkpoint exists it resumes from it; otherwise it starts from the arm's starting
+point. Executors (in-process, process pool, Ray) only decide *where* and *when* it runs.
+``prepare_unit`` and ``finish_unit`` are the two halves a stack of units shares (``stack``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+
 import torch
 from torch import nn
-from ticketlab.config import Config, TrainConfig
-from ticketlab.experiment.inputs import Inputs, user_code
-from ticketlab.io import (
-    remove_checksummed, remove_temporaries, save_tensors, write_json_atomic, write_jsonl_atomic,
-)
-from ticketlab.train.events import Events
-from ticketlab.train.state import TrainState
-from ticketlab.train.loop import early_stop, last_finite, run_loop, summarize_history
-from ticketlab.masks import Mask
-from ticketlab.experiment.numerics import numerics_record
+
 from ticketlab.arms.base import ArmContext
 from ticketlab.arms.registry import resolve_arm
-from ticketlab.store.checkpoint import load_training_state, split_prefixed
+from ticketlab.config import Config, TrainConfig
+from ticketlab.experiment.environment import (
+    Environment,
+    environment,
+    replicate_seed,
+    resolve_device,
+)
+from ticketlab.experiment.inputs import Inputs, user_code
+from ticketlab.experiment.level_masks import ensure_level_mask, ensure_replicate_init
+from ticketlab.experiment.numerics import numerics_record
+from ticketlab.experiment.store_events import CallbackError, StoreEvents
+from ticketlab.experiment.unit import ProgressFn, Unit
+from ticketlab.io import (
+    remove_checksummed,
+    remove_temporaries,
+    save_tensors,
+    write_json_atomic,
+    write_jsonl_atomic,
+)
+from ticketlab.masks import Mask
+from ticketlab.seeding import derive_seed
+from ticketlab.store.checkpoint import (
+    RNG_PREFIX,
+    load_training_state,
+    seeded_rng,
+    split_prefixed,
+)
+from ticketlab.store.layout import Store, UnitPaths
+from ticketlab.train.events import Events
+from ticketlab.train.loop import early_stop, last_finite, run_loop, summarize_history
 from ticketlab.train.optim import (
     learning_rate,
     load_optimizer_state,
     make_optimizer,
 )
-from ticketlab.seeding import derive_seed
-from ticketlab.store.layout import Store, UnitPaths
+from ticketlab.train.state import TrainState
 from ticketlab.weights import load_state, state_of
-from ticketlab.experiment.environment import Environment, replicate_seed, resolve_device
-from ticketlab.experiment.level_masks import ensure_level_mask, ensure_replicate_init
-from ticketlab.experiment.store_events import StoreEvents
-from ticketlab.store.checkpoint import RNG_PREFIX, seeded_rng
-from ticketlab.experiment.store_events import CallbackError
-from ticketlab.experiment.unit import ProgressFn, Unit
-from ticketlab.experiment.environment import environment
-
 
 # Summary fields that measure time: they differ between otherwise identical runs.
 TIMING_FIELDS = ("wall_time_s", "eval_time_s")

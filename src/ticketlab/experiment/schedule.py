@@ -21,10 +21,10 @@ from __future__ import annotations
 from typing import Callable, Protocol
 
 from ticketlab.config import Config
-from ticketlab.store.layout import Store
 from ticketlab.experiment.environment import Environment
-from ticketlab.experiment.unit import Unit
 from ticketlab.experiment.level_masks import ensure_level_mask, level_mask_inputs_ready
+from ticketlab.experiment.unit import Unit
+from ticketlab.store.layout import Store
 
 
 class Executor(Protocol):

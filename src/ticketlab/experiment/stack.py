@@ -15,15 +15,16 @@ from __future__ import annotations
 
 from collections import defaultdict
 from typing import Sequence
+
 from ticketlab.config import Config
 from ticketlab.data import Dataset
 from ticketlab.errors import ConfigError
-from ticketlab.experiment.inputs import Inputs, user_code
-from ticketlab.train.loop import run_loop
-from ticketlab.train.steppers.stacked import StackedStepper, randomness_in
 from ticketlab.experiment.environment import Environment, environment, resolve_device
+from ticketlab.experiment.inputs import Inputs, user_code
 from ticketlab.experiment.runner import PreparedUnit, finish_unit, prepare_unit
 from ticketlab.experiment.unit import Unit
+from ticketlab.train.loop import run_loop
+from ticketlab.train.steppers.stacked import StackedStepper, randomness_in
 
 
 def check_batchable(env: Environment) -> None:

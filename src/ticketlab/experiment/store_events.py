@@ -1,35 +1,28 @@
-"""Training units: one training of one arm of one replicate at one level.
-
-``run_unit`` is an idempotent function of the files in the store: if the unit's summary
-exists it returns it; if a checkpoint exists it resumes from it; otherwise it starts from
-the arm's starting point. Executors (in-process, process pool, Ray) only decide *where*
-and *when* it runs. What a unit builds its model, data and task from is an
-:class:`Environment`: the config's built-in names, or the user's objects carried to this
-process by value (``inputs``).
-"""
+"""The unit's side of the loop's events: evaluations, checkpoints, the rewind capture and the
+early-stopping weights, written to the unit's folder atomically as they happen."""
 
 from __future__ import annotations
 
+import json
+import time
+
 import torch
+
+from ticketlab.errors import StoreError
+from ticketlab.experiment.numerics import numerics_record
+from ticketlab.experiment.unit import Unit
 from ticketlab.io import (
     save_tensors,
 )
-from ticketlab.train.state import TrainState
-from ticketlab.experiment.numerics import numerics_record
-from ticketlab.store.layout import Store, UnitPaths
-from ticketlab.weights import state_of
-from ticketlab.store.checkpoint import RNG_PREFIX
-import json
-import time
-from ticketlab.errors import StoreError
+from ticketlab.store.checkpoint import MODEL_PREFIX, OPTIM_PREFIX, RNG_PREFIX, rng_state
 from ticketlab.store.integrity import DamagedFileError
-from ticketlab.store.checkpoint import MODEL_PREFIX, OPTIM_PREFIX
+from ticketlab.store.layout import Store, UnitPaths
 from ticketlab.train.optim import (
     mask_optimizer_state_,
     optimizer_state_tensors,
 )
-from ticketlab.experiment.unit import Unit
-from ticketlab.store.checkpoint import rng_state
+from ticketlab.train.state import TrainState
+from ticketlab.weights import state_of
 
 
 class CallbackError(BaseException):

@@ -1,11 +1,8 @@
-"""Training units: one training of one arm of one replicate at one level.
+"""What a training unit *is*: one training of one arm of one replicate at one level.
 
-``run_unit`` is an idempotent function of the files in the store: if the unit's summary
-exists it returns it; if a checkpoint exists it resumes from it; otherwise it starts from
-the arm's starting point. Executors (in-process, process pool, Ray) only decide *where*
-and *when* it runs. What a unit builds its model, data and task from is an
-:class:`Environment`: the config's built-in names, or the user's objects carried to this
-process by value (``inputs``).
+A :class:`Unit` is only an identity (replicate, level, arm); everything it trains from is derived
+from the config and the store (see ``runner``). It is also called a *training* in messages, to
+keep it apart from a network's units (neurons, channels) that structured pruning removes.
 """
 
 from __future__ import annotations

@@ -5,6 +5,12 @@ New code imports :mod:`ticketlab.pruning.base` (pruning methods) and :mod:`ticke
 """
 
 from ticketlab.arms.base import Arm, ArmContext, StartPoint
-from ticketlab.pruning.base import MaskContext, Need, PruningMethod, Weights, pruned_from_level
+from ticketlab.pruning.base import (
+    MaskContext,
+    Need,
+    PruningMethod,
+    Weights,
+    pruned_from_level,
+)
 
 __all__ = ["Arm", "ArmContext", "MaskContext", "Need", "PruningMethod", "StartPoint", "Weights", "pruned_from_level"]

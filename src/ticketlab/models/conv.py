@@ -6,7 +6,6 @@ import torch
 from torch import nn
 
 from ticketlab.errors import ConfigError
-from ticketlab.models import register
 
 
 class ConvNet(nn.Module):
@@ -41,5 +40,6 @@ class ConvNet(nn.Module):
         return self.classifier(self.features(x))
 
 
-for _blocks in (1, 2, 3):
-    register(f"conv{2 * _blocks}", lambda name, shape, k, b=_blocks: ConvNet(b, shape, k))
+def conv_from_name(name: str, input_shape: tuple[int, ...], num_classes: int) -> ConvNet:
+    """``conv2``, ``conv4``, ``conv6``: 1, 2 or 3 blocks of two convolutions (the paper's Conv-2/4/6)."""
+    return ConvNet(int(name[len("conv"):]) // 2, input_shape, num_classes)

@@ -6,8 +6,6 @@ import math
 
 from torch import nn
 
-from ticketlab.models import register, register_pattern
-
 
 class MLP(nn.Module):
     """Flatten, then Linear+ReLU hidden layers, then a Linear output layer.
@@ -30,10 +28,7 @@ class MLP(nn.Module):
         return self.layers(x)
 
 
-def _mlp(name: str, input_shape: tuple[int, ...], num_classes: int) -> MLP:
-    widths = [int(w) for w in name.split("_")[1:]]
+def mlp_from_name(name: str, input_shape: tuple[int, ...], num_classes: int) -> MLP:
+    """``mlp_<w1>_<w2>...``: hidden widths from the name; ``lenet_300_100`` is ``mlp_300_100``."""
+    widths = [300, 100] if name == "lenet_300_100" else [int(w) for w in name.split("_")[1:]]
     return MLP(math.prod(input_shape), widths, num_classes)
-
-
-register("lenet_300_100", lambda name, shape, k: MLP(math.prod(shape), [300, 100], k))
-register_pattern(r"mlp(_[1-9][0-9]*)+", "mlp_<w1>_<w2>...", _mlp)

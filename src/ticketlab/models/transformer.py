@@ -30,7 +30,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from ticketlab.errors import ConfigError
-from ticketlab.models import register, register_pattern
 
 DEFAULTS = {"d_model": 64, "num_layers": 1, "nhead": 4, "dim_feedforward": 256}
 
@@ -88,7 +87,7 @@ def transformer_modadd(name: str, input_shape: tuple[int, ...], num_classes: int
     return TokenTransformer(num_classes + 1, input_shape[0], num_classes, **DEFAULTS)
 
 
-def _sized(name: str, input_shape: tuple[int, ...], num_classes: int) -> TokenTransformer:
+def transformer_from_name(name: str, input_shape: tuple[int, ...], num_classes: int) -> TokenTransformer:
     _check_tokens(name, input_shape)
     d_model, num_layers = (int(v) for v in name.split("_")[1:])
     if d_model % DEFAULTS["nhead"]:
@@ -98,6 +97,3 @@ def _sized(name: str, input_shape: tuple[int, ...], num_classes: int) -> TokenTr
         d_model=d_model, num_layers=num_layers, nhead=DEFAULTS["nhead"], dim_feedforward=4 * d_model,
     )
 
-
-register("transformer_modadd", transformer_modadd)
-register_pattern(r"transformer_[1-9][0-9]*_[1-9][0-9]*", "transformer_<d_model>_<layers>", _sized)

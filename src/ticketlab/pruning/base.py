@@ -1,15 +1,11 @@
-"""The two extension points: a pruning method makes each level's mask, an arm makes a unit.
+"""The pruning method interface: what a method needs to make level L's mask, and the context
+it reads it from.
 
-A **pruning method** declares what it needs to make level L's mask (``needs``) and returns it
-(``next_mask``). The scheduler reads the declaration: IMP needs the previous level's trained
-ticket, so its levels form a chain; a method that prunes at initialisation needs only the
-initial weights (and a few batches), so every level's mask can be made at once and all levels
-train in parallel. Neither the scheduler nor the units know which method runs.
-
-An **arm** is one way to train at a level, given that level's ticket mask: the ticket itself
-or a control that could refute it. It returns the mask it trains with (``mask``) and where
-training starts (``start``: weights, optimizer state, iteration). Everything else (training,
-checkpoints, storage, statistics) is shared by all arms.
+A **pruning method** declares what it needs (``needs``) and returns the mask (``next_mask``). The
+scheduler reads the declaration: IMP needs the previous level's trained ticket, so its levels form
+a chain; a method that prunes at initialisation needs only the initial weights (and a few
+batches), so every level's mask can be made at once and all levels train in parallel. Neither the
+scheduler nor the units know which method runs.
 """
 
 from __future__ import annotations
@@ -17,10 +13,13 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
 import torch
 from torch import nn
+
 from ticketlab.masks import Mask
 from ticketlab.seeding import derive_seed
+
 if TYPE_CHECKING:
     from ticketlab.config import Config
     from ticketlab.roles import ParameterPlan

@@ -1,14 +1,20 @@
 """Iterative magnitude pruning (the paper's method): level L's mask removes the smallest-magnitude
-survivors of level L-1's *trained* ticket, ``prune.rate`` per layer (or globally)."""
+survivors of level L-1's *trained* ticket, ``prune.rate`` per layer (or globally).
+
+The kernel (:func:`magnitude_prune`, with :func:`count_to_prune` and :func:`layer_rates`) lives
+here beside the method; one-shot pruning and the methods at initialisation count with it too, so
+every method keeps exactly the number of weights IMP keeps at the same level."""
 
 from __future__ import annotations
 
-from ticketlab.masks import Mask
-from ticketlab.pruning.base import MaskContext, Need
 import math
 import re
+
 import torch
+
 from ticketlab.config import PruneConfig
+from ticketlab.masks import Mask
+from ticketlab.pruning.base import MaskContext, Need
 
 
 class MagnitudePruning:

@@ -22,9 +22,9 @@ from ticketlab.pruning.base import MaskContext, Need
 
 if TYPE_CHECKING:
     from ticketlab.config import Config
+    from ticketlab.experiment.environment import Environment
     from ticketlab.roles import ParameterPlan
     from ticketlab.store.layout import Store
-    from ticketlab.experiment.environment import Environment
 
 
 def source_store(ctx: MaskContext) -> "Store":

@@ -1,20 +1,13 @@
-"""Training units: one training of one arm of one replicate at one level.
-
-``run_unit`` is an idempotent function of the files in the store: if the unit's summary
-exists it returns it; if a checkpoint exists it resumes from it; otherwise it starts from
-the arm's starting point. Executors (in-process, process pool, Ray) only decide *where*
-and *when* it runs. What a unit builds its model, data and task from is an
-:class:`Environment`: the config's built-in names, or the user's objects carried to this
-process by value (``inputs``).
-"""
+"""The training-state file format: weights (``model/``), optimizer state (``optim/``) and the RNG
+state (``rng/``) in one safetensors file, as checkpoints and rewind points store them."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+
 import torch
 from torch import nn
-
 
 RNG_PREFIX = "rng/"
 

@@ -24,14 +24,17 @@ another): without these a reader would silently use fewer replicates, or the wro
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
+
 from ticketlab.errors import StoreError
 from ticketlab.io import (
-    MANIFEST, read_manifest, read_manifest_record, update_manifest,
+    MANIFEST,
+    read_bytes,
+    read_manifest,
+    read_manifest_record,
+    update_manifest,
 )
-import hashlib
-from ticketlab.io import read_bytes
-
 
 SUFFIX = ".damaged"
 

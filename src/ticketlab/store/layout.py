@@ -49,13 +49,24 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ticketlab.config import Config, upgrade_stored_config
-from ticketlab.errors import ConfigError, ExperimentLockedError, IntegrityWarning, StoreError
+from ticketlab.errors import (
+    ConfigError,
+    ExperimentLockedError,
+    IntegrityWarning,
+    StoreError,
+)
+from ticketlab.io import (
+    metadata_from_bytes,
+    parse_json,
+    parse_jsonl,
+    read_json,
+    read_manifest_record,
+    tensors_from_bytes,
+    update_manifest_section,
+    write_json_atomic,
+)
 from ticketlab.masks import Mask
 from ticketlab.store.integrity import DamagedFileError, verified_bytes
-from ticketlab.io import (
-    metadata_from_bytes, parse_json, parse_jsonl, read_json, read_manifest_record, tensors_from_bytes,
-    update_manifest_section, write_json_atomic,
-)
 
 if TYPE_CHECKING:
     from ticketlab.roles import ParameterPlan
@@ -215,7 +226,7 @@ class Store:
             raise StoreError(f"{path} is damaged (it lacks the config, canonical and name keys); "
                              "restore it, or run the experiment from its original config to rewrite it")
         try:
-            config = upgrade_stored_config(Config.from_dict(record["config"], resolve=False), record["canonical"])
+            config = upgrade_stored_config(Config.from_dict(record["config"]), record["canonical"])
         except ConfigError as exc:
             raise StoreError(f"{path} is damaged ({exc}); restore it, or run the experiment "
                              "from its original config to rewrite it") from None

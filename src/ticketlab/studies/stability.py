@@ -30,29 +30,39 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
-
-from ticketlab.config import Config
-from ticketlab.train.evaluation import evaluate_weights
-from ticketlab.errors import ConfigError
-from ticketlab.io import save_tensors, write_json_atomic
-from ticketlab.train.state import TrainState
-from ticketlab.train.loop import run_loop
-from ticketlab.store.checkpoint import MODEL_PREFIX, OPTIM_PREFIX, load_training_state, split_prefixed
-from ticketlab.train.optim import load_optimizer_state, make_optimizer, mask_optimizer_state_, optimizer_state_tensors
-from ticketlab.seeding import derive_seed
 from scipy import stats as _sps
 
+from ticketlab.config import Config
+from ticketlab.errors import ConfigError
 from ticketlab.evidence.stats import Interval, mean_ci, quantization_sd
-from ticketlab.train.steppers.dense import SingleStepper
+from ticketlab.experiment.environment import Environment, environment, replicate_seed
+from ticketlab.experiment.names import resolve_names
+from ticketlab.io import save_tensors, write_json_atomic
+from ticketlab.seeding import derive_seed
+from ticketlab.store.checkpoint import (
+    MODEL_PREFIX,
+    OPTIM_PREFIX,
+    load_training_state,
+    seeded_rng,
+    split_prefixed,
+)
+from ticketlab.store.layout import Store
 from ticketlab.studies.stability_files import (
     load_result_verified,
     load_tensors_verified,
     recorded_results,
     remove_stale_temporaries,
 )
-from ticketlab.store.layout import Store
-from ticketlab.experiment.environment import Environment, environment, replicate_seed
-from ticketlab.store.checkpoint import seeded_rng
+from ticketlab.train.evaluation import evaluate_weights
+from ticketlab.train.loop import run_loop
+from ticketlab.train.optim import (
+    load_optimizer_state,
+    make_optimizer,
+    mask_optimizer_state_,
+    optimizer_state_tensors,
+)
+from ticketlab.train.state import TrainState
+from ticketlab.train.steppers.dense import SingleStepper
 from ticketlab.weights import load_state, state_of
 
 THRESHOLD = 2.0  # percentage points of test error: Frankle et al. 2020's "stable"
@@ -284,7 +294,7 @@ def run_stability(directory: str | Path, levels: Sequence[int], ks: Sequence[int
     if config.model.startswith("python:") or config.data.dataset.startswith("python:"):
         raise ConfigError("this experiment's model or data were Python objects; run the analysis with "
                           "ticketlab.studies.stability.run_stability in the process that has them (not from the command line)")
-    config.resolve_names()
+    resolve_names(config)
     env = environment(config, device)
     units = StabilityUnits(store, env, points)
     chosen = list(range(config.seeds)) if replicates is None else list(replicates)

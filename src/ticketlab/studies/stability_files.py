@@ -20,9 +20,16 @@ from typing import Any
 import torch
 
 from ticketlab.errors import IntegrityWarning, StoreError
+from ticketlab.io import (
+    MANIFEST,
+    TEMPORARY,
+    parse_json,
+    read_bytes,
+    read_manifest_record,
+    remove_temporaries,
+    tensors_from_bytes,
+)
 from ticketlab.store.integrity import problem_with
-from ticketlab.io import MANIFEST, TEMPORARY, parse_json, read_bytes, read_manifest_record, remove_temporaries, \
-    tensors_from_bytes
 from ticketlab.store.layout import Store
 
 FOLDER = "stability"

@@ -22,17 +22,18 @@ from __future__ import annotations
 import math
 import time
 from typing import Iterator, Sequence
+
 import torch
+
 from ticketlab.config import TrainConfig
 from ticketlab.data import Dataset
 from ticketlab.data.stream import StreamingData
 from ticketlab.errors import ConfigError
-from ticketlab.train.optim import learning_rate, lr_change_points
 from ticketlab.seeding import derive_seed
 from ticketlab.train.events import Events
-from ticketlab.train.steppers.base import Stepper
+from ticketlab.train.optim import learning_rate, lr_change_points
 from ticketlab.train.state import TrainState
-
+from ticketlab.train.steppers.base import Stepper
 
 EVAL_CHUNK = 4096
 

@@ -7,7 +7,12 @@ from __future__ import annotations
 import torch
 
 from ticketlab.masks import Mask
-from ticketlab.pruning.at_init.common import SCORE_BATCHES, dense_mask, keep_best, keep_counts
+from ticketlab.pruning.at_init.common import (
+    SCORE_BATCHES,
+    dense_mask,
+    keep_best,
+    keep_counts,
+)
 from ticketlab.pruning.base import MaskContext, Need
 
 

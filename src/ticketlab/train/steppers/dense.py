@@ -1,19 +1,10 @@
-"""Steppers: how the loop's steps are computed (see ``loop``). Same loop, different arithmetic.
+"""The dense stepper: one model, its optimizer and its float masks; the plain PyTorch step
+(forward, loss, backward, optimizer step, one fused re-mask).
 
-* :class:`SingleStepper`  one model, its optimizer and its float masks: the plain PyTorch step
-                          (forward, loss, backward, optimizer step, one fused re-mask).
-* :class:`StackedStepper` K replicates stacked along a new leading dimension and run as one
-                          ``vmap(functional_call)`` (or, for ticketlab's MLPs, a chain of
-                          ``baddbmm``): K small matrix products become one batched product, K
-                          optimizer steps one fused step. Each replicate keeps its own weights,
-                          mask, optimizer state and batches; the summed loss gives each exactly
-                          the gradient of its own mean loss; Adam and SGD are elementwise. So
-                          results equal sequential training up to floating-point reassociation.
-
-Pruned weights are kept at exactly zero by one fused ``_foreach_mul_`` after each optimizer
-step; because Adam(W) and SGD update each weight from its own gradient and state only, the
-moments of pruned weights never reach a surviving weight (and are zeroed whenever state is
-saved or restored; see ``optim``).
+Pruned weights are kept at exactly zero by one fused ``_foreach_mul_`` after each optimizer step;
+because Adam(W) and SGD update each weight from its own gradient and state only, the moments of
+pruned weights never reach a surviving weight (and are zeroed whenever state is saved or
+restored; see ``optim``).
 """
 
 from __future__ import annotations
@@ -21,9 +12,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ticketlab.train.steppers.base import MaskedOptimizer
 from ticketlab.train.task import Task, prediction
 from ticketlab.weights import cloned_state, load_state
-from ticketlab.train.steppers.base import MaskedOptimizer
 
 
 class SingleStepper(MaskedOptimizer):

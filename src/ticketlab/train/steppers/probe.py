@@ -1,39 +1,23 @@
-"""A stepper that trains a pruned MLP sparsely: compressed matmuls, survivors-only optimizer.
+"""Choosing how a unit trains: the dense or the sparse stepper, and how many replicates to stack.
 
-For ticketlab's own :class:`~ticketlab.models.mlp.MLP` (Linear+ReLU chain, cross-entropy) the
-step is written out by hand, without autograd, in a features-by-batch layout (``H`` is
-[features, B]), so every sparse product is "sparse @ dense":
-
-* forward      ``Z = W @ H + b`` with ``W`` in CSR (``torch.addmm`` on a CSR tensor);
-* input grad   ``dH = W^T @ dZ`` with a second CSR of the transposed pattern whose values are
-               gathered from ``W``'s each step (one ``index_select`` of the survivors);
-* weight grad  only at surviving positions: ``torch.sparse.sampled_addmm(W, dZ, H^T)``;
-* optimizer    the unit's own optimizer class and settings (fused Adam/AdamW/SGD) over flat
-               vectors of survivors and the biases, so its arithmetic is the dense loop's.
-
-A layer whose mask keeps more than :data:`SPARSE_BELOW` of its weights stays a dense matmul
-(gradient masked; pruned weights and their moments stay exactly zero). Input features that no
-surviving first-layer weight reads (MNIST's border pixels once IMP has pruned them) are dropped
-physically: the training and evaluation inputs are gathered to the live columns once. Hidden
-units whose outgoing weights are all pruned cost nothing in a CSR layer beyond their own
-surviving incoming weights (their gradient is exactly zero there as in the dense loop, and the
-optimizer still steps them with that zero gradient, so weight decay and moments from a rewind
-point act on them exactly as in the dense loop).
-
-Results equal the dense-masked :class:`~ticketlab.train.steppers.dense.SingleStepper` up to floating-point
-reassociation (tested). ``sync`` scatters the survivors and their optimizer state back into the
-dense model and the dense torch optimizer (pruned entries zero), so checkpoints, final weights
-and resume are unchanged; the constructor reads them the same way (resume from any checkpoint).
+Both choices must never make a run slower, and the first must not make two runs of one config
+differ needlessly, so each is a fixed rule first and a short measured probe only where the rule
+cannot decide.
 """
 
 from __future__ import annotations
 
 import torch
-from ticketlab.errors import ConfigError
-from ticketlab.train.steppers.stacked import StackedStepper
-from ticketlab.experiment.environment import Environment
-from ticketlab.train.steppers.sparse import DENSE_UNIT, SparseStepper, same_optimizer, sparse_ineligible
 
+from ticketlab.errors import ConfigError
+from ticketlab.experiment.environment import Environment
+from ticketlab.train.steppers.sparse import (
+    DENSE_UNIT,
+    SparseStepper,
+    same_optimizer,
+    sparse_ineligible,
+)
+from ticketlab.train.steppers.stacked import StackedStepper
 
 # ---------------------------------------------------------------------------- choosing a stepper
 # Above this fraction of weights kept, "auto" stays dense without probing. The hand-written step

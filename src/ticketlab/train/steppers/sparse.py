@@ -30,12 +30,13 @@ from __future__ import annotations
 
 import inspect
 import warnings
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
 from ticketlab.errors import ConfigError
 from ticketlab.models.mlp import MLP
-
 
 SPARSE_BELOW = 0.3  # a layer keeping at most this fraction of its weights runs as CSR
 

@@ -1,32 +1,25 @@
-"""Steppers: how the loop's steps are computed (see ``loop``). Same loop, different arithmetic.
+"""The stacked stepper: K replicates stacked along a new leading dimension and run as one
+``vmap(functional_call)`` (or, for ticketlab's MLPs, a chain of ``baddbmm``).
 
-* :class:`SingleStepper`  one model, its optimizer and its float masks: the plain PyTorch step
-                          (forward, loss, backward, optimizer step, one fused re-mask).
-* :class:`StackedStepper` K replicates stacked along a new leading dimension and run as one
-                          ``vmap(functional_call)`` (or, for ticketlab's MLPs, a chain of
-                          ``baddbmm``): K small matrix products become one batched product, K
-                          optimizer steps one fused step. Each replicate keeps its own weights,
-                          mask, optimizer state and batches; the summed loss gives each exactly
-                          the gradient of its own mean loss; Adam and SGD are elementwise. So
-                          results equal sequential training up to floating-point reassociation.
-
-Pruned weights are kept at exactly zero by one fused ``_foreach_mul_`` after each optimizer
-step; because Adam(W) and SGD update each weight from its own gradient and state only, the
-moments of pruned weights never reach a surviving weight (and are zeroed whenever state is
-saved or restored; see ``optim``).
+K small matrix products become one batched product, K optimizer steps one fused step. Each
+replicate keeps its own weights, mask, optimizer state and batches; the summed loss gives each
+exactly the gradient of its own mean loss; Adam and SGD are elementwise. So results equal
+sequential training up to floating-point reassociation.
 """
 
 from __future__ import annotations
 
 from typing import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
+
 from ticketlab.models.mlp import MLP
 from ticketlab.train.optim import make_optimizer
-from ticketlab.train.task import Task, prediction
 from ticketlab.train.steppers.base import MaskedOptimizer
+from ticketlab.train.task import Task, prediction
 
 
 def randomness_in(model: nn.Module) -> str | None:
