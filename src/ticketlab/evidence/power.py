@@ -53,8 +53,8 @@ __all__ = [
     "level_power",
     "pilot_sd",
     "plan",
-    "seeds_for_claim",
     "sd_upper_bound",
+    "seeds_for_claim",
     "seeds_for_level",
     "trainings",
 ]
@@ -151,7 +151,9 @@ def pilot_sd(
         base = [(sd_upper_bound(sd, df, upper_confidence), df) for sd, df in base]
     planning = tuple(max(sd, sd_floor) for sd, _ in base)
     if any(sd <= 0.0 for sd in planning):
-        raise ConfigError("a pilot level has zero spread; give sd_floor (the measurement's rounding error) to plan with it")
+        raise ConfigError(
+            "a pilot level has zero spread; give sd_floor (the measurement's rounding error) to plan with it"
+        )
     return PilotSd(per_level=sds, dfs=dfs, pooled=pooled, pooled_df=pooled_df, planning=planning,
                    pool=pool, upper_confidence=upper_confidence, sd_floor=sd_floor)
 
@@ -380,7 +382,7 @@ def plan(
     """Plan seeds from pilot differences (ticket - dense, accuracy points, one list per level)."""
     spread = pilot_sd(pilot_differences, pool=pool, upper_confidence=upper_confidence, sd_floor=sd_floor)
     per_level = tuple(seeds_for_level(sd, power, margin, alpha, assumed_diff) for sd in spread.planning)
-    options = dict(correlation=correlation, method=method, sims=sims, seed=seed)
+    options = {"correlation": correlation, "method": method, "sims": sims, "seed": seed}
     claim_n = seeds_for_claim(spread.planning, power, margin, alpha, assumed_diff, **options)
     joint = claim_power(claim_n, spread.planning, margin, alpha, assumed_diff, **options)
     return Plan(sd=spread, power=power, margin=margin, alpha=alpha, assumed_diff=assumed_diff,

@@ -52,6 +52,7 @@ Why these choices
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
@@ -65,11 +66,11 @@ from scipy import stats as _sps
 from ticketlab.errors import ConfigError
 
 __all__ = [
+    "SPENDING",
     "Boundaries",
     "Decision",
     "Design",
     "OperatingCharacteristics",
-    "SPENDING",
     "bind_design",
     "holm_family",
     "spent",
@@ -116,6 +117,13 @@ def _none_crossed(bounds: Sequence[float], corr: np.ndarray) -> float:
                                               abseps=_MVN_ABSEPS, releps=0.0, rng=_MVN_SEED))
 
 
+def _next_bound(bounds: list[float], corr: np.ndarray, target: float) -> float:
+    """The next look's z boundary: the one that leaves P(no crossing through it) at ``target``."""
+    def gap(b: float) -> float:
+        return _none_crossed([*bounds, b], corr) - target
+    return float(_opt.brentq(gap, -5.0, 15.0, xtol=1e-7))
+
+
 @lru_cache(maxsize=256)
 def _z_boundaries(fractions: tuple[float, ...], alpha: float, spending: str) -> tuple[float, ...]:
     """Efficacy z boundaries whose crossing probabilities under H0 are the spending increments."""
@@ -125,8 +133,7 @@ def _z_boundaries(fractions: tuple[float, ...], alpha: float, spending: str) -> 
     for fraction in fractions:
         increment = spent(spending, alpha, fraction) - before
         target = survive - increment  # P(no crossing through this look)
-        bound = _opt.brentq(lambda b: _none_crossed([*bounds, b], corr) - target, -5.0, 15.0, xtol=1e-7)
-        bounds.append(float(bound))
+        bounds.append(_next_bound(bounds, corr, target))
         before, survive = before + increment, target
     return tuple(bounds)
 
@@ -306,10 +313,16 @@ class Design:
     sd_floor: float = 0.0
 
     def __post_init__(self) -> None:
+        _require(not isinstance(self.looks, (str, bytes)) and all(_is_count(n) for n in self.looks),
+                 f"looks must be whole numbers of seeds, got {self.looks!r}")
         looks = tuple(int(n) for n in self.looks)
-        object.__setattr__(self, "looks", looks)
+        object.__setattr__(self, "looks", looks)  # a list from JSON is the same design as a tuple
+        for name in ("alpha", "margin", "assumed_diff", "sd_floor"):
+            _require(_is_number(getattr(self, name)), f"{name} must be a number, got {getattr(self, name)!r}")
+        _require(self.futility is None or _is_number(self.futility),
+                 f"futility must be a number or None, got {self.futility!r}")
         _require(len(looks) >= 1 and looks[0] >= 2, f"looks must start at 2 seeds or more, got {list(looks)}")
-        _require(all(a < b for a, b in zip(looks, looks[1:])), f"looks must increase, got {list(looks)}")
+        _require(all(a < b for a, b in itertools.pairwise(looks)), f"looks must increase, got {list(looks)}")
         _require(0.0 < self.alpha < 0.5, f"alpha must be in (0, 0.5), got {self.alpha}")
         _require(math.isfinite(self.margin) and self.margin > 0, f"margin must be > 0 points, got {self.margin}")
         _require(self.spending in SPENDING, f"spending must be one of {', '.join(SPENDING)}, got {self.spending!r}")
@@ -335,7 +348,9 @@ class Design:
     def from_dict(cls, stored: Mapping[str, Any]) -> Design:
         """The design a :meth:`to_dict` stored; refuses anything else (ConfigError)."""
         if stored.get("kind") != _KIND or stored.get("version") != _VERSION:
-            raise ConfigError(f"not a stored group-sequential design (kind {_KIND!r}, version {_VERSION}): {dict(stored)!r}")
+            raise ConfigError(
+                f"not a stored group-sequential design (kind {_KIND!r}, version {_VERSION}): {dict(stored)!r}"
+            )
         names = set(stored) - {"kind", "version"}
         if names != set(_FIELDS):
             raise ConfigError(f"stored design has fields {sorted(names)}; expected {sorted(_FIELDS)}")
@@ -419,11 +434,13 @@ class Design:
         result = self._look(index, np.array([mean]), np.array([sd]))
         crit = self.t_boundaries()[index]
         t_stat = (mean + self.margin) / (sd / math.sqrt(n)) if sd > 0 else math.copysign(math.inf, mean + self.margin)
-        numbers = dict(mean=mean, sd=sd, t_statistic=t_stat, t_boundary=crit, lower_bound=float(result.lower[0]),
-                       conditional_power=float(result.conditional_power[0]))
+        numbers = {"mean": mean, "sd": sd, "t_statistic": t_stat, "t_boundary": crit,
+                   "lower_bound": float(result.lower[0]),
+                       "conditional_power": float(result.conditional_power[0])}
         final = index == len(self.looks) - 1
         if bool(result.efficacy[0]):
-            status, reason = "matching", f"look {index + 1}: lower bound >= -{self.margin:g} (t {t_stat:.3g} >= {crit:.3g})"
+            status = "matching"
+            reason = f"look {index + 1}: lower bound >= -{self.margin:g} (t {t_stat:.3g} >= {crit:.3g})"
         elif final:
             status, reason = "not_matching", f"final look: lower bound < -{self.margin:g} (t {t_stat:.3g} < {crit:.3g})"
         elif bool(result.futility[0]):
@@ -431,7 +448,8 @@ class Design:
             reason = (f"look {index + 1}: futility, conditional power {numbers['conditional_power']:.3g} < "
                       f"{self.futility:g} (non-binding: continuing keeps the error rate)")
         else:
-            status, reason = "continue", f"look {index + 1}: boundary not crossed; next look at {self.looks[index + 1]} seeds"
+            status = "continue"
+            reason = f"look {index + 1}: boundary not crossed; next look at {self.looks[index + 1]} seeds"
         return Decision(status, index, n, reason, **numbers)
 
     # ---------------------------------------------------------------- by simulation
@@ -478,6 +496,14 @@ class Design:
             type_i_error=float(null_ignored.mean()), type_i_error_with_futility=float(null_followed.mean()),
             expected_seeds_at_margin=float(null_seeds.mean()),
         )
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_count(value: object) -> bool:
+    return _is_number(value) and float(value) == int(value)  # type: ignore[arg-type]
 
 
 def _require(condition: bool, message: str) -> None:
