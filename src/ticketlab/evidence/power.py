@@ -1,0 +1,390 @@
+"""How many seeds a claim needs, planned from a pilot.
+
+A level is judged *matching* when the one-sided ``1 - alpha`` lower confidence bound of the mean
+paired difference ``d = ticket - dense`` (accuracy points, one value per seed, Student t with
+``n - 1`` degrees of freedom) is at least ``-margin``. This module answers the question to ask
+*before* training: with the spread a pilot showed, how many seeds make that bound likely to clear
+the margin when the ticket really is as good as dense (or as good as a stated ``assumed_diff``)?
+
+Why these choices
+-----------------
+* **Power of the paired t bound, exactly.** The bound clears ``-margin`` exactly when
+  ``t = (mean(d) + margin) / (s / sqrt(n))`` exceeds ``t(1 - alpha, n - 1)``, and ``t`` has a
+  noncentral t distribution with noncentrality ``(margin + assumed_diff) / sd * sqrt(n)``. This is
+  the one-sample t power with a shifted null that ``statsmodels.stats.power.TTestPower`` computes
+  (``effect_size = (margin + assumed_diff) / sd``, ``alternative="larger"``); it is evaluated here
+  with :func:`scipy.stats.nct` directly so that planning needs no extra dependency (a test checks
+  the two agree where statsmodels is installed, and both against a simulation).
+* **Pooled sd by default.** Two or three pilot seeds give an sd that is off by a factor of two
+  either way, and levels of one experiment share model, data and training recipe, so their spreads
+  are alike: the pooled sd ``sqrt(sum((n_l - 1) s_l^2) / sum(n_l - 1))`` uses every pilot seed.
+  ``pool=False`` plans each level with its own sd (for levels known to differ, e.g. the sparsest).
+* **An upper confidence bound of the sd, on request.** Planning with the point estimate gives the
+  stated power only half the time the pilot under-estimates the sd; ``upper_confidence=0.8`` plans
+  with the one-sided 80% upper bound ``s * sqrt(df / chi2(1 - 0.8, df))``, which over-plans a
+  little when the pilot is right and saves the study when it was lucky.
+* **The whole claim needs every level.** The headline "sparsest matching level" is a fixed
+  sequence: all ``L`` levels before it must pass. Every level's difference subtracts the *same*
+  dense run of a seed, so levels are positively correlated (``corr = var(dense) / (var(ticket) +
+  var(dense))``, 0.5 when the two spread alike, the default). The joint power is computed by
+  simulating the ``L`` paired t bounds with that correlation; ``method="product"`` multiplies the
+  per-level powers instead, which is exact for independent levels and, with positive correlation,
+  a lower bound (so seeds planned with it are enough, but more than needed). The issue's table
+  (18 levels, sd 0.28: P(all) 0.04 / 0.59 / 0.97 with 3 / 5 / 8 seeds) is reproduced by the
+  correlation 0.5, not by independence (which gives 0.0003 / 0.35 / 0.96).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from scipy import stats as _sps
+
+from ticketlab.errors import ConfigError
+
+__all__ = [
+    "PilotSd",
+    "Plan",
+    "claim_power",
+    "level_power",
+    "pilot_sd",
+    "plan",
+    "sd_upper_bound",
+    "seeds_for_claim",
+    "seeds_for_level",
+    "trainings",
+]
+
+ClaimMethod = Literal["simulation", "product"]
+#: Planning never goes past this many seeds: a design that needs more is not a design to run.
+MAX_SEEDS = 1000
+_SIM_CHUNK = 2000  # simulations per block, to bound memory at sims x seeds x levels
+
+
+# --------------------------------------------------------------------------
+# the pilot's spread
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PilotSd:
+    """The spread a pilot showed, and the sd each level is planned with.
+
+    ``per_level`` and ``dfs`` are each level's sample sd (``ddof=1``) and ``n - 1``; ``pooled``
+    and ``pooled_df`` pool them. ``planning`` is what the planner uses per level: the pooled or
+    own sd, raised to its ``upper_confidence`` bound when one is asked for, and never below
+    ``sd_floor`` (the measurement's rounding error: identical pilot values are not certainty).
+    """
+
+    per_level: tuple[float, ...]
+    dfs: tuple[int, ...]
+    pooled: float
+    pooled_df: int
+    planning: tuple[float, ...]
+    pool: bool
+    upper_confidence: float | None
+    sd_floor: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "per_level": list(self.per_level),
+            "dfs": list(self.dfs),
+            "pooled": self.pooled,
+            "pooled_df": self.pooled_df,
+            "planning": list(self.planning),
+            "pool": self.pool,
+            "upper_confidence": self.upper_confidence,
+            "sd_floor": self.sd_floor,
+        }
+
+
+def _pilot_levels(differences: Sequence[Sequence[float]]) -> list[np.ndarray]:
+    """The pilot as one finite array per level, each with at least two seeds."""
+    levels = [np.asarray(list(level), dtype=float) for level in differences]
+    if not levels:
+        raise ConfigError("the pilot has no levels: give one list of ticket - dense differences per level")
+    for index, values in enumerate(levels):
+        if values.ndim != 1 or values.size < 2:
+            raise ConfigError(f"pilot level {index} has {values.size} seed(s); a spread needs at least 2")
+        if not np.all(np.isfinite(values)):
+            raise ConfigError(f"pilot level {index} has NaN or infinite differences: {values.tolist()}")
+    return levels
+
+
+def sd_upper_bound(sd: float, df: int, confidence: float) -> float:
+    """One-sided ``confidence`` upper bound of a normal sd from a sample sd with ``df`` degrees of freedom.
+
+    ``(df * s^2) / sigma^2`` is chi-square with ``df`` degrees of freedom, so
+    ``sigma <= s * sqrt(df / chi2.ppf(1 - confidence, df))`` with probability ``confidence``.
+    """
+    if not 0.0 < confidence < 1.0:
+        raise ConfigError(f"upper_confidence must be in (0, 1), got {confidence}")
+    return sd * math.sqrt(df / float(_sps.chi2.ppf(1.0 - confidence, df)))
+
+
+def pilot_sd(
+    differences: Sequence[Sequence[float]],
+    *,
+    pool: bool = True,
+    upper_confidence: float | None = None,
+    sd_floor: float = 0.0,
+) -> PilotSd:
+    """Estimate the per-level sd of ``ticket - dense`` from a pilot (one list of differences per level).
+
+    See the module docstring for why pooling is the default and when to ask for an
+    ``upper_confidence`` bound. ``sd_floor`` is a lower limit on every planning sd.
+    """
+    if sd_floor < 0 or not math.isfinite(sd_floor):
+        raise ConfigError(f"sd_floor must be a finite number >= 0, got {sd_floor}")
+    levels = _pilot_levels(differences)
+    # Exactly equal values have no spread (np.std can return a rounding error such as 3e-17).
+    sds = tuple(float(np.std(values, ddof=1)) if np.ptp(values) > 0 else 0.0 for values in levels)
+    dfs = tuple(int(values.size - 1) for values in levels)
+    pooled_df = sum(dfs)
+    pooled = math.sqrt(sum(df * sd**2 for sd, df in zip(sds, dfs)) / pooled_df)
+    base = [(pooled, pooled_df)] * len(sds) if pool else list(zip(sds, dfs))
+    if upper_confidence is not None:
+        base = [(sd_upper_bound(sd, df, upper_confidence), df) for sd, df in base]
+    planning = tuple(max(sd, sd_floor) for sd, _ in base)
+    if any(sd <= 0.0 for sd in planning):
+        raise ConfigError(
+            "a pilot level has zero spread; give sd_floor (the measurement's rounding error) to plan with it"
+        )
+    return PilotSd(per_level=sds, dfs=dfs, pooled=pooled, pooled_df=pooled_df, planning=planning,
+                   pool=pool, upper_confidence=upper_confidence, sd_floor=sd_floor)
+
+
+# --------------------------------------------------------------------------
+# one level
+# --------------------------------------------------------------------------
+
+
+def _check_test(margin: float, alpha: float, target: float | None = None) -> None:
+    if not (math.isfinite(margin) and margin > 0):
+        raise ConfigError(f"margin must be > 0 accuracy points, got {margin}")
+    if not 0.0 < alpha < 0.5:
+        raise ConfigError(f"alpha must be in (0, 0.5), got {alpha}")
+    if target is not None and not alpha < target < 1.0:
+        raise ConfigError(f"power must be in (alpha, 1) = ({alpha}, 1), got {target}")
+
+
+def level_power(n: int | np.ndarray, sd: float, margin: float = 0.5, alpha: float = 0.05,
+                assumed_diff: float = 0.0) -> float | np.ndarray:
+    """Probability that ``n`` seeds make one level matching when its true mean difference is ``assumed_diff``.
+
+    The noncentral-t power of the paired one-sided bound (module docstring); ``n`` may be an
+    array of seed counts (each at least 2).
+    """
+    _check_test(margin, alpha)
+    if not sd > 0:
+        raise ConfigError(f"sd must be > 0, got {sd}")
+    seeds = np.asarray(n, dtype=float)
+    if np.any(seeds < 2):
+        raise ConfigError(f"a paired bound needs at least 2 seeds, got {n}")
+    df = seeds - 1.0
+    noncentrality = (margin + assumed_diff) / sd * np.sqrt(seeds)
+    power = _sps.nct.sf(_sps.t.ppf(1.0 - alpha, df), df, noncentrality)
+    return float(power) if np.ndim(power) == 0 else power
+
+
+def seeds_for_level(sd: float, power: float = 0.90, margin: float = 0.5, alpha: float = 0.05,
+                    assumed_diff: float = 0.0) -> int:
+    """Fewest seeds (at least 2) whose :func:`level_power` reaches ``power``.
+
+    Refused when no number of seeds up to :data:`MAX_SEEDS` does: an ``assumed_diff`` at or below
+    ``-margin`` can never be expected to pass, whatever the seeds.
+    """
+    _check_test(margin, alpha, power)
+    counts = np.arange(2, MAX_SEEDS + 1)
+    reached = np.nonzero(level_power(counts, sd, margin, alpha, assumed_diff) >= power)[0]
+    if reached.size == 0:
+        raise ConfigError(
+            f"no number of seeds up to {MAX_SEEDS} reaches power {power} with sd {sd}, margin {margin} "
+            f"and assumed difference {assumed_diff}"
+        )
+    return int(counts[reached[0]])
+
+
+# --------------------------------------------------------------------------
+# the whole claim (all levels of the fixed sequence)
+# --------------------------------------------------------------------------
+
+
+def _as_levels(values: float | Sequence[float], count: int, name: str) -> np.ndarray:
+    arr = np.broadcast_to(np.asarray(values, dtype=float), (count,)).copy()
+    if not np.all(np.isfinite(arr)):
+        raise ConfigError(f"{name} must be finite, got {arr.tolist()}")
+    return arr
+
+
+def _simulated_claim_power(n: int, sds: np.ndarray, margin: float, alpha: float, diffs: np.ndarray,
+                           correlation: float, sims: int, seed: int) -> float:
+    """Fraction of simulated experiments in which every level's paired bound clears ``-margin``.
+
+    Per seed ``s`` and level ``l``: ``d = diff_l + sd_l * (sqrt(rho) * Z_s + sqrt(1 - rho) * E_ls)``,
+    the shared ``Z_s`` standing for the dense run every level is compared with.
+    """
+    rng = np.random.default_rng(seed)
+    t_crit = float(_sps.t.ppf(1.0 - alpha, n - 1))
+    shared, own = math.sqrt(correlation), math.sqrt(1.0 - correlation)
+    passed = 0
+    for start in range(0, sims, _SIM_CHUNK):
+        block = min(_SIM_CHUNK, sims - start)
+        noise = shared * rng.standard_normal((block, n, 1)) + own * rng.standard_normal((block, n, sds.size))
+        d = diffs + sds * noise
+        lower = d.mean(axis=1) - t_crit * d.std(axis=1, ddof=1) / math.sqrt(n)
+        passed += int(np.all(lower >= -margin, axis=1).sum())
+    return passed / sims
+
+
+def claim_power(
+    n: int,
+    sds: Sequence[float],
+    margin: float = 0.5,
+    alpha: float = 0.05,
+    assumed_diff: float | Sequence[float] = 0.0,
+    *,
+    correlation: float = 0.5,
+    method: ClaimMethod = "simulation",
+    sims: int = 20000,
+    seed: int = 0,
+) -> float:
+    """Probability that ``n`` seeds make *every* level matching (one planning sd per level).
+
+    ``method="simulation"`` draws ``sims`` experiments with a fixed ``seed`` (standard error about
+    ``sqrt(p(1-p)/sims)``, 0.0035 at p = 0.5 and 20,000 sims); ``"product"`` multiplies the
+    per-level powers (exact for ``correlation=0``, a lower bound for positive correlation).
+    """
+    _check_test(margin, alpha)
+    if n < 2:
+        raise ConfigError(f"a paired bound needs at least 2 seeds, got {n}")
+    if not 0.0 <= correlation < 1.0:
+        raise ConfigError(f"correlation between levels must be in [0, 1), got {correlation}")
+    sd = _as_levels(sds, len(sds), "sds")
+    if sd.size == 0 or np.any(sd <= 0):
+        raise ConfigError(f"give one sd > 0 per level, got {list(sds)}")
+    diffs = _as_levels(assumed_diff, sd.size, "assumed_diff")
+    if method == "product":
+        return float(np.prod([level_power(n, s, margin, alpha, a) for s, a in zip(sd, diffs)]))
+    if method != "simulation":
+        raise ConfigError(f"method must be 'simulation' or 'product', got {method!r}")
+    if sims < 1:
+        raise ConfigError(f"sims must be >= 1, got {sims}")
+    return _simulated_claim_power(n, sd, margin, alpha, diffs, correlation, sims, seed)
+
+
+def seeds_for_claim(
+    sds: Sequence[float],
+    power: float = 0.90,
+    margin: float = 0.5,
+    alpha: float = 0.05,
+    assumed_diff: float | Sequence[float] = 0.0,
+    *,
+    correlation: float = 0.5,
+    method: ClaimMethod = "simulation",
+    sims: int = 20000,
+    seed: int = 0,
+) -> int:
+    """Fewest seeds whose :func:`claim_power` reaches ``power``.
+
+    The search starts at the most any single level needs (the claim cannot need fewer) and walks
+    up; every candidate is simulated with the same ``seed``, so the answer is reproducible.
+    """
+    _check_test(margin, alpha, power)
+    diffs = _as_levels(assumed_diff, len(sds), "assumed_diff")
+    n = max(seeds_for_level(s, power, margin, alpha, a) for s, a in zip(sds, diffs))
+    while n <= MAX_SEEDS:
+        if claim_power(n, sds, margin, alpha, diffs, correlation=correlation, method=method,
+                       sims=sims, seed=seed) >= power:
+            return n
+        n += 1
+    raise ConfigError(f"no number of seeds up to {MAX_SEEDS} reaches power {power} for all {len(sds)} levels")
+
+
+def trainings(seeds: int, levels: int, controls: int = 0, controlled_levels: int | None = None) -> int:
+    """Trainings an experiment of ``seeds`` seeds costs: per seed one dense run, one ticket per
+    pruned level and one run per control arm at each controlled level (all levels by default)."""
+    if min(seeds, levels, controls) < 0:
+        raise ConfigError(f"seeds, levels and controls must be >= 0, got {seeds}, {levels}, {controls}")
+    controlled = levels if controlled_levels is None else controlled_levels
+    if not 0 <= controlled <= levels:
+        raise ConfigError(f"controlled_levels must lie in 0..levels ({levels}), got {controlled_levels}")
+    return seeds * (1 + levels + controls * controlled)
+
+
+# --------------------------------------------------------------------------
+# the plan
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Seeds a stated power needs, per level and for the whole claim, from a pilot.
+
+    ``level_seeds[l]`` is what level ``l`` needs on its own; ``claim_seeds`` what every level
+    needs together (``claim_method`` says how the joint power was computed), and
+    ``claim_power`` the joint power at ``claim_seeds``.
+    """
+
+    sd: PilotSd
+    power: float
+    margin: float
+    alpha: float
+    assumed_diff: float
+    level_seeds: tuple[int, ...]
+    claim_seeds: int
+    claim_power: float
+    claim_method: str
+    correlation: float
+
+    @property
+    def levels(self) -> int:
+        return len(self.level_seeds)
+
+    def trainings(self, controls: int = 0, controlled_levels: int | None = None) -> int:
+        """Trainings the whole claim costs at :attr:`claim_seeds` (see :func:`trainings`)."""
+        return trainings(self.claim_seeds, self.levels, controls, controlled_levels)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "sd": self.sd.to_dict(),
+            "power": self.power,
+            "margin": self.margin,
+            "alpha": self.alpha,
+            "assumed_diff": self.assumed_diff,
+            "level_seeds": list(self.level_seeds),
+            "claim_seeds": self.claim_seeds,
+            "claim_power": self.claim_power,
+            "claim_method": self.claim_method,
+            "correlation": self.correlation,
+        }
+
+
+def plan(
+    pilot_differences: Sequence[Sequence[float]],
+    power: float = 0.90,
+    margin: float = 0.5,
+    alpha: float = 0.05,
+    assumed_diff: float = 0.0,
+    *,
+    pool: bool = True,
+    upper_confidence: float | None = None,
+    sd_floor: float = 0.0,
+    correlation: float = 0.5,
+    method: ClaimMethod = "simulation",
+    sims: int = 20000,
+    seed: int = 0,
+) -> Plan:
+    """Plan seeds from pilot differences (ticket - dense, accuracy points, one list per level)."""
+    spread = pilot_sd(pilot_differences, pool=pool, upper_confidence=upper_confidence, sd_floor=sd_floor)
+    per_level = tuple(seeds_for_level(sd, power, margin, alpha, assumed_diff) for sd in spread.planning)
+    options = {"correlation": correlation, "method": method, "sims": sims, "seed": seed}
+    claim_n = seeds_for_claim(spread.planning, power, margin, alpha, assumed_diff, **options)
+    joint = claim_power(claim_n, spread.planning, margin, alpha, assumed_diff, **options)
+    return Plan(sd=spread, power=power, margin=margin, alpha=alpha, assumed_diff=assumed_diff,
+                level_seeds=per_level, claim_seeds=claim_n, claim_power=joint, claim_method=method,
+                correlation=correlation)
