@@ -39,6 +39,7 @@ from ticketlab.train.state import TrainState
 from ticketlab.train.loop import eval_batches, run_loop
 from ticketlab.train.steppers.dense import SingleStepper
 from ticketlab.train.task import Task
+from ticketlab.train.events import Events
 
 BATCH = 60
 LR = 1.2e-3
@@ -117,12 +118,8 @@ class OursHandWritten(Ours):
         self.stepper = SparseStepper(model, self.optimizer, Task().bind(data.y_train), data, masks)
 
 
-class NoEvents:
-    def on_eval(self, state) -> None: ...
-
-    def on_checkpoint(self, state) -> None: ...
-
-    def on_capture(self, state) -> None: ...
+class NoEvents(Events):
+    """Nothing happens at the loop's events (the base class's defaults)."""
 
 
 class Bare:

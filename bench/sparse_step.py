@@ -35,6 +35,7 @@ from ticketlab.pruning.magnitude import magnitude_prune
 from ticketlab.train.steppers.sparse import SparseStepper, sparse_ineligible
 from ticketlab.train.steppers.dense import SingleStepper
 from ticketlab.train.task import Task
+from ticketlab.train.events import Events
 
 BATCH = 60
 LR = 1.2e-3
@@ -58,12 +59,8 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-class NoEvents:
-    def on_eval(self, state) -> None: ...
-
-    def on_checkpoint(self, state) -> None: ...
-
-    def on_capture(self, state) -> None: ...
+class NoEvents(Events):
+    """Nothing happens at the loop's events (the base class's defaults)."""
 
 
 class Side:

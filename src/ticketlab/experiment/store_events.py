@@ -17,6 +17,7 @@ from ticketlab.io import (
 from ticketlab.store.checkpoint import MODEL_PREFIX, OPTIM_PREFIX, RNG_PREFIX, rng_state
 from ticketlab.store.integrity import DamagedFileError
 from ticketlab.store.layout import Store, UnitPaths
+from ticketlab.train.events import Events
 from ticketlab.train.optim import (
     mask_optimizer_state_,
     optimizer_state_tensors,
@@ -35,8 +36,10 @@ class CallbackError(BaseException):
 
 
 # ---------------------------------------------------------------------------- events -> files
-class StoreEvents:
+class StoreEvents(Events):
     """Loop events of one unit: progress, checkpoints and the rewind point, written to the store."""
+
+    keeps_early_stop_weights = True
 
     def __init__(self, unit: Unit, paths: UnitPaths, store: Store, model, optimizer, masks, elapsed, progress, end):
         self.unit, self.paths, self.store = unit, paths, store

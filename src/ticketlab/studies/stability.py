@@ -54,6 +54,7 @@ from ticketlab.studies.stability_files import (
     remove_stale_temporaries,
 )
 from ticketlab.train.evaluation import evaluate_weights
+from ticketlab.train.events import Events
 from ticketlab.train.loop import run_loop
 from ticketlab.train.optim import (
     load_optimizer_state,
@@ -70,14 +71,8 @@ POINTS = 11
 Weights = dict[str, torch.Tensor]
 
 
-class _Silent:
+class _Silent(Events):
     """Loop events of an analysis training: nothing is recorded but the final weights."""
-
-    def on_eval(self, state: TrainState) -> None: ...
-
-    def on_checkpoint(self, state: TrainState) -> None: ...
-
-    def on_capture(self, state: TrainState) -> None: ...
 
 
 def train_from(env: Environment, weights: Weights, optimizer_state: Weights, masks: dict[str, torch.Tensor] | None,

@@ -154,9 +154,7 @@ def _record_evals(stepper: Stepper, data: Dataset, states: Sequence[TrainState],
         events[k].on_eval(state)
         if not state.diverged and candidate[k]:
             stepper.sync(k)
-            on_early_stop = getattr(events[k], "on_early_stop", None)  # optional for older Events
-            if on_early_stop is not None:
-                on_early_stop(state)
+            events[k].on_early_stop(state)
 
 
 def _score_early_stop(stepper: Stepper, data: Dataset, states: Sequence[TrainState],
@@ -219,8 +217,8 @@ def run_loop(
     if isinstance(data, StreamingData) and len(states) > 1:
         raise ValueError("streamed data trains one replicate at a time")
     device = data.device if isinstance(data, StreamingData) else data.x_train.device
-    test_saved_later = (not train.test_every_eval and hasattr(stepper, "evaluate_weights")
-                        and all(hasattr(e, "early_stop_weights") for e in events))
+    test_saved_later = (not train.test_every_eval and stepper.scores_other_weights
+                        and all(e.keeps_early_stop_weights for e in events))
     if not states[0].history:
         _record_evals(stepper, data, states, events, start, None, train.test_every_eval, start == end,
                       test_saved_later)

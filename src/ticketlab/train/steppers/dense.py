@@ -22,6 +22,7 @@ class SingleStepper(MaskedOptimizer):
     """One model trained by one optimizer; ``masks`` maps parameter names to float {0,1} tensors."""
 
     size = 1
+    scores_other_weights = True
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, task: Task, data,
                  masks: dict[str, torch.Tensor] | None, autocast_dtype: torch.dtype | None = None):

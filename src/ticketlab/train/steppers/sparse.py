@@ -37,6 +37,7 @@ from torch import nn
 
 from ticketlab.errors import ConfigError
 from ticketlab.models.mlp import MLP
+from ticketlab.train.steppers.base import Stepper
 
 SPARSE_BELOW = 0.3  # a layer keeping at most this fraction of its weights runs as CSR
 
@@ -152,10 +153,11 @@ class _Layer:
             self.dense.mul_(self.mask)
 
 
-class SparseStepper:
+class SparseStepper(Stepper):
     """The :class:`~ticketlab.train.steppers.base.Stepper` of one pruned MLP trained on its survivors only."""
 
     size = 1
+    scores_other_weights = True
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, task, data,
                  masks: dict[str, torch.Tensor], autocast_dtype: torch.dtype | None = None,
