@@ -35,6 +35,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -123,9 +124,8 @@ def correctness(sizes: Sizes, deadline: float) -> dict[str, Any]:
     """``pytest -m cuda`` in a subprocess: the tests' counts, failures and output tail."""
     cmd = [sys.executable, "-m", "pytest", "-m", "cuda", "tests/test_cuda.py", "-q", "-rfEs",
            "-p", "no:cacheprovider", *sizes.pytest_args]
-    env = {**os.environ, **sizes.pytest_env,
-           "PYTHONPATH": os.pathsep.join(p for p in (str(REPO / "src"), os.environ.get("PYTHONPATH", "")) if p)}
-    code, output = run_bounded(cmd, env, min(sizes.pytest_timeout_s, seconds_left(deadline)))
+    code, output = run_bounded(cmd, {**python_env(), **sizes.pytest_env},
+                               min(sizes.pytest_timeout_s, seconds_left(deadline)))
     counts = {word: int(n) for n, word in re.findall(r"(\d+) (passed|failed|skipped|errors?|deselected)", output)}
     failures = [line for line in output.splitlines() if line.startswith(("FAILED", "ERROR"))]
     return {"command": " ".join(cmd[1:]), "exit_code": code, "counts": counts, "failures": failures,
@@ -203,7 +203,7 @@ def busy_fraction(sizes: Sizes, interval_s: float = 0.05) -> dict[str, Any]:
     sampler.start()
     start = time.perf_counter()
     try:
-        with _scratch("gpu-busy-") as root:
+        with tempfile.TemporaryDirectory(prefix="gpu-busy-") as root:
             ticketlab.run(sizes.busy, stacked_options(root, sizes.device, sizes.busy["seeds"]),
                           on_done=lambda unit, summary: unit.level == 0 and level0_done.append(time.perf_counter()))
     finally:
@@ -218,7 +218,12 @@ def busy_fraction(sizes: Sizes, interval_s: float = 0.05) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------- section 3: the study
 def study(sizes: Sizes, deadline: float, out: Path) -> dict[str, Any]:
-    """The paper's study end to end in a subprocess stopped at the deadline; its verdict table."""
+    """The paper's study end to end in a subprocess stopped at the deadline; its verdict table.
+
+    A subprocess, so that the deadline can stop it (its own process group) without leaving this
+    process's CUDA context or the store in a half state; the store's resume makes a later run
+    with the same ``--out`` continue where this one stopped.
+    """
     root = out / "study"
     options = {"root": str(root), "device": sizes.device, "batch": sizes.study_batch, "workers": 1,
                "probe_batch": False, "progress": False}
@@ -226,7 +231,9 @@ def study(sizes: Sizes, deadline: float, out: Path) -> dict[str, Any]:
     start = time.perf_counter()
     code, output = run_bounded([sys.executable, "-c", _RUNNER, spec], python_env(), seconds_left(deadline))
     seconds = time.perf_counter() - start
-    directories = sorted(p for p in root.glob("*") if p.is_dir()) if root.is_dir() else []
+    # The experiment just run (or resumed): an --out reused with another study size holds others too.
+    directories = sorted((p for p in root.glob("*") if p.is_dir()), key=lambda p: p.stat().st_mtime,
+                         reverse=True) if root.is_dir() else []
     record: dict[str, Any] = {"config": sizes.study, "options": options, "seconds": seconds, "exit_code": code,
                               "finished": code == 0}
     if code != 0:
@@ -248,9 +255,7 @@ def study_results(directory: Path) -> dict[str, Any]:
          "ticket_acc": r.ticket.mean, "dense_acc": r.dense.mean, "reason": r.reason,
          "controls": {arm: c.test.mean for arm, c in r.controls.items() if c.test is not None}}
         for r in table]
-    walls = [r.get("wall_time_s") for r in result.runs if r.get("wall_time_s") is not None]
-    return {"directory": str(directory), "units_done": len(result.runs), "unit_seconds_total": sum(walls),
-            "verdicts": rows, "headline": None if table is None else table.headline()}
+    return {"directory": str(directory), "units_done": len(result.runs), "verdicts": rows, "headline": None if table is None else table.headline()}
 
 
 # ---------------------------------------------------------------------------- section 4: 2:4 export
@@ -295,23 +300,6 @@ def run_bounded(cmd: list[str], env: dict[str, str], timeout_s: float) -> tuple[
 
 def stacked_options(root: str, device: str, k: int) -> ticketlab.RunOptions:
     return ticketlab.RunOptions(root=root, device=device, batch=k, workers=1, probe_batch=False, progress=False)
-
-
-class _scratch:
-    """A temporary directory removed afterwards (the busy-fraction run's experiment)."""
-
-    def __init__(self, prefix: str) -> None:
-        import tempfile
-
-        self.path = tempfile.mkdtemp(prefix=prefix)
-
-    def __enter__(self) -> str:
-        return self.path
-
-    def __exit__(self, *exc: object) -> None:
-        import shutil
-
-        shutil.rmtree(self.path, ignore_errors=True)
 
 
 def error_line(exc: BaseException) -> str:
@@ -461,6 +449,7 @@ def main(argv: list[str] | None = None) -> int:
     report.section("study", lambda: study(sizes, deadline, out))  # last: it takes whatever budget is left
     report.machine["total_seconds"] = time.perf_counter() - start
     report.write()
+    print("\n" + (out / "gpu.md").read_text())  # the figures and the study's verdict table, for the log
     print(f"wrote {out / 'gpu.json'} and {out / 'gpu.md'} in {report.machine['total_seconds']:.0f} s")
     return 0
 
