@@ -135,45 +135,84 @@ def main() -> None:
     print_availability()
 
 
+# LeNet-300-100's first layer (300x784) padded to the 2:4 kernels' tiles, and a large layer.
+SEMI_STRUCTURED_SHAPES = ((320, 832), (4096, 4096))
+
+
+def two_four_weight(rows: int, cols: int, dtype: torch.dtype, device: str) -> torch.Tensor:
+    """A random weight with the 2 largest of every 4 consecutive entries kept (a valid 2:4 pattern)."""
+    weight = torch.randn(rows, cols, device=device, dtype=dtype)
+    groups = weight.abs().reshape(-1, 4)
+    keep = torch.zeros_like(groups, dtype=torch.bool)
+    keep.scatter_(1, groups.topk(2, dim=1).indices, True)
+    return weight * keep.reshape(rows, cols)
+
+
+def seconds_per_call(fn, device: str, warmup: int = 10, repeats: int = 100) -> float:
+    """Mean wall seconds of ``fn()``, synchronising CUDA around the timed loop (kernels are async)."""
+    sync = torch.cuda.synchronize if str(device).startswith("cuda") else (lambda: None)
+    for _ in range(warmup):
+        fn()
+    sync()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    sync()
+    return (time.perf_counter() - start) / repeats
+
+
+def semi_structured_rows(shapes=SEMI_STRUCTURED_SHAPES, batches=(64, 4096), dtypes=(torch.float16,),
+                         device: str = "cuda", repeats: int = 100) -> list[dict]:
+    """y = x W^T with W dense vs 2:4 semi-structured, one row per (shape, dtype, batch).
+
+    A shape or dtype the 2:4 kernels refuse (or a device without them) keeps its dense timings
+    and records ``error`` (its first line) instead of the 2:4 ones, so a caller reports what this
+    GPU and torch build support rather than stopping.
+    """
+    try:
+        from torch.sparse import to_sparse_semi_structured
+    except ImportError as exc:
+        to_sparse_semi_structured, missing = None, f"torch.sparse.to_sparse_semi_structured unavailable: {exc}"
+    rows_out: list[dict] = []
+    for dtype in dtypes:
+        for rows, cols in shapes:
+            weight = two_four_weight(rows, cols, dtype, device)
+            sparse, error = None, None
+            try:
+                if to_sparse_semi_structured is None:
+                    raise RuntimeError(missing)
+                sparse = to_sparse_semi_structured(weight)
+            except Exception as exc:  # noqa: BLE001  (any refusal is a finding to report)
+                error = (str(exc).splitlines() or [repr(exc)])[0]
+            for batch in batches:
+                x = torch.randn(batch, cols, device=device, dtype=dtype)
+                row = {"shape": f"{rows}x{cols}", "dtype": str(dtype).removeprefix("torch."), "batch": batch,
+                       "dense_us": 1e6 * seconds_per_call(lambda: torch.nn.functional.linear(x, weight), device,
+                                                          repeats=repeats)}
+                if sparse is None:
+                    row["error"] = error
+                else:
+                    sparse_s = seconds_per_call(lambda: torch.nn.functional.linear(x, sparse), device, repeats=repeats)
+                    row.update(sparse_us=1e6 * sparse_s, dense_over_sparse=row["dense_us"] / (1e6 * sparse_s))
+                rows_out.append(row)
+    return rows_out
+
+
 def gpu_section(args) -> None:
     """2:4 semi-structured sparse matmul vs dense fp16 on the GPU; skipped without CUDA."""
     if not torch.cuda.is_available():
         print("\nGPU section skipped: no CUDA device")
         return
     print(f"\n## GPU: {torch.cuda.get_device_name()} -- 2:4 semi-structured vs dense (fp16, y = x W^T)")
-    try:
-        from torch.sparse import to_sparse_semi_structured
-    except ImportError as exc:
-        print(f"skipped: {exc}")
-        return
     print("| W shape | batch | dense us | 2:4 us | dense / 2:4 |")
     print("|---|---:|---:|---:|---:|")
-    for rows, cols in [(320, 832), (4096, 4096)]:  # LeNet's first layer padded to the kernel's tiles, and a big layer
-        weight = torch.randn(rows, cols, device="cuda", dtype=torch.float16)
-        groups = weight.abs().reshape(-1, 4)
-        keep = torch.zeros_like(groups, dtype=torch.bool)
-        keep.scatter_(1, groups.topk(2, dim=1).indices, True)
-        weight = weight * keep.reshape(rows, cols)
-        try:
-            sparse = to_sparse_semi_structured(weight)
-        except Exception as exc:
-            print(f"| {rows}x{cols} | - | 2:4 not supported here: {str(exc).splitlines()[0]} | | |")
-            continue
-        for batch in (64, 4096):
-            x = torch.randn(batch, cols, device="cuda", dtype=torch.float16)
-            timings = {}
-            for name, fn in [("dense", lambda: torch.nn.functional.linear(x, weight)),
-                             ("2:4", lambda: torch.nn.functional.linear(x, sparse))]:
-                for _ in range(10):
-                    fn()
-                torch.cuda.synchronize()
-                start = time.perf_counter()
-                for _ in range(100):
-                    fn()
-                torch.cuda.synchronize()
-                timings[name] = (time.perf_counter() - start) / 100
-            print(f"| {rows}x{cols} | {batch} | {1e6 * timings['dense']:.1f} | {1e6 * timings['2:4']:.1f} | "
-                  f"{timings['dense'] / timings['2:4']:.2f}x |")
+    for row in semi_structured_rows():
+        if "error" in row:
+            print(f"| {row['shape']} | {row['batch']} | {row['dense_us']:.1f} | 2:4 not supported here: "
+                  f"{row['error']} | |")
+        else:
+            print(f"| {row['shape']} | {row['batch']} | {row['dense_us']:.1f} | {row['sparse_us']:.1f} | "
+                  f"{row['dense_over_sparse']:.2f}x |")
 
 
 if __name__ == "__main__":

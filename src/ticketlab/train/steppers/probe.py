@@ -126,6 +126,13 @@ def measure_speedup(env: Environment, k: int, steps: int = 20, warmup: int = 3) 
     (dense, fresh weights: masks cost the same on both sides) for ``steps`` steps after
     ``warmup``; the probe takes well under a second for small models.
     """
+    sequential, together = measure_rates(env, k, steps, warmup)
+    return together / sequential
+
+
+def measure_rates(env: Environment, k: int, steps: int = 20, warmup: int = 3) -> tuple[float, float]:
+    """(sequential, stacked K-wide) replicate-steps per second: the two sides of ``measure_speedup``,
+    absolute, for benchmarks that report steps/s (``bench/gpu.py``)."""
     import time
 
     import torch
@@ -156,7 +163,7 @@ def measure_speedup(env: Environment, k: int, steps: int = 20, warmup: int = 3) 
 
     sequential = rate(lambda: single.step(index[:1]), 1)
     together = rate(lambda: stacked.step(index), k)
-    return together / sequential
+    return sequential, together
 
 
 def choose_batch(env: Environment, requested: int) -> tuple[int, str]:
