@@ -111,13 +111,13 @@ def verify(bundle_path: str | Path, controls: list[str] | None = None, seeds: in
         raise ConfigError(
             f"{bundle_path} was trained on the user's own data ({bundle.doc['data']['dataset']}, fingerprint "
             f"{bundle.doc['data']['fingerprint']}); verify it from Python with "
-            "ticketlab.bundle.verification.verify(bundle, data=...) passing the same data")
+            "ticketlab.bundle.verify(bundle, data=...) passing the same data")
     if config.model.startswith("python:") and model is None:
         raise ConfigError(f"{bundle_path} was trained with the user's own model ({config.model}); verify it from "
-                          "Python with ticketlab.bundle.verification.verify(bundle, model=...) passing the same model")
+                          "Python with ticketlab.bundle.verify(bundle, model=...) passing the same model")
     if config.task_fingerprint is not None and task is None:
         raise ConfigError(f"{bundle_path} was made with a custom task ({config.task}); verify it from Python with "
-                          "ticketlab.bundle.verification.verify(bundle, task=ticketlab.Task(...)) passing the same task")
+                          "ticketlab.bundle.verify(bundle, task=ticketlab.Task(...)) passing the same task")
     inputs = None
     if data is not None or model is not None or task is not None or ":" in config.model:
         from ticketlab.experiment.inputs import prepare_inputs

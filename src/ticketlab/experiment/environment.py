@@ -55,7 +55,7 @@ class Environment:
         if not self.user and self.config.task_fingerprint is not None:
             raise ConfigError(f"this experiment was trained with a custom task ({self.config.task}), which only the "
                               "Python API can pass again: ticketlab.run(..., task=ticketlab.Task(...)) or "
-                              "ticketlab.bundle.verification.verify(..., task=...)")
+                              "ticketlab.bundle.verify(..., task=...)")
         return self.inputs.task
 
     def build(self, seed: int, device: torch.device | str | None = None) -> nn.Module:
