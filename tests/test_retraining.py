@@ -104,12 +104,14 @@ def test_oneshot_keeps_the_top_dense_weights_at_imps_counts(tmp_path):
 
 
 def test_retrain_modes_are_refused_where_they_mean_nothing():
+    from ticketlab.experiment.names import resolve_names
+
     with pytest.raises(ticketlab.ConfigError, match="untrained"):
-        tiny_config(retrain="lr_rewind", prune={"method": "snip"})
+        resolve_names(tiny_config(retrain="lr_rewind", prune={"method": "snip"}))
     with pytest.raises(ticketlab.ConfigError, match="rewind_iteration"):
-        tiny_config(retrain="finetune", rewind_iteration=10)
+        resolve_names(tiny_config(retrain="finetune", rewind_iteration=10))
     with pytest.raises(ticketlab.ConfigError, match="transfer"):
-        tiny_config(prune={"method": "transfer"})
+        resolve_names(tiny_config(prune={"method": "transfer"}))
 
 
 def test_transfer_retrains_the_source_masks_under_another_optimizer(tmp_path, capsys):

@@ -85,5 +85,7 @@ def test_nm_levels_reach_2_of_4_and_are_refused_past_m_minus_1(tmp_path, capsys)
 
 
 def test_structured_pruning_is_layerwise_only():
+    from ticketlab.experiment.names import resolve_names
+
     with pytest.raises(ticketlab.ConfigError, match="layerwise"):
-        tiny_config(prune={"method": "structured", "strategy": "global"})
+        resolve_names(tiny_config(prune={"method": "structured", "strategy": "global"}))

@@ -1,4 +1,4 @@
-"""N:M magnitude pruning: in every group of M consecutive weights of a unit, keep the N largest
+"""N:M magnitude pruning: in every group of M consecutive weights of a neuron, keep the N largest
 (Zhou et al. 2021; NVIDIA's 2:4 sparse tensor cores run the N=2, M=4 pattern at about twice the
 dense speed).
 
@@ -6,7 +6,7 @@ Levels make N:M iterative like IMP: level L keeps N = M - L of every group, chos
 among the previous level's survivors in the previous level's *trained* ticket, so masks are
 nested and each level is pruned from a trained network. With M = 4 (``prune.nm_group``, the
 default) level 1 is 3:4, **level 2 is 2:4** and level 3 is 1:4; an experiment has at most M - 1
-levels. Groups run along each unit's inputs in memory order: a Linear weight's row, a
+levels. Groups run along each neuron's inputs in memory order: a Linear weight's row, a
 convolution's ``in_channels x kh x kw`` per output channel, which is the reduction dimension the
 sparse kernels group. A row whose length is not a multiple of M ends with a shorter group that
 keeps at most N. Every prunable weight with two or more dimensions is pruned, the output layer
@@ -23,7 +23,7 @@ from ticketlab.pruning.base import MaskContext, Need
 
 
 def keep_n_of_m(scores: torch.Tensor, keep: torch.Tensor, n: int, m: int) -> torch.Tensor:
-    """Per unit, in groups of ``m`` along the flattened inputs: the ``n`` highest-scoring kept entries."""
+    """Per neuron, in groups of ``m`` along the flattened inputs: the ``n`` highest-scoring kept entries."""
     rows = keep.flatten(1)
     width = rows.shape[1]
     padded = -(-width // m) * m

@@ -8,7 +8,7 @@ from ticketlab.pruning.base import PruningMethod
 METHODS = Registry("pruning method", {
     "magnitude": "ticketlab.pruning.magnitude:MagnitudePruning",
     "oneshot": "ticketlab.pruning.oneshot:OneShotMagnitude",  # each level from the dense network in one step
-    "structured": "ticketlab.pruning.structured:StructuredPruning",  # whole units/channels by L2 norm
+    "structured": "ticketlab.pruning.structured:StructuredPruning",  # whole neurons/channels by L2 norm
     "nm": "ticketlab.pruning.n_m:NMPruning",  # N:M (level L keeps M-L of every M; 2:4 at level 2)
     "transfer": "ticketlab.pruning.transfer:TransferMasks",  # another experiment's masks (prune.source)
     # pruning at initialisation, to the same sparsity as IMP's level L

@@ -1,21 +1,21 @@
-"""Structured IMP: prune whole units (rows of a Linear weight, output channels of a convolution)
-by the L2 norm of their surviving trained weights, ``prune.rate`` of each layer's remaining units
+"""Structured IMP: prune whole neurons (rows of a Linear weight, output channels of a convolution)
+by the L2 norm of their surviving trained weights, ``prune.rate`` of each layer's remaining neurons
 per level (Li et al. 2017's criterion, applied iteratively like IMP).
 
-Structured sparsity is the kind dense hardware can use: a removed unit is a smaller matrix, no
+Structured sparsity is the kind dense hardware can use: a removed neuron is a smaller matrix, no
 sparse kernel needed (``ticketlab export --format structured`` builds that smaller model). The
 price is accuracy, which the same evidence tables as unstructured IMP measure.
 
-* The output layer's units are the model's outputs (the classes), so they are never removed.
-* In a plain chain of layers (ticketlab's ``MLP`` and ``ConvNet``), a removed unit's outgoing
+* The output layer's neurons are the model's outputs (the classes), so they are never removed.
+* In a plain chain of layers (ticketlab's ``MLP`` and ``ConvNet``), a removed neuron's outgoing
   weights are masked too: the next layer's input columns (the block of flattened columns for a
-  convolution feeding a Linear layer). They could only ever multiply the unit's constant output,
+  convolution feeding a Linear layer). They could only ever multiply the neuron's constant output,
   and counting them as "remaining" would overstate what is left. In other architectures (residual
-  streams, attention) a unit's output may reach later layers by other paths, so only its row is
+  streams, attention) a neuron's output may reach later layers by other paths, so only its row is
   masked; say so in results.
-* Only weights with at least two dimensions have units; a prunable 1-D parameter (a bias or a
+* Only weights with at least two dimensions have neurons; a prunable 1-D parameter (a bias or a
   norm scale, when ``prune.roles`` asks for them) is left as it is.
-* Counts are exact per layer (``count_to_prune`` on the number of live units) and ties break
+* Counts are exact per layer (``count_to_prune`` on the number of live neurons) and ties break
   by position, so the same weights always give the same mask.
 """
 
@@ -30,7 +30,7 @@ from ticketlab.pruning.magnitude import count_to_prune
 
 
 def unit_norms(weight: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """L2 norm of each unit's (row's) surviving weights."""
+    """L2 norm of each neuron's (row's) surviving weights."""
     return (weight.detach().float() * keep).flatten(1).norm(dim=1)
 
 
@@ -46,7 +46,7 @@ def prune_units(weight: torch.Tensor, keep: torch.Tensor, rate: float) -> torch.
 
 
 def consumers(model: torch.nn.Module, names: list[str]) -> dict[str, str]:
-    """Each unit-bearing weight -> the weight that reads its units, for plain chains only."""
+    """Each neuron-bearing weight -> the weight that reads its neurons, for plain chains only."""
     from ticketlab.models.conv import ConvNet
     from ticketlab.models.mlp import MLP
 
@@ -56,7 +56,7 @@ def consumers(model: torch.nn.Module, names: list[str]) -> dict[str, str]:
 
 
 def mask_inputs_of_removed_units(producer: torch.Tensor, consumer: torch.Tensor) -> torch.Tensor:
-    """The consumer's keep-mask with the input columns of the producer's removed units zeroed."""
+    """The consumer's keep-mask with the input columns of the producer's removed neurons zeroed."""
     removed = ~producer.flatten(1).any(dim=1)
     width = consumer.shape[1] // producer.shape[0]  # 1 for Linear/conv inputs; H*W after a flatten
     columns = removed.repeat_interleave(width)
@@ -70,7 +70,7 @@ class StructuredPruning:
 
     def check(self, config) -> None:
         if config.prune.strategy != "layerwise":
-            raise ConfigError("structured pruning removes prune.rate of each layer's units (layerwise); "
+            raise ConfigError("structured pruning removes prune.rate of each layer's neurons (layerwise); "
                               "drop strategy='global'")
 
     def needs(self, level: int) -> set[Need]:
@@ -79,13 +79,13 @@ class StructuredPruning:
     def next_mask(self, ctx: MaskContext) -> Mask:
         trained = ctx.trained(ctx.level - 1)
         output = ctx.plan.output if ctx.plan else None
-        units = [n for n, m in ctx.previous.items() if m.dim() >= 2]
-        output = output if output in units else (units[-1] if units else None)
+        neurons = [n for n, m in ctx.previous.items() if m.dim() >= 2]
+        output = output if output in neurons else (neurons[-1] if neurons else None)
         new = {n: m.clone() for n, m in ctx.previous.items()}
-        for name in units:
+        for name in neurons:
             if name != output:
                 new[name] = prune_units(trained[name], ctx.previous[name], ctx.config.prune.rate)
-        chain = consumers(ctx.model(), units)
+        chain = consumers(ctx.model(), neurons)
         for producer, consumer in chain.items():
             if new[consumer].shape[1] % new[producer].shape[0] == 0:
                 new[consumer] = mask_inputs_of_removed_units(new[producer], new[consumer])
