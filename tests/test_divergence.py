@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import ticketlab
-from ticketlab.experiment.stack import train_batched
+from ticketlab.experiment.stack import train_stack
 from ticketlab.config import RunOptions
 from ticketlab.store.layout import Store
 from ticketlab.experiment.unit import Unit
@@ -88,7 +88,7 @@ def test_one_diverging_replicate_does_not_stop_its_batch(tmp_path):
     prepared = [prepare_unit(environment(config), str(store.directory), Unit(r, 0, "ticket")) for r in range(3)]
     with torch.no_grad():
         next(prepared[1].model.parameters())[0, 0] = math.nan
-    train_batched(prepared)
+    train_stack(prepared)
     assert prepared[1].state.diverged and prepared[1].state.step == 0
     for unit in (prepared[0], prepared[2]):
         assert unit.state.diverged is None and unit.state.step == 40

@@ -148,7 +148,7 @@ def test_batch_never_trains_slower_than_sequential(tmp_path, monkeypatch):
     widths = []
     monkeypatch.setattr(probe, "measure_speedup", lambda env, k, **kw: widths.append(k) or 0.6)
     used = []
-    monkeypatch.setattr(stack, "train_batched", lambda units: used.append(len(units)))
+    monkeypatch.setattr(stack, "train_stack", lambda units: used.append(len(units)))
     with pytest.warns(PerformanceNote, match="K=4: 0.60x, K=2: 0.60x.*sequentially"):
         result = ticketlab.run(config, RunOptions(root=str(tmp_path), device="cpu", progress=False, batch=4))
     assert widths == [4, 2] and not used  # the batched stepper never ran

@@ -41,11 +41,11 @@ def _run(args: list[str], out: Path, **env: str) -> subprocess.CompletedProcess:
 BATCH_LOGGER = """
 import sys
 import ticketlab.executors.local as local
-wait = local.BatchedExecutor.wait
+wait = local.StackedExecutor.wait
 def logged(self):
     print("batch:", ", ".join(str(u) for u in self.queue), flush=True)
     return wait(self)
-local.BatchedExecutor.wait = logged
+local.StackedExecutor.wait = logged
 from ticketlab.cli import main
 main(sys.argv[1:])
 """

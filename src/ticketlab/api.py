@@ -155,10 +155,10 @@ def run(
     if note:
         warnings.warn(note, SelectionNote, stacklevel=2)
     if options.batch > 1:
-        from ticketlab.experiment.stack import check_batchable
+        from ticketlab.experiment.stack import check_stackable
         from ticketlab.train.steppers.probe import choose_batch
 
-        check_batchable(env)
+        check_stackable(env)
         if options.probe_batch:
             width, note = choose_batch(env, options.batch)
             warnings.warn(note, PerformanceNote, stacklevel=2)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ticketlab.config import Config, RunOptions
-from ticketlab.executors.local import BatchedExecutor, InlineExecutor, ProcessPoolUnitExecutor
+from ticketlab.executors.local import StackedExecutor, InlineExecutor, ProcessPoolUnitExecutor
 from ticketlab.experiment.schedule import Executor
 from ticketlab.experiment.inputs import Inputs
 from ticketlab.experiment.unit import ProgressFn
@@ -21,10 +21,10 @@ def make_executor(config: Config, store_dir: str, options: RunOptions, progress:
 
         return RayExecutor(config, store_dir, options, inputs)
     if options.batch > 1:
-        return BatchedExecutor(config, store_dir, options, inputs)
+        return StackedExecutor(config, store_dir, options, inputs)
     if options.workers == 1:
         return InlineExecutor(config, store_dir, options, progress, inputs)
     return ProcessPoolUnitExecutor(config, store_dir, options, inputs)
 
 
-__all__ = ["make_executor", "BatchedExecutor", "InlineExecutor", "ProcessPoolUnitExecutor"]
+__all__ = ["make_executor", "StackedExecutor", "InlineExecutor", "ProcessPoolUnitExecutor"]

@@ -59,8 +59,8 @@ class InlineExecutor:
         self.queue.clear()
 
 
-class BatchedExecutor:
-    """Runs up to ``batch`` units per call as one batched computation (see ``ticketlab.experiment.stack``).
+class StackedExecutor:
+    """Runs up to ``options.batch`` units per call as one stacked computation (see ``ticketlab.experiment.stack``).
 
     It pays where per-step overhead dominates: tiny models on CPU (an MLP on MNIST-1D), or many
     small models on one GPU. The scheduler fills a batch with whatever units are ready, so the
@@ -77,10 +77,10 @@ class BatchedExecutor:
         self.queue.append(unit)
 
     def wait(self) -> list[tuple[Unit, dict]]:
-        from ticketlab.experiment.stack import run_units_batched
+        from ticketlab.experiment.stack import run_stack
 
         units, self.queue = self.queue, []
-        return run_units_batched(self.config, self.store_dir, units, self.options.device, self.inputs)
+        return run_stack(self.config, self.store_dir, units, self.options.device, self.inputs)
 
     def close(self) -> None:
         self.queue.clear()

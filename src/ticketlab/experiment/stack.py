@@ -1,14 +1,16 @@
-"""Train K independent units together: the one loop with the stacked stepper.
+"""Train a *stack* of K independent units together: the one loop with the stacked stepper.
 
-For tiny models (an MLP on MNIST-1D) a training step is a handful of small kernels and the
-time goes to per-step overhead; stacking K replicates (``steppers.StackedStepper``) turns K
-small products into one batched product. Units in a batch must start at the same iteration
+("Stack" is K trainings run as one computation, ``--batch K``; a "batch" elsewhere is a
+minibatch of examples.) For tiny models (an MLP on MNIST-1D) a training step is a handful of
+small kernels and the time goes to per-step overhead; stacking K replicates
+(``train.steppers.stacked.StackedStepper``) turns K small products into one batched product.
+Units in a stack must start at the same iteration
 and train for the same length (grouped here); they can be of any arm and level. Checkpoints,
 rewind points and final files are written per unit, through the same events as sequential
 training, after copying each replicate's slice back into its own model and optimizer.
 
 A model that draws random numbers in training (Dropout) cannot be stacked without changing
-what each replicate sees, so it is refused before anything trains (``check_batchable``).
+what each replicate sees, so it is refused before anything trains (``check_stackable``).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from ticketlab.train.loop import run_loop
 from ticketlab.train.steppers.stacked import StackedStepper, randomness_in
 
 
-def check_batchable(env: Environment) -> None:
+def check_stackable(env: Environment) -> None:
     """ConfigError (one line) when ``--batch K`` cannot train this model's replicates together."""
     if not isinstance(env.data, Dataset):
         raise ConfigError("--batch needs the data in memory (tensors or a torch Dataset), not streamed loaders; "
@@ -40,7 +42,7 @@ def check_batchable(env: Environment) -> None:
         )
 
 
-def train_batched(units: Sequence[PreparedUnit]) -> None:
+def train_stack(units: Sequence[PreparedUnit]) -> None:
     """Train ``units`` (same start step and end) together; their states end up as if trained alone."""
     first = units[0]
     if any(u.state.step != first.state.step or u.end != first.end or u.train != first.train for u in units):
@@ -56,7 +58,7 @@ def train_batched(units: Sequence[PreparedUnit]) -> None:
                  first.end, [u.data_seed for u in units], first.capture_steps)
 
 
-def run_units_batched(config: Config, store_dir: str, units: Sequence[Unit], device: str = "cpu",
+def run_stack(config: Config, store_dir: str, units: Sequence[Unit], device: str = "cpu",
                       inputs: bytes | Inputs | None = None) -> list[tuple[Unit, dict]]:
     """Run ``units``: those sharing (start step, length, schedule) train together; return their summaries.
 
@@ -74,6 +76,6 @@ def run_units_batched(config: Config, store_dir: str, units: Sequence[Unit], dev
             key = (prepared.state.step, prepared.end, prepared.capture_steps, prepared.masks is None, prepared.train)
             groups[key].append(prepared)
     for group in groups.values():
-        train_batched(group)
+        train_stack(group)
         results.extend((p.unit, finish_unit(p)) for p in group)
     return results
