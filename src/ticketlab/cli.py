@@ -31,6 +31,7 @@ from ticketlab.api import Result, run as run_experiment
 from ticketlab.experiment.audit import scan
 from ticketlab.config import Config, RunOptions, check_threads, load_config_file
 from ticketlab.errors import ConfigError, IntegrityWarning, TicketlabError
+from ticketlab.export import FORMATS as EXPORT_FORMATS
 from ticketlab.experiment.schedule import all_units, blocked, diverged_levels
 from ticketlab.pruning.transfer import transfer_config
 from ticketlab.store.layout import Store, reset_warnings
@@ -334,16 +335,14 @@ def _warning_line(message, category, filename, lineno, file=None, line=None) -> 
 def export_command(
     experiment_dir: Path = typer.Argument(..., help="An experiment directory."),
     level: int = typer.Option(..., "--level", help="The pruning level whose ticket to export."),
-    fmt: str = typer.Option("sparse", "--format", help="sparse, structured, onnx or torch-prune."),
+    fmt: str = typer.Option("sparse", "--format", help=f"One of {', '.join(EXPORT_FORMATS)}."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output file (default ticket_level<L>_<format>.safetensors or .onnx)."),
     replicate: int = typer.Option(0, "--replicate", help="Which replicate's ticket."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="A safetensors weights file to export instead of the final weights."),
 ) -> None:
     """Export a ticket as a small model, check it reproduces the masked model, and compare it with dense."""
-    from ticketlab.export.ticket import FORMATS, export_ticket
+    from ticketlab.export.ticket import export_ticket
 
-    if fmt not in FORMATS:
-        raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     out = out or Path(f"ticket_level{level}_{fmt}" + (".onnx" if fmt == "onnx" else ".safetensors"))
     report = export_ticket(experiment_dir, level, fmt, out, replicate=replicate, weights=weights)
     lines = [f"{fmt} export of level {level} (replicate {replicate}): {report.path}  "

@@ -81,7 +81,7 @@ def settable(cls: type, prefix: str = "") -> Iterator[tuple[str, dataclasses.Fie
 
 
 def _flags(cls: type, names: Callable[[str], tuple[str, ...]]) -> tuple[Flag, ...]:
-    return tuple(Flag(key, hint, f.metadata["help"], _default(f), names(key)) for key, f, hint in settable(cls))
+    return tuple(Flag(key, hint, f.metadata.get("help", ""), _default(f), names(key)) for key, f, hint in settable(cls))
 
 
 def _default(f: dataclasses.Field) -> Any:
