@@ -277,7 +277,7 @@ def test_help_lists_the_fields_and_their_choices(capsys, monkeypatch):
     code, out, _ = cli(["run", "--help"], capsys)
     assert code == 0
     for text in ("--train.momentum", "--prune.nm-group", "--prune.layer-rates", "--data.split-seed", "--train.lr",
-                 "--lr", "--levels", "SGD momentum.", "[auto|dense|sparse]", "[local|ray]", "[adam|adamw|sgd]",
+                 "--lr", "--levels", "SGD momentum. (default: 0.9)", "[auto|dense|sparse]", "[local|ray]", "[adam|adamw|sgd]",
                  "--stepper", "--executor"):
         assert text in out, text
     assert "--model-fingerprint" not in out and "--task-fingerprint" not in out and "--data.fingerprint" not in out

@@ -122,7 +122,7 @@ def config_panel(flag: Flag) -> str:
 
 def _option(flag: Flag, panel: str) -> Any:
     shown = _shown(flag.default)
-    common: dict[str, Any] = {"help": f"{flag.help} [default: {shown}]" if shown else flag.help,
+    common: dict[str, Any] = {"help": f"{flag.help} (default: {shown})" if shown else flag.help,  # not [..]: markup
                               "rich_help_panel": panel, "show_default": False}
     if _base(flag.hint) is bool:
         primary, *aliases = flag.names
