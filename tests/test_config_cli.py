@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
+import typing
 
 import pytest
+import typer
 
-from ticketlab.cli import main
+import ticketlab.cli as cli_module
+from conftest import cli
+from ticketlab.cli import app, main
 from ticketlab.experiment.names import resolve_names
-from ticketlab.config import Config
-from ticketlab.errors import ConfigError
+from ticketlab.config import EXECUTORS, PRECISIONS, STEPPERS, Config, RunOptions
+from ticketlab.errors import ConfigError, TicketlabError
+from ticketlab.export import FORMATS as EXPORT_FORMATS
 
 
 @pytest.mark.parametrize(
@@ -139,3 +145,148 @@ def test_cli_reads_toml_and_flags_override(tmp_path, capsys):
 def test_console_script_entry_point_runs():
     completed = subprocess.run([sys.executable, "-m", "ticketlab", "--help"], capture_output=True, text=True)
     assert completed.returncode == 0 and "run" in completed.stdout and "show" in completed.stdout
+
+
+# ---------------------------------------------------------------------------- flags from the config fields
+# Filled in by ticketlab.run, never set by a user: these alone have no flag.
+RECORDED = {"model_fingerprint", "task", "task_fingerprint", "data.fingerprint"}
+
+
+def _leaf_fields(cls, prefix=""):
+    """Every leaf field of dataclass ``cls`` as ``(dotted key, field)``: walked here, not by the
+    CLI's own code, so a field the CLI forgot fails these tests."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            yield from _leaf_fields(hints[f.name], f"{prefix}{f.name}.")
+        else:
+            yield f"{prefix}{f.name}", f
+
+
+def _run_flag_names() -> set[str]:
+    command = typer.main.get_command(app).commands["run"]
+    return {name for param in command.params for name in param.opts + param.secondary_opts}
+
+
+def test_every_user_settable_field_has_a_flag_with_help():
+    names = _run_flag_names()
+    keys = [key for key, _ in _leaf_fields(Config)]
+    assert RECORDED <= set(keys)
+    for key, f in _leaf_fields(Config):
+        flag = "--" + key.replace("_", "-")
+        if key in RECORDED:
+            assert flag not in names, f"{key} is filled in by ticketlab.run and must not be a flag"
+        else:
+            assert flag in names, f"config field {key} has no flag {flag}"
+            assert f.metadata.get("help"), f"config field {key} has no help (give it setting(default, help))"
+    for key, f in _leaf_fields(RunOptions):
+        assert ("--out" if key == "root" else "--" + key.replace("_", "-")) in names, f"RunOptions.{key} has no flag"
+        assert f.metadata.get("help"), f"RunOptions.{key} has no help"
+
+
+def test_existing_short_flags_are_kept():
+    names = _run_flag_names()
+    for flag in ("--dataset", "--data-dir", "--model", "--levels", "--seed", "--seeds", "--controls", "--control-levels",
+                 "--ticket-levels", "--retrain", "--transfer-from", "--rewind-iteration", "--iterations", "--epochs",
+                 "--batch-size", "--lr", "--optimizer", "--method", "--strategy", "--roles", "--init-weights",
+                 "--weight-decay", "--rate", "--output-rate", "--eval-every", "--test-every-eval", "--out", "--device",
+                 "--threads", "--workers", "--batch", "--probe-batch", "--no-probe-batch", "--precision", "--stepper",
+                 "--executor", "--ray-address", "--progress", "--no-progress", "--report", "--no-report", "--margin",
+                 "--matching-rule", "--alpha", "--min-seeds"):
+        assert flag in names, flag
+
+
+class _Captured(TicketlabError):
+    """Stops ``run`` where training would start, carrying what it was given."""
+
+
+def _parsed(args, monkeypatch, capsys, tmp_path):
+    """The (config, options) that ``ticketlab run ARGS`` would train, without training."""
+    seen = []
+
+    def capture(config, options, **_):
+        seen.append((config, options))
+        raise _Captured("captured")
+
+    monkeypatch.setattr(cli_module, "run_experiment", capture)
+    code, _, err = cli(["run", *args, "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and seen, err
+    return seen[0]
+
+
+def test_newly_exposed_flags_reach_the_config(monkeypatch, capsys, tmp_path):
+    config, options = _parsed(
+        ["--prune.nm_group", "8", "--train.momentum", "0.5", "--train.milestones", "100,200", "--train.gamma", "0.5",
+         "--prune.layer-rates", "fc1=0.3,fc2=0.4", "--data.split-seed", "3", "--prune.include", "fc.*,out",
+         "--train.checkpoint_every", "50", "--train.warmup-iterations", "10", "--output-rate", "none",
+         "--prune.output-layer", "fc3", "--stepper", "dense", "--no-probe-batch", "--no-progress"],
+        monkeypatch, capsys, tmp_path)
+    assert config.prune.nm_group == 8 and config.train.momentum == 0.5 and config.train.gamma == 0.5
+    assert config.train.milestones == (100, 200) and config.train.warmup_iterations == 10
+    assert config.prune.layer_rates == {"fc1": 0.3, "fc2": 0.4} and config.prune.include == ("fc.*", "out")
+    assert config.data.split_seed == 3 and config.train.checkpoint_every == 50
+    assert config.prune.output_rate is None and config.prune.output_layer == "fc3"
+    assert options.stepper == "dense" and options.probe_batch is False and options.progress is False
+    assert options.root == str(tmp_path / "o")
+
+    config, _ = _parsed(["--prune.layer_rates", '{"fc{1,2}": 0.3}'], monkeypatch, capsys, tmp_path)
+    assert config.prune.layer_rates == {"fc{1,2}": 0.3}  # JSON: a regex with a comma
+
+
+def test_short_and_dotted_flags_set_the_same_field_over_the_file(monkeypatch, capsys, tmp_path):
+    config_file = tmp_path / "experiment.toml"
+    config_file.write_text('levels = 1\n[train]\niterations = 40\ntest_every_eval = true\n')
+    config, options = _parsed([str(config_file), "--lr", "0.01", "--batch-size", "32", "--method", "oneshot",
+                               "--dataset", "digits", "--epochs", "2", "--no-train.test-every-eval", "--seeds", "2",
+                               "--workers", "1", "--executor", "local"], monkeypatch, capsys, tmp_path)
+    assert (config.train.lr, config.train.batch_size, config.prune.method) == (0.01, 32, "oneshot")
+    assert config.data.dataset == "digits" and config.levels == 1 and config.seeds == 2
+    assert (config.train.epochs, config.train.iterations) == (2, None)  # one length replaces the other
+    assert config.train.test_every_eval is False and options.workers == 1
+    config, _ = _parsed(["--train.lr", "0.02", "--train.batch_size", "16", "--test-every-eval"],
+                        monkeypatch, capsys, tmp_path)
+    assert (config.train.lr, config.train.batch_size, config.train.test_every_eval) == (0.02, 16, True)
+
+
+@pytest.mark.parametrize(
+    "args,fragment",
+    [
+        (["--prune.nm-group", "1"], "prune.nm_group (M of N:M) must be >= 2"),
+        (["--train.momentum", "1.5"], "train.momentum must be in [0, 1)"),
+        (["--train.milestones", "200,100"], "train.milestones must increase"),
+        (["--prune.layer-rates", "fc1=1.5"], "prune.layer_rates['fc1'] must be in (0, 1)"),
+        (["--prune.layer-rates", "fc1"], "regex=rate pairs"),
+        (["--prune.layer-rates", "fc1=fast"], "'fast' is not a number"),
+        (["--prune.include", "("], "not a valid regular expression"),
+        (["--retrain", "rewnd"], "retrain must be one of 'rewind', 'lr_rewind', 'finetune'"),
+        (["--stepper", "fast"], "stepper must be auto, dense or sparse"),
+        (["--train.gamma", "nan"], "train.gamma must be a finite number"),
+    ],
+)
+def test_new_flags_are_checked_by_the_config_in_one_line(args, fragment, capsys, tmp_path):
+    out = tmp_path / "out"
+    code, _, err = cli(["run", *args, "--out", str(out)], capsys)
+    assert code == 2 and err.startswith("error: ") and "\n" not in err.strip(), err
+    assert fragment in err
+    assert not out.exists()
+
+
+def test_help_lists_the_fields_and_their_choices(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "250")
+    monkeypatch.setenv("TERMINAL_WIDTH", "250")
+    code, out, _ = cli(["run", "--help"], capsys)
+    assert code == 0
+    for text in ("--train.momentum", "--prune.nm-group", "--prune.layer-rates", "--data.split-seed", "--train.lr",
+                 "--lr", "--levels", "SGD momentum. (default: 0.9)", "[auto|dense|sparse]", "[local|ray]", "[adam|adamw|sgd]",
+                 "--stepper", "--executor"):
+        assert text in out, text
+    assert "--model-fingerprint" not in out and "--task-fingerprint" not in out and "--data.fingerprint" not in out
+    code, out, _ = cli(["export", "--help"], capsys)
+    assert code == 0 and all(fmt in out for fmt in EXPORT_FORMATS)
+
+
+def test_run_option_choices_come_from_their_literal():
+    for name, choices in (("executor", EXECUTORS), ("stepper", STEPPERS), ("precision", PRECISIONS)):
+        assert typing.get_args(typing.get_type_hints(RunOptions)[name]) == choices
+        with pytest.raises(ConfigError, match=f"{name} must be {', '.join(choices[:-1])} or {choices[-1]}"):
+            RunOptions(**{name: "bogus"}).validate()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import inspect
 import signal
 import sys
 import time
@@ -25,10 +26,12 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from ticketlab import flags
 from ticketlab.api import Result, run as run_experiment
 from ticketlab.experiment.audit import scan
 from ticketlab.config import Config, RunOptions, check_threads, load_config_file
 from ticketlab.errors import ConfigError, IntegrityWarning, TicketlabError
+from ticketlab.export import FORMATS as EXPORT_FORMATS
 from ticketlab.experiment.schedule import all_units, blocked, diverged_levels
 from ticketlab.pruning.transfer import transfer_config
 from ticketlab.store.layout import Store, reset_warnings
@@ -93,96 +96,30 @@ def _int_csv(value: Optional[str], flag: str) -> Optional[list[int]]:
         raise ConfigError(f"{flag} takes comma-separated integers like 3,7,12, got {value!r}") from None
 
 
-def _set(raw: dict[str, Any], dotted: str, value: Any) -> None:
-    """Put ``value`` at ``dotted`` in the nested config dict unless the flag was not given."""
-    if value is None:
-        return
-    *parents, leaf = dotted.split(".")
-    _table(raw, parents)[leaf] = value
-
-
-def _table(raw: dict[str, Any], parents: list[str]) -> dict[str, Any]:
-    """The nested table at ``parents`` (created if absent); ConfigError if the file has a non-table there."""
-    for depth, parent in enumerate(parents):
-        raw = raw.setdefault(parent, {})
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{'.'.join(parents[:depth + 1])} must be a table/object, got {type(raw).__name__}")
-    return raw
-
-
-@app.command("run")
 def run_command(
     config_file: Optional[Path] = typer.Argument(None, help="TOML or JSON experiment config; flags override it."),
-    dataset: Optional[str] = typer.Option(None, help="mnist (full), mnist5k, mnist1d, digits, cifar10 or modadd."),
-    data_dir: Optional[str] = typer.Option(None, help="Folder with dataset files (MNIST IDX, CIFAR-10 binary)."),
-    model: Optional[str] = typer.Option(None, help="lenet_300_100, mlp_<w1>_<w2>..., conv2, conv4, conv6, transformer_modadd (modadd only)."),
-    levels: Optional[int] = typer.Option(None, help="Pruning rounds after the dense run."),
-    seed: Optional[int] = typer.Option(None, help="Base seed; replicate r uses seed + r."),
-    seeds: Optional[int] = typer.Option(None, help="Independent replicates (IMP chains)."),
-    controls: Optional[str] = typer.Option(None, help="Comma-separated control arms: reinit, random, weight_shuffle (or package.module:Arm)."),
-    control_levels: Optional[str] = typer.Option(None, help="Comma-separated levels where controls train (default: all)."),
-    ticket_levels: Optional[str] = typer.Option(None, help="Comma-separated levels to train (default: all); for methods at initialisation."),
-    retrain: Optional[str] = typer.Option(None, help="rewind (weight rewinding: the ticket), lr_rewind (Renda et al. 2020) or finetune."),
-    transfer_from: Optional[Path] = typer.Option(None, help="Retrain the ticket masks of this experiment directory under the flags given here (its config is the base)."),
-    rewind_iteration: Optional[int] = typer.Option(None, help="Rewind survivors to iteration k (0 = initialisation)."),
-    iterations: Optional[int] = typer.Option(None, help="Training length in iterations."),
-    epochs: Optional[int] = typer.Option(None, help="Training length in epochs (instead of iterations)."),
-    batch_size: Optional[int] = typer.Option(None, help="Minibatch size."),
-    lr: Optional[float] = typer.Option(None, help="Learning rate."),
-    optimizer: Optional[str] = typer.Option(None, help="adam, adamw or sgd."),
-    method: Optional[str] = typer.Option(None, help="Pruning method: magnitude (IMP), oneshot, snip, grasp, synflow, magnitude_init, random_init, or package.module:Method."),
-    strategy: Optional[str] = typer.Option(None, help="layerwise or global magnitude pruning."),
-    roles: Optional[str] = typer.Option(None, help="Comma-separated prunable roles (default linear,conv,attention,recurrent; also embedding, norm, bias, other)."),
-    init_weights: Optional[str] = typer.Option(None, help="Start every replicate from these weights (.safetensors, or a state dict read with weights_only)."),
-    weight_decay: Optional[float] = typer.Option(None, help="Weight decay (L2 for adam/sgd, decoupled for adamw)."),
-    rate: Optional[float] = typer.Option(None, help="Fraction of remaining weights pruned per round."),
-    output_rate: Optional[float] = typer.Option(None, help="Rate for the output layer (layerwise)."),
-    eval_every: Optional[int] = typer.Option(None, help="Evaluate every N iterations."),
-    test_every_eval: Optional[bool] = typer.Option(None, "--test-every-eval", help="Record the test split at every evaluation (default: only at early-stopping candidates and the end; the same reported numbers)."),
-    out: str = typer.Option("experiments", help="Root folder for experiment directories."),
-    device: str = typer.Option("auto", help="auto, cpu or cuda."),
-    threads: int = typer.Option(1, help="Torch threads per training process."),
-    workers: int = typer.Option(0, help="Trainings run in parallel (local processes or Ray tasks); 0 = one per CPU core."),
-    batch: int = typer.Option(1, help="Train up to K ready units as one batched computation (pays for tiny models)."),
-    probe_batch: bool = typer.Option(True, help="Measure --batch K against sequential first and never train slower."),
-    precision: str = typer.Option("fp32", help="fp32, or bf16 autocast for forward passes (for GPUs)."),
-    stepper: str = typer.Option("auto", help="auto (sparse where a probe measures it faster), dense, or sparse (pruned MLPs trained on their survivors)."),
-    executor: str = typer.Option("local", help="local or ray."),
-    ray_address: Optional[str] = typer.Option(None, help="Ray cluster address (default: start a local one)."),
-    progress: bool = typer.Option(True, help="Show progress bars."),
+    *,
+    transfer_from: Optional[Path] = typer.Option(None, help="Retrain the ticket masks of this experiment directory under the flags given here (its config is the base).", rich_help_panel=flags.PANELS[""]),
     report: bool = typer.Option(True, help="Write the HTML report (figures, verdicts) when the run ends."),
     margin: float = MARGIN,
     matching_rule: str = MATCHING_RULE,
     alpha: float = ALPHA,
     min_seeds: int = MIN_SEEDS,
+    **fields: Any,
 ) -> None:
-    """Run (or resume) an IMP experiment and print its per-level table."""
+    """Run (or resume) an IMP experiment and print its per-level table.
+
+    Every config field is a flag: --levels, --train.lr (or --lr), --prune.nm-group, ...; a flag
+    overrides the config file, and its value is checked with the file's."""
     criteria = _criteria(margin, matching_rule, alpha, min_seeds)
     raw: dict[str, Any] = load_config_file(config_file) if config_file else {}
     if transfer_from is not None:
         raw = transfer_config(transfer_from, raw)
-    if executor not in ("local", "ray"):
-        raise ConfigError(f"--executor must be local or ray, got {executor!r}")
-    for dotted, value in [
-        ("data.dataset", dataset), ("data.data_dir", data_dir), ("model", model), ("levels", levels),
-        ("seed", seed), ("seeds", seeds), ("controls", _csv(controls)),
-        ("control_levels", _int_csv(control_levels, "--control-levels")),
-        ("ticket_levels", _int_csv(ticket_levels, "--ticket-levels")), ("retrain", retrain), ("rewind_iteration", rewind_iteration),
-        ("train.batch_size", batch_size), ("train.lr", lr), ("train.optimizer", optimizer),
-        ("prune.method", method), ("prune.strategy", strategy), ("prune.roles", _csv(roles)),
-        ("init_weights", init_weights), ("train.weight_decay", weight_decay),
-        ("prune.rate", rate), ("prune.output_rate", output_rate),
-        ("train.eval_every", eval_every), ("train.test_every_eval", test_every_eval),
-    ]:
-        _set(raw, dotted, value)
-    if iterations is not None or epochs is not None:  # one length replaces the other
-        _table(raw, ["train"]).update(iterations=iterations, epochs=epochs)
-    config = Config.from_dict(raw)
-    options = RunOptions(root=out, device=device, threads=threads, workers=workers,
-                         batch=batch, probe_batch=probe_batch, precision=precision, stepper=stepper, executor=executor, ray_address=ray_address, progress=progress)
+    config = Config.from_dict(flags.apply(raw, flags.given(flags.CONFIG_FLAGS, fields)))
+    options = RunOptions(**flags.given(flags.OPTION_FLAGS, fields))
 
     started = time.perf_counter()
-    with _progress_display(config, enabled=progress) as (on_progress, on_done):
+    with _progress_display(config, enabled=options.progress) as (on_progress, on_done):
         result = run_experiment(config, options, progress=on_progress, on_done=on_done)
     _print_table(result, criteria)
     console.print(f"experiment: {result.directory}  (wall time {time.perf_counter() - started:.1f} s)")
@@ -193,6 +130,21 @@ def run_command(
         _error_line(record["message"])
     if diverged:
         sys.exit(EXIT_DIVERGED)
+
+
+def _with_field_flags(command: Any) -> Any:
+    """``command`` with one keyword parameter per config and run-option field in place of its
+    ``**fields`` (after its argument): typer reads ``__signature__``, so the flags, their types
+    and their help come from the dataclasses (``ticketlab.flags``)."""
+    signature = inspect.signature(command)
+    fixed = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    generated = (flags.parameters(flags.CONFIG_FLAGS, flags.config_panel)
+                 + flags.parameters(flags.OPTION_FLAGS, lambda _: flags.OPTIONS_PANEL))
+    command.__signature__ = signature.replace(parameters=fixed[:1] + generated + fixed[1:])
+    return command
+
+
+app.command("run", context_settings={"token_normalize_func": flags.normalize})(_with_field_flags(run_command))
 
 
 @app.command("compare")
@@ -383,16 +335,14 @@ def _warning_line(message, category, filename, lineno, file=None, line=None) -> 
 def export_command(
     experiment_dir: Path = typer.Argument(..., help="An experiment directory."),
     level: int = typer.Option(..., "--level", help="The pruning level whose ticket to export."),
-    fmt: str = typer.Option("sparse", "--format", help="sparse, structured, onnx or torch-prune."),
+    fmt: str = typer.Option("sparse", "--format", help=f"One of {', '.join(EXPORT_FORMATS)}."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output file (default ticket_level<L>_<format>.safetensors or .onnx)."),
     replicate: int = typer.Option(0, "--replicate", help="Which replicate's ticket."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="A safetensors weights file to export instead of the final weights."),
 ) -> None:
     """Export a ticket as a small model, check it reproduces the masked model, and compare it with dense."""
-    from ticketlab.export.ticket import FORMATS, export_ticket
+    from ticketlab.export.ticket import export_ticket
 
-    if fmt not in FORMATS:
-        raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     out = out or Path(f"ticket_level{level}_{fmt}" + (".onnx" if fmt == "onnx" else ".safetensors"))
     report = export_ticket(experiment_dir, level, fmt, out, replicate=replicate, weights=weights)
     lines = [f"{fmt} export of level {level} (replicate {replicate}): {report.path}  "

@@ -26,15 +26,45 @@ from typing import Any, Literal, get_args, get_origin
 
 from ticketlab.errors import ConfigError
 
+# The run options with a fixed set of values: each Literal is the one list of them, read by
+# RunOptions.validate, the CLI's help and the trainer (``train.steppers.probe``).
+Executor = Literal["local", "ray"]
+Precision = Literal["fp32", "bf16"]
+Stepper = Literal["auto", "dense", "sparse"]
+EXECUTORS: tuple[str, ...] = get_args(Executor)
+PRECISIONS: tuple[str, ...] = get_args(Precision)
+STEPPERS: tuple[str, ...] = get_args(Stepper)
+
+
+def setting(default: Any, help: str) -> Any:
+    """A user-settable field with its one line of help: the CLI makes its flag, type and help
+    from the field (``ticketlab.flags``), so a new field is a new flag with nothing else to edit.
+    A callable ``default`` is a factory (for a mutable default such as a dict)."""
+    if callable(default):
+        return field(default_factory=default, metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+def recorded(what: str) -> Any:
+    """A field that ``ticketlab.run`` fills in (fingerprints, descriptions of Python objects);
+    the user never sets it, so it gets no CLI flag."""
+    return field(default=None, metadata={"recorded": what})
+
+
+def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> None:
+    """ConfigError unless ``value`` is one of ``choices``: "executor must be local or ray, got 'spark'"."""
+    words = ", ".join(choices[:-1]) + f" or {choices[-1]}" if len(choices) > 1 else choices[0]
+    _check(value in choices, f"{name} must be {words}, got {value!r}")
+
 
 @dataclass(frozen=True)
 class DataConfig:
     """Which dataset, where its files are, and how it is split."""
 
-    dataset: str = "mnist"
-    data_dir: str | None = None
-    split_seed: int = 0
-    fingerprint: str | None = None  # content hash (or version) of data given as Python objects
+    dataset: str = setting("mnist", "mnist (full), mnist5k, mnist1d, digits, cifar10, modadd, or package.module:splits.")
+    data_dir: str | None = setting(None, "Folder with dataset files (MNIST IDX, CIFAR-10 binary).")
+    split_seed: int = setting(0, "Seed of the split into train and validation examples.")
+    fingerprint: str | None = recorded("content hash (or version) of data given as Python objects")
 
 
 @dataclass(frozen=True)
@@ -51,19 +81,20 @@ class TrainConfig:
     candidate, and the end), unless ``test_every_eval`` records the whole test curve.
     """
 
-    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
-    lr: float = 1.2e-3
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    batch_size: int = 60
-    iterations: int | None = 3000
-    epochs: int | None = None
-    warmup_iterations: int = 0
-    milestones: tuple[int, ...] = ()
-    gamma: float = 0.1
-    eval_every: int = 100
-    test_every_eval: bool = False
-    checkpoint_every: int = 500
+    optimizer: Literal["adam", "adamw", "sgd"] = setting("adam", "The optimizer.")
+    lr: float = setting(1.2e-3, "Learning rate.")
+    momentum: float = setting(0.9, "SGD momentum.")
+    weight_decay: float = setting(0.0, "Weight decay (L2 for adam/sgd, decoupled for adamw).")
+    batch_size: int = setting(60, "Minibatch size.")
+    iterations: int | None = setting(3000, "Training length in iterations.")
+    epochs: int | None = setting(None, "Training length in epochs (instead of iterations).")
+    warmup_iterations: int = setting(0, "Linear learning-rate warmup over the first N iterations.")
+    milestones: tuple[int, ...] = setting((), "Iterations at which the learning rate is multiplied by gamma.")
+    gamma: float = setting(0.1, "Learning-rate factor at each milestone.")
+    eval_every: int = setting(100, "Evaluate every N iterations.")
+    test_every_eval: bool = setting(False, "Record the test split at every evaluation (default: only at early-stopping "
+                                    "candidates and the end; the same reported numbers).")
+    checkpoint_every: int = setting(500, "Checkpoint every N iterations (a killed run resumes from the last).")
 
 
 @dataclass(frozen=True)
@@ -82,18 +113,22 @@ class PruneConfig:
     ``global_exclude``.
     """
 
-    method: str = "magnitude"
-    strategy: Literal["layerwise", "global"] = "layerwise"
-    rate: float = 0.2
-    output_rate: float | None = 0.1
-    layer_rates: dict[str, float] = field(default_factory=dict)
-    include: tuple[str, ...] = ()
-    exclude: tuple[str, ...] = ()
-    global_exclude: tuple[str, ...] = ()
-    roles: tuple[str, ...] = ("linear", "conv", "attention", "recurrent")
-    output_layer: str | None = None
-    source: str | None = None  # method "transfer": the experiment directory whose ticket masks are retrained
-    nm_group: int = 4  # method "nm": M of the N:M pattern (level L keeps M - L of every M)
+    method: str = setting("magnitude", "Pruning method: magnitude (IMP), oneshot, snip, grasp, synflow, magnitude_init, "
+                          "random_init, nm, transfer, or package.module:Method.")
+    strategy: Literal["layerwise", "global"] = setting("layerwise", "layerwise or global magnitude pruning.")
+    rate: float = setting(0.2, "Fraction of remaining weights pruned per round.")
+    output_rate: float | None = setting(0.1, "Rate for the output layer (layerwise; none: the same as rate).")
+    layer_rates: dict[str, float] = setting(dict, "Rates overriding rate and output_rate for parameter names matching "
+                                            "a regex: regex=rate pairs, or a JSON object.")
+    include: tuple[str, ...] = setting((), "Regexes on parameter names that narrow the prunable selection.")
+    exclude: tuple[str, ...] = setting((), "Regexes on parameter names removed from the prunable selection.")
+    global_exclude: tuple[str, ...] = setting((), "Regexes on parameter names left out of the global ranking.")
+    roles: tuple[str, ...] = setting(("linear", "conv", "attention", "recurrent"), "Prunable roles (also embedding, "
+                                     "norm, bias, other).")
+    output_layer: str | None = setting(None, "Name of the output layer (default: found by tracing one forward pass).")
+    source: str | None = setting(None, "Method transfer: the experiment directory whose ticket masks are retrained "
+                                 "(--transfer-from DIR also takes its config as the base).")
+    nm_group: int = setting(4, "Method nm: M of the N:M pattern (level L keeps M - L of every M).")
 
 
 @dataclass(frozen=True)
@@ -123,19 +158,22 @@ class Config:
     their names.
     """
 
-    model: str = "lenet_300_100"
-    levels: int = 5
-    seed: int = 0
-    seeds: int = 1
-    rewind_iteration: int = 0
-    retrain: Literal["rewind", "lr_rewind", "finetune"] = "rewind"
-    controls: tuple[str, ...] = ()
-    control_levels: tuple[int, ...] = ()
-    ticket_levels: tuple[int, ...] = ()
-    init_weights: str | None = None
-    model_fingerprint: str | None = None
-    task: str | None = None  # a custom training task, in words (None: the default for the labels)
-    task_fingerprint: str | None = None  # its identity: import paths, code fingerprint or version
+    model: str = setting("lenet_300_100", "lenet_300_100, mlp_<w1>_<w2>..., conv2, conv4, conv6, transformer_modadd "
+                         "(modadd only), or package.module:factory.")
+    levels: int = setting(5, "Pruning rounds after the dense run.")
+    seed: int = setting(0, "Base seed; replicate r uses seed + r.")
+    seeds: int = setting(1, "Independent replicates (IMP chains).")
+    rewind_iteration: int = setting(0, "Rewind survivors to iteration k (0 = initialisation).")
+    retrain: Literal["rewind", "lr_rewind", "finetune"] = setting(
+        "rewind", "rewind (weight rewinding: the ticket), lr_rewind (Renda et al. 2020) or finetune.")
+    controls: tuple[str, ...] = setting((), "Control arms: reinit, random, weight_shuffle (or package.module:Arm).")
+    control_levels: tuple[int, ...] = setting((), "Levels where controls train (default: all).")
+    ticket_levels: tuple[int, ...] = setting((), "Levels to train (default: all); for methods at initialisation.")
+    init_weights: str | None = setting(None, "Start every replicate from these weights (.safetensors, or a state dict "
+                                       "read with weights_only).")
+    model_fingerprint: str | None = recorded("names, shapes, dtypes and initial weights of a user-given model")
+    task: str | None = recorded("a custom training task, in words (None: the default for the labels)")
+    task_fingerprint: str | None = recorded("its identity: import paths, code fingerprint or version")
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
@@ -284,17 +322,19 @@ class RunOptions:
     recorded in every unit's summary.
     """
 
-    root: str = "experiments"
-    device: str = "auto"
-    threads: int = 1
-    workers: int = 0  # 0: one local worker process per CPU core (divided by threads)
-    batch: int = 1
-    precision: Literal["fp32", "bf16"] = "fp32"
-    executor: Literal["local", "ray"] = "local"
-    ray_address: str | None = None
-    progress: bool = True
-    probe_batch: bool = True  # measure --batch K against sequential first; never train slower
-    stepper: Literal["auto", "dense", "sparse"] = "auto"  # sparse: pruned MLPs on survivors (sparse_stepper)
+    root: str = setting("experiments", "Root folder for experiment directories.")
+    device: str = setting("auto", "auto, cpu, cuda or cuda:N.")
+    threads: int = setting(1, "Torch threads per training process.")
+    workers: int = setting(0, "Trainings run in parallel (local processes or Ray tasks); 0 = one per CPU core "
+                           "(divided by threads).")
+    batch: int = setting(1, "Train up to K ready units as one batched computation (pays for tiny models).")
+    precision: Precision = setting("fp32", "fp32, or bf16 autocast for forward passes (for GPUs).")
+    executor: Executor = setting("local", "Where trainings run: local processes or tasks on a Ray cluster.")
+    ray_address: str | None = setting(None, "Ray cluster address (default: start a local one).")
+    progress: bool = setting(True, "Show progress bars.")
+    probe_batch: bool = setting(True, "Measure --batch K against sequential first and never train slower.")
+    stepper: Stepper = setting("auto", "auto (sparse where a probe measures it faster), dense, or sparse (pruned MLPs "
+                               "trained on their survivors; see train.steppers).")
 
     def resolved(self) -> "RunOptions":
         """A copy with ``workers=0`` (auto) replaced by a number: parallel by default, one
@@ -314,10 +354,9 @@ class RunOptions:
         _check(self.batch >= 1, f"batch must be >= 1, got {self.batch}")
         _check(self.batch == 1 or (self.workers in (0, 1) and self.executor == "local"),
                "batch > 1 trains replicates together in this process; use it with --workers 1 and --executor local")
-        _check(self.executor in ("local", "ray"), f"executor must be local or ray, got {self.executor!r}")
-        _check(self.precision in ("fp32", "bf16"), f"precision must be fp32 or bf16, got {self.precision!r}")
+        for name, choices in (("executor", EXECUTORS), ("precision", PRECISIONS), ("stepper", STEPPERS)):
+            check_choice(getattr(self, name), name, choices)
         _check(self.batch == 1 or self.precision == "fp32", "batch > 1 supports precision fp32 only")
-        _check(self.stepper in ("auto", "dense", "sparse"), f"stepper must be auto, dense or sparse, got {self.stepper!r}")
         _check(self.batch == 1 or self.stepper != "sparse", "--stepper sparse trains one unit at a time; use --batch 1")
 
 

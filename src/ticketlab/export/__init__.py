@@ -15,7 +15,18 @@ Nothing here is imported by training; the optional ``onnx``/``onnxruntime`` pack
 only by the ONNX export (``pip install ticketlab[export]``).
 """
 
+from ticketlab.errors import ConfigError
 from ticketlab.evidence.flops import dense_and_sparse_flops
 from ticketlab.export.prune_interop import apply_mask, from_torch_prune, to_torch_prune
 
-__all__ = ["apply_mask", "to_torch_prune", "from_torch_prune", "dense_and_sparse_flops"]
+__all__ = ["FORMATS", "check_format", "apply_mask", "to_torch_prune", "from_torch_prune", "dense_and_sparse_flops"]
+
+#: The formats ``ticketlab export --format`` writes: the one list, read by the CLI's help and by
+#: :func:`check_format` (the API's check, made before an experiment is loaded).
+FORMATS: tuple[str, ...] = ("sparse", "structured", "onnx", "torch-prune")
+
+
+def check_format(fmt: str) -> None:
+    """ConfigError naming the choices unless ``fmt`` is one of :data:`FORMATS`."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")

@@ -28,13 +28,13 @@ from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
 from ticketlab.errors import ConfigError, StoreError, TicketlabError
+from ticketlab.export import FORMATS, check_format  # noqa: F401  (FORMATS: read here before it moved)
 from ticketlab.export._files import read_export, write_export
 from ticketlab.export.outputs import for_inference, output_tensors
 from ticketlab.evidence.flops import dense_and_sparse_flops
 from ticketlab.export.prune_interop import apply_mask, to_torch_prune
 from ticketlab.masks import Mask
 
-FORMATS = ("sparse", "structured", "onnx", "torch-prune")
 TOLERANCE = 1e-5
 TORCH_PRUNE_KIND = "ticketlab-torch-prune"
 
@@ -108,8 +108,7 @@ def export_model(
     model factory); without it a registry model is built by name, and any other model is a copy
     whose parameters are all NaN, so that nothing the export failed to carry can pass unseen.
     """
-    if fmt not in FORMATS:
-        raise ConfigError(f"unknown export format {fmt!r}; choose one of: {', '.join(FORMATS)}")
+    check_format(fmt)
     out = _target(out)
     model = for_inference(copy.deepcopy(model))
     dense = dense_footprint(model, example)
@@ -421,8 +420,7 @@ def export_ticket(
 ) -> ExportReport:
     """Export the ticket of ``level`` (replicate ``replicate``) of an experiment directory,
     checked by loading it into a model freshly built by the experiment's model factory."""
-    if fmt not in FORMATS:
-        raise ConfigError(f"unknown export format {fmt!r}; choose one of: {', '.join(FORMATS)}")
+    check_format(fmt)
     _target(out)  # refused before the experiment is loaded
     model, mask, example, spec, factory = _load_ticket(experiment, level, replicate, examples, weights)
     return export_model(model, mask, fmt, out, example, spec, factory)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from ticketlab.config import STEPPERS, check_choice
 from ticketlab.errors import ConfigError
 from ticketlab.experiment.environment import Environment
 from ticketlab.train.steppers.sparse import (
@@ -83,8 +84,7 @@ def choose_stepper(prepared, requested: str = "auto", precision: str = "fp32"):
     env = prepared.env
     autocast = torch.bfloat16 if precision == "bf16" else None
     masks = prepared.masks
-    if requested not in ("auto", "dense", "sparse"):
-        raise ConfigError(f"--stepper must be auto, dense or sparse, got {requested!r}")
+    check_choice(requested, "stepper", STEPPERS)  # RunOptions checked it; a resumed summary's value is checked here
 
     def dense(note: str | None = None, speedup: float | None = None):
         stepper = SingleStepper(prepared.model, prepared.optimizer, env.task, env.data, masks, autocast_dtype=autocast)
