@@ -38,7 +38,7 @@ STEPPERS: tuple[str, ...] = get_args(Stepper)
 
 def setting(default: Any, help: str) -> Any:
     """A user-settable field with its one line of help: the CLI makes its flag, type and help
-    from the field (``ticketlab.flags``), so a new field is a new flag with nothing else to edit.
+    from the field (``ticketlab.cli.flags``), so a new field is a new flag with nothing else to edit.
     A callable ``default`` is a factory (for a mutable default such as a dict)."""
     if callable(default):
         return field(default_factory=default, metadata={"help": help})

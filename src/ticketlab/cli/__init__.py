@@ -26,7 +26,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ticketlab import flags
+from ticketlab.cli import flags
 from ticketlab.api import Result, run as run_experiment
 from ticketlab.experiment.audit import scan
 from ticketlab.config import Config, RunOptions, check_threads, load_config_file
@@ -135,7 +135,7 @@ def run_command(
 def _with_field_flags(command: Any) -> Any:
     """``command`` with one keyword parameter per config and run-option field in place of its
     ``**fields`` (after its argument): typer reads ``__signature__``, so the flags, their types
-    and their help come from the dataclasses (``ticketlab.flags``)."""
+    and their help come from the dataclasses (``ticketlab.cli.flags``)."""
     signature = inspect.signature(command)
     fixed = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
     generated = (flags.parameters(flags.CONFIG_FLAGS, flags.config_panel)
