@@ -55,6 +55,8 @@ def test_cli_compare_prints_the_three_tables_and_refuses_non_experiments(two_met
     assert code == 0, err
     assert "| % remaining | magnitude | random_init |" in out
     assert "| random_init |" in out and "trainings per ticket" in out
+    assert "random_init keep IMP's total count but rank scores across layers: the output layer has no rate of " \
+           "its own (IMP prunes it at output_rate = 0.1)" in out
     code, _, err = cli(["compare", str(tmp_path)], capsys)
     assert code == 2 and "not a ticketlab experiment" in err
 

@@ -92,6 +92,35 @@ def test_late_rewinding_restores_weights_optimizer_state_and_schedule(options):
     assert result.select("ticket", 1)[0]["start_step"] == k
 
 
+def test_late_rewinding_with_a_fresh_optimizer_and_reinit_from_k(options):
+    """``rewind_optimizer = "fresh"`` (OpenLTH): the ticket starts at iteration k with the
+    rewound weights and no optimizer state; the reinit control trains over the same iterations
+    k..end (only its initial values differ), under either choice."""
+    k = 100
+    result = ticketlab.run(tiny_config(levels=1, rewind_iteration=k, rewind_optimizer="fresh", controls=["reinit"]),
+                           options)
+    from ticketlab.arms.base import ArmContext
+    from ticketlab.arms.ticket import rewound_start
+
+    store = result.store
+    weights, rewound_state, _ = load_training_state(store, store.rewind_path(0))
+    assert rewound_state  # the dense run recorded its optimizer state at k...
+    mask = result.mask(1)
+    fresh = rewound_start(mask, ArmContext(result.config, store, 0, 1, fresh_weights=None))
+    assert fresh.optimizer_state == {} and fresh.step == k  # ...which a fresh optimizer does not take
+    ticket_start = load_tensors(store.unit(0, 1, "ticket").start)
+    for name, keep in mask.items():
+        assert torch.equal(ticket_start[name][keep], weights[name][keep])
+    for arm in ("ticket", "reinit"):
+        assert result.select(arm, 1)[0]["start_step"] == k, arm
+        assert result.metrics(1, 0, arm)[0]["step"] == k
+    rewound = ticketlab.run(tiny_config(levels=1, rewind_iteration=k, controls=["reinit"]), options)
+    assert rewound.directory != result.directory  # the choice is part of the experiment's identity
+    assert rewound.select("reinit", 1)[0]["start_step"] == k
+    with pytest.raises(ticketlab.ConfigError, match="late rewinding only"):
+        tiny_config(levels=1, rewind_optimizer="fresh")
+
+
 def test_checkpoints_hold_masked_weights_and_optimizer_state(options, tmp_path):
     config = tiny_config(levels=1)
     store, paths = interrupted_level_1_ticket(config, options.root, crash_at=150)  # a checkpoint was written at 100

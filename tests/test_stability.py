@@ -224,3 +224,22 @@ def test_untrained_pairs_are_left_out_of_the_barrier_per_pair_and_counted():
     assert "| 10 | 10.7 | 200 | 3 | 3 |" in table and "untrained pairs excluded" in table
     # regression (no chance level): every pair counts
     assert summarize_stability([{**r, "chance": None} for r in cell], 2.0)[0].untrained == 0
+
+
+def test_stability_uses_the_verdicts_one_sided_95_percent_bound():
+    """Barriers 0.5, 1.0, 1.5: the one-sided 95% upper bound is 1.84 (stable at 2 points), the
+    two-sided 95% interval's upper end 2.24 would have said inconclusive."""
+    from ticketlab.studies.stability import barrier_interval
+
+    bound = barrier_interval([0.5, 1.0, 1.5], test_examples=None)
+    assert bound.high == pytest.approx(1.0 + 2.919986 * 0.5 / 3 ** 0.5, abs=1e-5)
+    assert stability_verdict(bound, 2.0) == "stable"
+    assert stability_verdict(barrier_interval([2.5, 3.0, 3.5], test_examples=None), 2.0) == "unstable"
+
+
+def test_the_default_line_has_the_papers_30_points():
+    import inspect
+
+    from ticketlab.studies.stability import run_stability
+
+    assert inspect.signature(run_stability).parameters["points"].default == 30

@@ -65,9 +65,13 @@ def test_keep_n_of_m_keeps_the_n_largest_survivors_of_every_group():
     assert two.tolist() == [[False, True, True, False, True, True, False, False, True, True]]
     one = keep_n_of_m(scores, two, 1, 4)  # nested: only the previous survivors compete
     assert one.tolist() == [[False, True, False, False, True, False, False, False, True, False]]
-    conv = torch.randn(3, 2, 2, 2)  # per output channel, 8 inputs: 2 groups of 4
+    conv = torch.randn(3, 8, 2, 2)  # [out, in, kh, kw]: at each kernel position, 8 input channels = 2 groups of 4
     mask = keep_n_of_m(conv, torch.ones_like(conv, dtype=torch.bool), 2, 4)
-    assert (mask.flatten(1).view(3, 2, 4).sum(dim=2) == 2).all()
+    channels_last = mask.permute(0, 2, 3, 1).reshape(3, 2, 2, 2, 4)  # groups along the input channels
+    assert (channels_last.sum(dim=-1) == 2).all()
+    for o, i, y, x in [(0, 0, 0, 0), (2, 5, 1, 0)]:  # each kept entry is among its group's 2 largest
+        group = conv[o, (i // 4) * 4:(i // 4) * 4 + 4, y, x].abs()
+        assert bool(mask[o, i, y, x]) == bool(conv[o, i, y, x].abs() >= group.sort(descending=True).values[1])
 
 
 def test_nm_levels_reach_2_of_4_and_are_refused_past_m_minus_1(tmp_path, capsys):

@@ -137,7 +137,11 @@ class Config:
 
     ``seed`` is the base seed; replicate ``r`` derives its initialisation, data-order and
     control seeds from ``(seed + r)``. ``rewind_iteration`` k=0 rewinds survivors to their
-    initial values; k>0 rewinds weights *and* optimizer state to iteration k of the dense run.
+    initial values; k>0 rewinds weights to iteration k of the dense run and resumes its schedule
+    there, with the optimizer state of iteration k (``rewind_optimizer = "rewound"``, the default:
+    Adam's moments are part of the state the ticket is rewound to) or a fresh optimizer
+    (``"fresh"``, as OpenLTH does). The reinit control under k>0 trains from iteration k too, so
+    it differs from the ticket only in its initial values.
     ``retrain`` says how a pruned ticket trains again: ``rewind`` (weight rewinding, above: the
     lottery ticket), ``lr_rewind`` (Renda et al. 2020: keep the pruned network's trained weights
     and train the whole learning-rate schedule again) or ``finetune`` (keep the trained weights
@@ -164,6 +168,9 @@ class Config:
     seed: int = setting(0, "Base seed; replicate r uses seed + r.")
     seeds: int = setting(1, "Independent replicates (IMP chains).")
     rewind_iteration: int = setting(0, "Rewind survivors to iteration k (0 = initialisation).")
+    rewind_optimizer: Literal["rewound", "fresh"] = setting(
+        "rewound", "Under rewind_iteration k > 0: the optimizer state of iteration k (rewound) or a fresh "
+        "optimizer at the schedule's position k (fresh, as OpenLTH).")
     retrain: Literal["rewind", "lr_rewind", "finetune"] = setting(
         "rewind", "rewind (weight rewinding: the ticket), lr_rewind (Renda et al. 2020) or finetune.")
     controls: tuple[str, ...] = setting((), "Control arms: reinit, random, weight_shuffle (or package.module:Arm).")
@@ -254,6 +261,8 @@ class Config:
             self.retrain == "rewind" or self.rewind_iteration == 0,
             f"rewind_iteration applies to retrain='rewind' only (got retrain={self.retrain!r}); drop it",
         )
+        _check(self.rewind_optimizer == "rewound" or self.rewind_iteration > 0,
+               "rewind_optimizer='fresh' applies to late rewinding only (rewind_iteration > 0)")
         _check(
             (self.prune.method == "transfer") == (self.prune.source is not None),
             "prune.source (the experiment whose masks are retrained) goes with prune.method='transfer' "

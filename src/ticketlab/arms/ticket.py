@@ -18,11 +18,14 @@ from ticketlab.train.optim import mask_optimizer_state_
 
 
 def rewound_start(mask: Mask, ctx: ArmContext) -> StartPoint:
-    """Initial weights (k = 0, and always at level 0) or the dense run at iteration k, masked."""
+    """Initial weights (k = 0, and always at level 0) or the dense run at iteration k, masked,
+    with its optimizer state (``rewind_optimizer = "rewound"``) or none (``"fresh"``)."""
     store = ctx.store
     if ctx.level == 0 or ctx.config.rewind_iteration == 0:
         return StartPoint(mask.applied_to(store.tensors(store.init_path(ctx.replicate))))
     weights, optimizer_state, meta = load_training_state(store, store.rewind_path(ctx.replicate))
+    if ctx.config.rewind_optimizer == "fresh":
+        return StartPoint(mask.applied_to(weights), {}, int(meta["step"]))
     mask_optimizer_state_(optimizer_state, mask.tensors)
     return StartPoint(mask.applied_to(weights), optimizer_state, int(meta["step"]))
 

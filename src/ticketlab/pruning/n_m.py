@@ -6,10 +6,11 @@ Levels make N:M iterative like IMP: level L keeps N = M - L of every group, chos
 among the previous level's survivors in the previous level's *trained* ticket, so masks are
 nested and each level is pruned from a trained network. With M = 4 (``prune.nm_group``, the
 default) level 1 is 3:4, **level 2 is 2:4** and level 3 is 1:4; an experiment has at most M - 1
-levels. Groups run along each neuron's inputs in memory order: a Linear weight's row, a
-convolution's ``in_channels x kh x kw`` per output channel, which is the reduction dimension the
-sparse kernels group. A row whose length is not a multiple of M ends with a shorter group that
-keeps at most N. Every prunable weight with two or more dimensions is pruned, the output layer
+levels. Groups run along each neuron's inputs: a Linear weight's row, and for a convolution the
+input channels at each kernel position (the channels-last order ``kh x kw x in_channels`` that
+sparse convolution kernels reduce over, as NVIDIA's ASP prunes them: a group never mixes kernel
+positions). A row whose length is not a multiple of M ends with a shorter group that keeps at
+most N. Every prunable weight with two or more dimensions is pruned, the output layer
 included; 1-D parameters are left as they are. Ties break by position.
 """
 
@@ -23,7 +24,15 @@ from ticketlab.pruning.base import MaskContext, Need
 
 
 def keep_n_of_m(scores: torch.Tensor, keep: torch.Tensor, n: int, m: int) -> torch.Tensor:
-    """Per neuron, in groups of ``m`` along the flattened inputs: the ``n`` highest-scoring kept entries."""
+    """Per neuron, in groups of ``m`` along its inputs: the ``n`` highest-scoring kept entries.
+
+    A convolution weight ``[out, in, kh, kw]`` is grouped along ``in`` at each kernel position
+    (channels last); any other weight along its flattened inputs in memory order."""
+    if keep.dim() == 4:  # one row per (output channel, kernel position), along the input channels
+        out, channels, kh, kw = keep.shape
+        rows = keep_n_of_m(scores.permute(0, 2, 3, 1).reshape(-1, channels),
+                           keep.permute(0, 2, 3, 1).reshape(-1, channels), n, m)
+        return rows.view(out, kh, kw, channels).permute(0, 3, 1, 2).contiguous()
     rows = keep.flatten(1)
     width = rows.shape[1]
     padded = -(-width // m) * m
@@ -35,7 +44,7 @@ def keep_n_of_m(scores: torch.Tensor, keep: torch.Tensor, n: int, m: int) -> tor
     chosen = torch.zeros_like(groups, dtype=torch.bool)
     chosen.scatter_(2, order[:, :, :n], True)
     chosen &= groups >= 0  # never revive a pruned entry or keep padding
-    return chosen.view(rows.shape[0], padded)[:, :width].view_as(keep)
+    return chosen.view(rows.shape[0], padded)[:, :width].reshape(keep.shape)
 
 
 class NMPruning:

@@ -139,11 +139,29 @@ class Table:
         return "\n".join(lines)
 
 
+AT_INIT = ("snip", "grasp", "synflow", "magnitude_init", "random_init")
+
+
+def at_init_note(columns: list[Column]) -> str:
+    """What a reader must know before comparing a method at initialisation with IMP, layerwise:
+    such a method keeps IMP's *total* count but ranks its scores across layers, so the output
+    layer gets no rate of its own (IMP prunes it at ``prune.output_rate``)."""
+    at_init = [c.label for c in columns if c.method in AT_INIT]
+    layerwise = [c for c in columns if c.method not in AT_INIT and c.result.config.prune.strategy == "layerwise"]
+    if not at_init or not layerwise:
+        return ""
+    rate = layerwise[0].result.config.prune.output_rate
+    own = f" (IMP prunes it at output_rate = {rate:g})" if rate is not None else ""
+    return (f" {', '.join(at_init)} keep IMP's total count but rank scores across layers: the output layer has no "
+            f"rate of its own{own}, unless prune.layer_rates names it.")
+
+
 def accuracy_table(columns: list[Column]) -> Table:
     """Ticket accuracy at every sparsity any experiment reached (one column per experiment)."""
     rows = [[_label(row)] + [_fmt(c.accuracy(row), 100.0) for c in columns] for row in sparsity_rows(columns)]
     return Table("Test accuracy at early stop (%), mean ± 95% CI over seeds, at equal sparsity "
-                 "(sparsities within 1% of each other share a row):", ["% remaining"] + [c.label for c in columns], rows)
+                 "(sparsities within 1% of each other share a row)." + at_init_note(columns),
+                 ["% remaining"] + [c.label for c in columns], rows)
 
 
 def controls_table(columns: list[Column]) -> Table | None:

@@ -1,5 +1,5 @@
 """The instability analysis' figure: error barrier against the rewinding point k, one line per
-level, with 95% intervals over replicates and the stability threshold drawn in (Frankle et al.
+level, with one-sided 95% bounds over replicates and the stability threshold drawn in (Frankle et al.
 2020, Figure 3 style). k = 0 sits on a symmetric-log axis so it shows beside k > 0."""
 
 from __future__ import annotations

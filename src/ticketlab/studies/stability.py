@@ -67,7 +67,8 @@ from ticketlab.train.steppers.dense import SingleStepper
 from ticketlab.weights import load_state, state_of
 
 THRESHOLD = 2.0  # percentage points of test error: Frankle et al. 2020's "stable"
-POINTS = 11
+POINTS = 30  # interpolation points on the line, endpoints included, as in Frankle et al. (2020)
+BOUND_CONFIDENCE = 0.95  # one-sided, as every verdict's bound (evidence.verdicts)
 Weights = dict[str, torch.Tensor]
 
 
@@ -211,8 +212,10 @@ class StabilityRow:
 
 
 def stability_verdict(barrier: Interval, threshold: float) -> str:
-    """``stable`` when the whole 95% interval of the barrier is at or below ``threshold``,
-    ``unstable`` when it is wholly above, ``inconclusive`` otherwise; ``no verdict`` from one seed
+    """``stable`` when the barrier's one-sided 95% upper bound is at or below ``threshold``,
+    ``unstable`` when its one-sided 95% lower bound is above it, ``inconclusive`` otherwise (the
+    same one-sided bound at the same level as the matching verdicts, so a "stable" row and a
+    "matching" row carry the same strength of evidence); ``no verdict`` from one seed
     (no interval): a single pair of copies says nothing about how the barrier varies. (Pairs
     that did not train are left out before this, per pair: see :func:`summarize_stability`.)"""
     if not barrier.has_interval:
@@ -237,17 +240,20 @@ def pair_trained(record: dict, chance: float | None) -> bool:
 
 
 def barrier_interval(barriers: Sequence[float], test_examples: int | None) -> Interval:
-    """Mean and 95% t-interval of the barriers, with the spread floored at the test set's
-    resolution: identical barriers from a few seeds say the spread is below one example's worth
-    of error, not that it is zero (see ``stats.quantization_sd``)."""
-    interval = mean_ci(barriers, bounds=(0.0, 100.0))  # max on the line >= both ends: never below 0
+    """Mean of the barriers with one-sided 95% bounds on each side (a two-sided 90% t-interval:
+    its ends are the bounds :func:`stability_verdict` compares), the spread floored at the test
+    set's resolution: identical barriers from a few seeds say the spread is below one example's
+    worth of error, not that it is zero (see ``stats.quantization_sd``)."""
+    two_sided = 1.0 - 2.0 * (1.0 - BOUND_CONFIDENCE)
+    interval = mean_ci(barriers, confidence=two_sided, bounds=(0.0, 100.0))  # max on the line >= both ends: never below 0
     if not interval.has_interval or not test_examples:
         return interval
     floor = quantization_sd(100.0 / test_examples)
     if interval.std >= floor:
         return interval
-    half = float(_sps.t.ppf(0.975, interval.n - 1)) * floor / math.sqrt(interval.n)
-    return Interval(interval.mean, max(0.0, interval.mean - half), interval.mean + half, interval.n, floor)
+    half = float(_sps.t.ppf(BOUND_CONFIDENCE, interval.n - 1)) * floor / math.sqrt(interval.n)
+    return Interval(interval.mean, max(0.0, interval.mean - half), interval.mean + half, interval.n, floor,
+                    confidence=two_sided)
 
 
 def summarize_stability(records: Sequence[dict], threshold: float = THRESHOLD,
@@ -324,7 +330,7 @@ def stability_markdown(rows: Sequence[StabilityRow]) -> str:
             return f"{iv.mean * scale:.{digits}f} (1 seed)"
         return f"{iv.mean * scale:.{digits}f} [{iv.low * scale:.{digits}f}, {iv.high * scale:.{digits}f}]"
 
-    lines = ["| level | % remaining | k | seeds | untrained pairs excluded | error barrier (pts) [95% CI] | "
+    lines = ["| level | % remaining | k | seeds | untrained pairs excluded | error barrier (pts) [one-sided 95% bounds] | "
              "copies' test acc (%) [95% CI] | verdict |",
              "|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
@@ -334,9 +340,9 @@ def stability_markdown(rows: Sequence[StabilityRow]) -> str:
     if rows:
         lines.append("")
         lines.append(f"Barrier: highest test error on the line between two copies trained from iteration k with "
-                     f"different data orders, minus the mean of the copies' errors. stable: the 95% interval over "
-                     f"seeds lies at or below {rows[0].threshold:g} points; unstable: wholly above; "
-                     "inconclusive: it straddles the threshold; no verdict: one seed. A seed's pair is left out "
+                     f"different data orders, minus the mean of the copies' errors. stable: the one-sided 95% upper "
+                     f"bound over seeds is at or below {rows[0].threshold:g} points; unstable: the one-sided 95% "
+                     "lower bound is above it; inconclusive: neither; no verdict: one seed. A seed's pair is left out "
                      "(untrained pairs excluded) when a copy's test accuracy is at most twice chance: a barrier "
                      "between networks that did not learn says nothing; not trained: no pair learned.")
     return "\n".join(lines)
