@@ -120,7 +120,9 @@ class Config:
     changed inputs are a different experiment. ``task`` and ``task_fingerprint`` likewise
     describe and identify a custom ``ticketlab.Task`` (its loss, score, metric: see
     ``Task.identity``); both stay None for the default task, so that built-in experiments keep
-    their names.
+    their names. ``train_loop`` names the user's own training function (``ticketlab.run(...,
+    train=fn)``) by its label and code fingerprint, so a changed loop is a new experiment; None
+    (ticketlab's loop) keeps every other experiment's name.
     """
 
     model: str = "lenet_300_100"
@@ -136,6 +138,7 @@ class Config:
     model_fingerprint: str | None = None
     task: str | None = None  # a custom training task, in words (None: the default for the labels)
     task_fingerprint: str | None = None  # its identity: import paths, code fingerprint or version
+    train_loop: str | None = None  # the user's training function (``run(train=...)``): label@fingerprint
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
