@@ -91,3 +91,14 @@ def test_tiny_gpt_tied_embedding_has_one_mask(run_example):
     final = load_tensors(result.final_weights_path(1))
     assert "lm_head.weight" not in final and torch.all(final["tok.weight"][~mask["tok.weight"]] == 0)
     assert "tied: lm_head.weight = tok.weight" in printed
+
+
+def test_plain_loop_trains_with_the_users_loop_and_reports(run_example):
+    result, plan, printed = run_example("plain_loop")
+    assert {r["stepper"] for r in result.runs} == {"user"} and result.config.train_loop
+    assert result.select(arm="ticket", level=1)[0]["start_step"] == 20  # rewound to iteration k
+    assert "verdicts (ticket against" in printed and "no verdict" in printed  # one seed in --quick
+    assert (result.directory / "report" / "report.html").is_file() and "report:" in printed
+    mask = result.mask(1)
+    final = load_tensors(result.final_weights_path(1))
+    assert mask and all(torch.all(final[n][~m] == 0) for n, m in mask.items())
