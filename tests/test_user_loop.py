@@ -250,3 +250,17 @@ def test_the_function_reaches_worker_processes_by_value(tmp_path):
 
     result = ticketlab.run(CONFIG, options(tmp_path, workers=2), model=make_mlp, data=blobs(), train=train)
     assert len(result.runs) == 4 and all(r["stepper"] == "user" for r in result.runs)
+
+
+def test_a_bundle_of_a_user_loop_ticket_verifies_bit_for_bit_with_the_function(tmp_path):
+    from ticketlab.bundle.pack import make_bundle
+    from ticketlab.bundle.verification import verify
+
+    train = plain_loop(OPTIMIZERS["adam"], track=True)
+    config = {**CONFIG, "controls": [], "rewind_iteration": 2}
+    result = ticketlab.run(config, options(tmp_path), model=make_mlp, data=blobs(), train=train)
+    path = make_bundle(result.directory, 1, tmp_path / "ticket.safetensors")
+    with pytest.raises(ConfigError, match="verify\\(bundle, train=...\\)"):
+        verify(path, model=make_mlp, data=blobs())
+    outcome = verify(path, model=make_mlp, data=blobs(), train=train)
+    assert outcome.mode == "exact" and outcome.passed, outcome
