@@ -26,7 +26,7 @@ finished units are kept as always).
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence, Union
+from typing import TYPE_CHECKING, Mapping, Sequence, Union
 
 import torch
 from torch import nn
@@ -35,9 +35,13 @@ from ticketlab.data import Dataset
 from ticketlab.errors import ConfigError
 from ticketlab.train.events import Events
 from ticketlab.train.loop import METRICS, _save_points, eval_batches, non_finite
-from ticketlab.train.optim import load_optimizer_state
+from ticketlab.train.optim import load_optimizer_state, optimizer_state_tensors
 from ticketlab.train.state import TrainState
 from ticketlab.train.steppers.dense import SingleStepper
+from ticketlab.train.task import Task
+
+if TYPE_CHECKING:
+    from ticketlab.data.stream import StreamingData
 
 Metrics = Union[Sequence[float], Mapping[str, float]]
 """A (loss, score) pair, or a mapping with ``loss`` and ``score`` (or ``acc``/``accuracy``)."""
@@ -73,7 +77,7 @@ class TrainingUnit:
     """
 
     def __init__(self, model: nn.Module, masks: dict[str, torch.Tensor] | None, optimizer: torch.optim.Optimizer,
-                 state: TrainState, events: Events, data: Dataset, task, end: int, eval_every: int,
+                 state: TrainState, events: Events, data: "Dataset | StreamingData", task: Task, end: int, eval_every: int,
                  capture_steps: frozenset[int], seed: int, test_every_eval: bool = False, name: str = "") -> None:
         self.model, self.data, self.end, self.seed, self.name = model, data, end, seed, name
         self.eval_every, self.test_every_eval = eval_every, test_every_eval
@@ -124,8 +128,6 @@ class TrainingUnit:
         """Hand ticketlab the loop's optimizer: its state is saved with the rewind point, and a
         ticket rewound to iteration k gets the dense run's optimizer state at k back (pruned
         weights' moments zeroed), as ticketlab's own loop does. Optional; returns ``optimizer``."""
-        from ticketlab.train.optim import optimizer_state_tensors
-
         start = optimizer_state_tensors(self._start_optimizer, self.model)
         if start:
             load_optimizer_state(optimizer, self.model, start)
