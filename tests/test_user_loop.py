@@ -205,6 +205,8 @@ def test_a_loop_that_stops_short_is_refused_and_user_errors_are_one_line(tmp_pat
         ticketlab.run(CONFIG, options(tmp_path / "b"), model=make_mlp, data=blobs(), train=broken)
     with pytest.raises(ConfigError, match="batch > 1"):
         ticketlab.run(CONFIG, options(tmp_path, batch=2), model=make_mlp, data=blobs(), train=broken)
+    with pytest.raises(ConfigError, match="your loop decides its precision"):
+        ticketlab.run(CONFIG, options(tmp_path, precision="bf16"), model=make_mlp, data=blobs(), train=broken)
 
 
 def test_a_diverging_unit_stops_and_is_recorded_as_diverged(tmp_path):

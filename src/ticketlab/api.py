@@ -186,13 +186,15 @@ def run(
 
 def _check_user_loop_options(options: RunOptions) -> None:
     """ConfigError for run options a user's training function cannot honour: it trains one
-    model its own way, so replicates cannot be stacked (``batch``) nor stepped sparsely."""
-
+    model its own way, so replicates cannot be stacked (``batch``), stepped sparsely or autocast by ticketlab."""
     if options.batch > 1:
         raise ConfigError("batch > 1 stacks replicates in ticketlab's own loop; with train=... use batch=1 "
                           "(workers=N runs units of your loop in parallel processes)")
     if options.stepper == "sparse":
         raise ConfigError("stepper='sparse' is ticketlab's own hand-written step; with train=... use stepper='auto'")
+    if options.precision != "fp32":
+        raise ConfigError("precision='bf16' is ticketlab's own loop's autocast; with train=... your loop decides "
+                          "its precision (use torch.autocast there) and the run keeps precision='fp32'")
 
 
 def _needs_transport(options: RunOptions) -> bool:
