@@ -266,3 +266,21 @@ def test_a_bundle_of_a_user_loop_ticket_verifies_bit_for_bit_with_the_function(t
         verify(path, model=make_mlp, data=blobs())
     outcome = verify(path, model=make_mlp, data=blobs(), train=train)
     assert outcome.mode == "exact" and outcome.passed, outcome
+
+
+def test_the_users_own_numbers_must_end_at_the_last_step_and_steps_stop_at_the_end(tmp_path):
+    def early_numbers(model, unit):
+        unit.step()
+        unit.evaluate(val=(1.0, 0.5), test=(1.0, 0.5))
+        for _ in range(unit.remaining):
+            unit.step()
+
+    with pytest.raises(ConfigError, match="its last unit.evaluate\\(val=...\\) was at iteration 1 and it stopped at 24"):
+        ticketlab.run(CONFIG, options(tmp_path), model=make_mlp, data=blobs(), train=early_numbers)
+
+    def too_long(model, unit):
+        for _ in range(unit.remaining + 1):
+            unit.step()
+
+    with pytest.raises(ConfigError, match="unit.step\\(\\) past its end \\(24 iterations\\)"):
+        ticketlab.run(CONFIG, options(tmp_path / "b"), model=make_mlp, data=blobs(), train=too_long)

@@ -242,5 +242,6 @@ class TrainingUnit:
         if self._given.get("val"):
             raise ConfigError(f"{self.name}: the training function gave its own validation numbers, but its last "
                               f"unit.evaluate(val=...) was at iteration {last['step'] if last else 'none'} and it "
-                              f"stopped at {state.step}; evaluate after the last step")
+                              f"stopped at {state.step}; evaluate after the last step (with Lightning: validate every "
+                              "unit.eval_every steps, val_check_interval=unit.eval_every, check_val_every_n_epoch=None)")
         self._record(None, None, final=True)
