@@ -149,7 +149,7 @@ def test_console_script_entry_point_runs():
 
 # ---------------------------------------------------------------------------- flags from the config fields
 # Filled in by ticketlab.run, never set by a user: these alone have no flag.
-RECORDED = {"model_fingerprint", "task", "task_fingerprint", "data.fingerprint"}
+RECORDED = {"model_fingerprint", "task", "task_fingerprint", "train_loop", "data.fingerprint"}
 
 
 def _leaf_fields(cls, prefix=""):

@@ -91,3 +91,41 @@ def test_tiny_gpt_tied_embedding_has_one_mask(run_example):
     final = load_tensors(result.final_weights_path(1))
     assert "lm_head.weight" not in final and torch.all(final["tok.weight"][~mask["tok.weight"]] == 0)
     assert "tied: lm_head.weight = tok.weight" in printed
+
+
+def test_plain_loop_trains_with_the_users_loop_and_reports(run_example):
+    result, plan, printed = run_example("plain_loop")
+    assert {r["stepper"] for r in result.runs} == {"user"} and result.config.train_loop
+    assert result.select(arm="ticket", level=1)[0]["start_step"] == 20  # rewound to iteration k
+    assert "verdicts (ticket against" in printed and "no verdict" in printed  # one seed in --quick
+    assert (result.directory / "report" / "report.html").is_file() and "report:" in printed
+    mask = result.mask(1)
+    final = load_tensors(result.final_weights_path(1))
+    assert mask and all(torch.all(final[n][~m] == 0) for n, m in mask.items())
+
+
+def _trained_by_the_users_loop(result, steps_of_ticket: list[int]) -> None:
+    """Every unit trained by the training function, the ticket evaluated where the framework
+    evaluated it, and its stored final weights exactly zero where pruned."""
+    assert {r["stepper"] for r in result.runs} == {"user"} and result.config.train_loop
+    assert [r["step"] for r in result.metrics(1)] == steps_of_ticket
+    mask = result.mask(1)
+    final = load_tensors(result.final_weights_path(1))
+    assert mask and all(torch.all(final[n][~m] == 0) for n, m in mask.items())
+
+
+def test_lightning_cnn_trains_through_the_callback(run_example):
+    pytest.importorskip("lightning", reason="the Lightning example needs lightning (pip install lightning)")
+    result, plan, _ = run_example("lightning_cnn")
+    assert result.select(arm="ticket", level=1)[0]["start_step"] == 20  # rewound to iteration k
+    _trained_by_the_users_loop(result, [40])  # the module's validation at the unit's last step
+    assert [r["step"] for r in result.metrics(0)] == [20, 40]
+    assert "head.weight" in plan["pruned"] and not any("features.1" in n for n in plan["pruned"])
+
+
+def test_hf_trainer_trains_through_the_callback(run_example):
+    pytest.importorskip("transformers", reason="the Trainer example needs transformers (pip install transformers)")
+    pytest.importorskip("accelerate", reason="transformers.Trainer needs accelerate (pip install accelerate)")
+    result, plan, _ = run_example("hf_trainer")
+    _trained_by_the_users_loop(result, [10, 20])  # the Trainer's own evaluations (eval_steps = eval_every)
+    assert "bert.encoder.layer.0.attention.self.query.weight" in plan["pruned"]

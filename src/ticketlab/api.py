@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from ticketlab.experiment.audit import repair, scan
 from ticketlab.config import Config, RunOptions
-from ticketlab.errors import PerformanceNote, StoreError
+from ticketlab.errors import ConfigError, PerformanceNote, StoreError
 from ticketlab.executors import make_executor
 from ticketlab.executors.local import start_worker_server
 from ticketlab.experiment.schedule import all_units, blocked, diverged_levels, run_graph
@@ -125,6 +125,7 @@ def run(
     data: Any = None,
     task: Task | None = None,
     data_version: str | None = None,
+    train: Callable[..., None] | None = None,
 ) -> Result:
     """Run (or resume) the experiment ``config`` and return its result.
 
@@ -145,9 +146,11 @@ def run(
     """
     options = options or RunOptions()
     options.validate()
+    if train is not None:
+        _check_user_loop_options(options)
     requested, options = options, options.resolved()
     start_worker_server(options)
-    config, inputs = prepare_inputs(config if config is not None else {}, model, data, task, data_version)
+    config, inputs = prepare_inputs(config if config is not None else {}, model, data, task, data_version, train)
     device = resolve_device(options.device)
     env = environment(config, device, inputs)  # missing or malformed data fails here, before any write
     plan = preflight(env, options)
@@ -179,6 +182,19 @@ def run(
         executor = make_executor(config, str(store.directory), options, progress, blob if blob is not None else inputs)
         run_graph(env, store, executor, on_done)
     return Result.load(store.directory, require_complete=True, audit=False)
+
+
+def _check_user_loop_options(options: RunOptions) -> None:
+    """ConfigError for run options a user's training function cannot honour: it trains one
+    model its own way, so replicates cannot be stacked (``batch``), stepped sparsely or autocast by ticketlab."""
+    if options.batch > 1:
+        raise ConfigError("batch > 1 stacks replicates in ticketlab's own loop; with train=... use batch=1 "
+                          "(workers=N runs units of your loop in parallel processes)")
+    if options.stepper == "sparse":
+        raise ConfigError("stepper='sparse' is ticketlab's own hand-written step; with train=... use stepper='auto'")
+    if options.precision != "fp32":
+        raise ConfigError("precision='bf16' is ticketlab's own loop's autocast; with train=... your loop decides "
+                          "its precision (use torch.autocast there) and the run keeps precision='fp32'")
 
 
 def _needs_transport(options: RunOptions) -> bool:

@@ -159,7 +159,9 @@ class Config:
     changed inputs are a different experiment. ``task`` and ``task_fingerprint`` likewise
     describe and identify a custom ``ticketlab.Task`` (its loss, score, metric: see
     ``Task.identity``); both stay None for the default task, so that built-in experiments keep
-    their names.
+    their names. ``train_loop`` names the user's own training function (``ticketlab.run(...,
+    train=fn)``) by its label and code fingerprint, so a changed loop is a new experiment; None
+    (ticketlab's loop) keeps every other experiment's name.
     """
 
     model: str = setting("lenet_300_100", "lenet_300_100, mlp_<w1>_<w2>..., conv2, conv4, conv6, transformer_modadd "
@@ -181,6 +183,7 @@ class Config:
     model_fingerprint: str | None = recorded("names, shapes, dtypes and initial weights of a user-given model")
     task: str | None = recorded("a custom training task, in words (None: the default for the labels)")
     task_fingerprint: str | None = recorded("its identity: import paths, code fingerprint or version")
+    train_loop: str | None = recorded("the user's training function (run(train=...)): label@fingerprint")
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)

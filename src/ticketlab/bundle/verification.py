@@ -87,13 +87,14 @@ def _mode(bundle: Bundle, device: torch.device) -> tuple[str, str]:
 
 def verify(bundle_path: str | Path, controls: list[str] | None = None, seeds: int = 0,
            workdir: str | Path | None = None, device: str = "cpu", *, model: Any = None, data: Any = None,
-           task: Any = None, data_version: str | None = None) -> Verification:
+           task: Any = None, data_version: str | None = None, train: Any = None) -> Verification:
     """Re-train the ticket of the bundle at ``bundle_path`` and compare with its claim.
 
     ``controls``: control arms (``random``, ``reinit``, ...) trained on the same replicates;
     ``seeds``: that many new replicates run through IMP to the bundle's level from scratch.
     ``workdir`` keeps the re-trained experiment (default: a temporary folder, removed).
-    ``model``/``data``/``task`` are the user's objects for a ticket trained on them.
+    ``model``/``data``/``task`` are the user's objects for a ticket trained on them, and
+    ``train`` the user's training function for one trained by it (``run(train=...)``).
     """
     from ticketlab.experiment.environment import (
         environment,
@@ -118,11 +119,15 @@ def verify(bundle_path: str | Path, controls: list[str] | None = None, seeds: in
     if config.task_fingerprint is not None and task is None:
         raise ConfigError(f"{bundle_path} was made with a custom task ({config.task}); verify it from Python with "
                           "ticketlab.bundle.verify(bundle, task=ticketlab.Task(...)) passing the same task")
+    if config.train_loop is not None and train is None:
+        raise ConfigError(f"{bundle_path} was trained by the user's own training function ({config.train_loop}); "
+                          "verify it from Python with ticketlab.bundle.verify(bundle, train=...) "
+                          "passing the same function")
     inputs = None
-    if data is not None or model is not None or task is not None or ":" in config.model:
+    if data is not None or model is not None or task is not None or train is not None or ":" in config.model:
         from ticketlab.experiment.inputs import prepare_inputs
 
-        config, inputs = prepare_inputs(config, model, data, task, data_version)
+        config, inputs = prepare_inputs(config, model, data, task, data_version, train)
         _check_task(bundle, config)
     torch_device = resolve_device(device)
     env = environment(config, torch_device, inputs)
@@ -145,7 +150,8 @@ def verify(bundle_path: str | Path, controls: list[str] | None = None, seeds: in
         _compare(result, records, store)
         _control_evidence(result, records, controls or [])
         if seeds > 0:
-            _seed_evidence(result, config, seeds, root / "seeds", str(torch_device), model, data, task, data_version)
+            _seed_evidence(result, config, seeds, root / "seeds", str(torch_device), model, data, task, train,
+                           data_version)
     return result
 
 
@@ -319,7 +325,7 @@ def _control_evidence(result: Verification, records: dict, controls: list[str]) 
                                    None))
 
 
-def _seed_evidence(result: Verification, config, seeds: int, root: Path, device: str, model, data, task,
+def _seed_evidence(result: Verification, config, seeds: int, root: Path, device: str, model, data, task, train,
                    data_version) -> None:
     """New replicates (seeds after the study's) through IMP to the bundle's level."""
     from ticketlab.api import run
@@ -329,7 +335,8 @@ def _seed_evidence(result: Verification, config, seeds: int, root: Path, device:
     fresh = config.replace(seed=config.seed + config.seeds, seeds=seeds, levels=max(level, 1), controls=[],
                            ticket_levels=[])
     new = run(fresh, RunOptions(root=str(root), device=device, workers=1, threads=torch.get_num_threads(),
-                                progress=False), model=model, data=data, task=task, data_version=data_version)
+                                progress=False), model=model, data=data, task=task, data_version=data_version,
+                train=train)
     values = [r[METRIC] for r in new.select("ticket", level) if r.get(METRIC) is not None]
     interval = mean_ci(values, bounds=(0.0, 1.0))
     claimed = result.bundle.doc["claim"]["interval"]

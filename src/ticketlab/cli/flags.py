@@ -15,7 +15,7 @@ new flag with nothing else to edit:
   ``RunOptions.validate``: a flag only turns text into the annotated type.
 
 Fields that ``ticketlab.run`` fills in get no flag: those declared ``recorded(...)`` in
-``config.py`` (``model_fingerprint``, ``task``, ``task_fingerprint``, ``data.fingerprint``).
+``config.py`` (``model_fingerprint``, ``task``, ``task_fingerprint``, ``train_loop``, ``data.fingerprint``).
 """
 
 from __future__ import annotations

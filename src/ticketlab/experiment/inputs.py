@@ -30,15 +30,18 @@ if TYPE_CHECKING:
     from ticketlab.data.stream import StreamingData
 
 ModelFactory = Callable[[], nn.Module]
+TrainFunction = Callable[[nn.Module, Any], None]  # the user's loop: fn(model, unit) (train.user_loop)
 
 
 @dataclass
 class Inputs:
-    """What a unit builds its training from. ``data`` is CPU tensors; each process moves it once."""
+    """What a unit builds its training from. ``data`` is CPU tensors; each process moves it once.
+    ``train_fn`` is the user's own training loop (None: ticketlab's), carried with the rest."""
 
     model_factory: ModelFactory
     data: "Dataset | StreamingData"
     task: Task
+    train_fn: TrainFunction | None = None
     _moved: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def on(self, device: torch.device) -> "Dataset | StreamingData":
@@ -242,7 +245,7 @@ def load_init_weights(path: str, model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def prepare_inputs(config: Any, model: Any = None, data: Any = None, task: Task | None = None,
-                   data_version: str | None = None) -> tuple[Any, Inputs | None]:
+                   data_version: str | None = None, train: TrainFunction | None = None) -> tuple[Any, Inputs | None]:
     """The config with the user's objects recorded (labels, fingerprints) and their Inputs.
 
     Returns ``(config, None)`` for a purely built-in experiment, which every process rebuilds
@@ -261,9 +264,10 @@ def prepare_inputs(config: Any, model: Any = None, data: Any = None, task: Task 
     if task is None and config.task_fingerprint is not None:
         raise ConfigError(f"this experiment was trained with a custom task ({config.task}); pass the same task "
                           "again (ticketlab.run(..., task=ticketlab.Task(...))) to run or resume it")
+    _check_train_function(config, train)
     user_model = model is not None or ":" in config.model
     user_data = data is not None or ":" in config.data.dataset
-    if not (user_model or user_data or task is not None or config.init_weights):
+    if not (user_model or user_data or task is not None or config.init_weights or train is not None):
         return config, None
     if data is not None:
         dataset = user_dataset(data)
@@ -281,8 +285,12 @@ def prepare_inputs(config: Any, model: Any = None, data: Any = None, task: Task 
                           f"got {type(model).__name__}")
     if task is not None and not isinstance(task, Task):
         raise ConfigError(f"task must be a ticketlab.Task, got {type(task).__name__}")
-    inputs = Inputs(factory, dataset, (task or Task()).bind(dataset.train_targets()))
+    inputs = Inputs(factory, dataset, (task or Task()).bind(dataset.train_targets()), train)
     changes: dict[str, Any] = {}
+    if train is not None:
+        from ticketlab.train.task import code_identity
+
+        changes["train_loop"] = code_identity(train)
     if user_model or config.init_weights:
         built = inputs.build(0, "cpu")
         if config.init_weights:
@@ -296,6 +304,16 @@ def prepare_inputs(config: Any, model: Any = None, data: Any = None, task: Task 
         identity = task.identity(dataset.train_targets())
         changes["task"], changes["task_fingerprint"] = identity if identity else (None, None)
     return (config.replace(**changes) if changes else config), inputs
+
+
+def _check_train_function(config: Any, train: TrainFunction | None) -> None:
+    """ConfigError when ``train`` is not a function, or a stored experiment trained by the user's
+    loop is resumed without it (ticketlab's loop would train its remaining units differently)."""
+    if train is not None and not callable(train):
+        raise ConfigError(f"train must be a function train(model, unit), got {type(train).__name__}")
+    if train is None and config.train_loop is not None:
+        raise ConfigError(f"this experiment was trained by your training function ({config.train_loop.split('@')[0]}); "
+                          "pass it again (ticketlab.run(..., train=...)) to run or resume it")
 
 
 def _splits(data: "Dataset | StreamingData") -> list[tuple[str, torch.Tensor, torch.Tensor]]:

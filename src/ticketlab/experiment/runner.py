@@ -78,6 +78,7 @@ class PreparedUnit:
     train: TrainConfig  # the unit's schedule (``unit_schedule``)
     stepper_info: dict = dataclasses.field(default_factory=dict)  # which stepper trained it (summary)
     resumed_stepper_info: dict | None = None  # the stepper its checkpoint was trained with (kept on resume)
+    start_step: int | None = None  # where training started, when its first evaluation is not there (user loops)
 
 
 def unit_numerics(resumed: dict | None) -> dict:
@@ -178,7 +179,7 @@ def finish_unit(prepared: PreparedUnit, precision: str = "fp32") -> dict:
         "seed": replicate_seed(env.config, unit.replicate),
         "percent_remaining": 100.0 * prepared.mask.fraction_remaining(),
         "layer_percent_remaining": {n: 100.0 * f for n, f in prepared.mask.layer_fractions().items()},
-        "start_step": state.history[0]["step"],
+        "start_step": prepared.start_step if prepared.start_step is not None else state.history[0]["step"],
         "wall_time_s": prepared.events.wall_time(),
         "eval_time_s": state.eval_seconds,  # of which: evaluating (validation, and test where reported)
         "device": str(env.device),
@@ -245,10 +246,15 @@ def diverged_summary(unit: Unit, state: TrainState) -> dict:
 
 def train_prepared(prepared: PreparedUnit, precision: str = "fp32", stepper: str = "auto") -> None:
     """Train one prepared unit to its end with one model: the dense-masked or the sparse stepper
-    (``stepper``: auto, dense or sparse; see ``sparse_stepper.choose_stepper``)."""
+    (``stepper``: auto, dense or sparse; see ``sparse_stepper.choose_stepper``), or the user's own
+    training function when the run was given one (``user_training``)."""
     from ticketlab.train.steppers.probe import choose_stepper
 
     env = prepared.env
+    if env.inputs.train_fn is not None:
+        from ticketlab.experiment.user_training import train_user_loop
+
+        return train_user_loop(prepared)
     resumed = prepared.resumed_stepper_info
     if stepper == "auto" and resumed:  # a resumed unit continues on the path it started on (same bits)
         stepper_object, _ = choose_stepper(prepared, resumed["stepper"], precision)

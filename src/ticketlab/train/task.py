@@ -233,3 +233,12 @@ def _global_names(code: types.CodeType) -> list[str]:
         if isinstance(const, types.CodeType):
             names.extend(_global_names(const))
     return sorted(set(names))
+
+
+def code_identity(fn: Any) -> str:
+    """``label@fingerprint`` of a user's function (the training loop ``run(train=...)`` takes):
+    its import path or ``python:<name>``, and a fingerprint of its code, closure and the globals
+    it reads, as a custom loss is identified, so a changed function names a new experiment."""
+    digest = hashlib.sha256()
+    _digest_value(digest, fn, depth=0)
+    return f"{_label(fn)}@{digest.hexdigest()[:16]}"
