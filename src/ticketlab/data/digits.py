@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ticketlab.data.base import Dataset, refuse_data_dir
-from ticketlab.data.split import build_dataset, stratified_split, take
+from ticketlab.data.split import split_dataset
 
 NUM_CLASSES = 10
 SIZES = (1257, 180, 360)
@@ -28,12 +28,4 @@ def load_digits(data_dir: Path | None, split_seed: int) -> Dataset:
     bunch = sk_load_digits()
     x = bunch.data.reshape(-1, 1, 8, 8)
     y = bunch.target.astype(np.int64)
-    train, val, test = stratified_split(y, SIZES, split_seed)
-    return build_dataset(
-        "digits",
-        take(x, y, train),
-        take(x, y, val),
-        take(x, y, test),
-        num_classes=NUM_CLASSES,
-        scale=MAX_VALUE,
-    )
+    return split_dataset("digits", (x, y), SIZES, split_seed, num_classes=NUM_CLASSES, scale=MAX_VALUE)
