@@ -78,6 +78,14 @@ class MaskedOptimizer(Stepper):
         for group in self.optimizer.param_groups:
             group["lr"] = lr
 
+    def descend(self, loss: torch.Tensor) -> None:
+        """Backpropagate ``loss``, take one optimizer step, then re-mask: in this order for every
+        masked stepper, so a pruned weight is back at exactly zero before anything reads it."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.apply_masks_()
+
 
 def _summed(pred: torch.Tensor, target: torch.Tensor, task: Task | None,
             fast: bool) -> tuple[torch.Tensor, torch.Tensor]:

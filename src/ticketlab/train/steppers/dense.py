@@ -54,10 +54,7 @@ class SingleStepper(MaskedOptimizer):
         else:
             with torch.autocast(device_type=xb.device.type, dtype=self.autocast):
                 loss = self._loss(xb, yb)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        self.apply_masks_()
+        self.descend(loss)
         return loss.detach()
 
     @torch.no_grad()

@@ -127,10 +127,7 @@ class StackedStepper(MaskedOptimizer):
             losses = per_example.view(self.size, -1).mean(1)
         else:
             losses = vmap(self.task.loss_of)(pred, target)
-        self.optimizer.zero_grad(set_to_none=True)
-        losses.sum().backward()
-        self.optimizer.step()
-        self.apply_masks_()
+        self.descend(losses.sum())
         return losses.detach()
 
     @torch.no_grad()
