@@ -4,15 +4,12 @@ optimizer. If it matches the ticket, the initial values did not matter."""
 
 from __future__ import annotations
 
-from ticketlab.arms.base import ArmContext, StartPoint
+from ticketlab.arms.base import ArmContext, StartPoint, TicketMaskArm
 from ticketlab.masks import Mask
 
 
-class ReinitArm:
+class ReinitArm(TicketMaskArm):
     name = "reinit"
-
-    def mask(self, ticket: Mask, ctx: ArmContext) -> Mask:
-        return ticket
 
     def start(self, mask: Mask, ctx: ArmContext) -> StartPoint:
         return StartPoint(mask.applied_to(ctx.fresh_weights(ctx.seed("reinit"))))
