@@ -81,7 +81,7 @@ def keep_counts(ctx: MaskContext) -> KeepCounts:
         fixed = {n: s for n, s in sizes.items() if any(re.search(p, n) for p in prune.global_exclude)}
         ranked = tuple(n for n in sizes if n not in fixed)
         return KeepCounts(sizes, fixed, ranked, _imp_rounds(sum(sizes[n] for n in ranked), prune.rate, ctx.level))
-    rates = layer_rates(list(sizes), prune, ctx.plan.output if ctx.plan else None)
+    rates = layer_rates(list(sizes), prune, ctx.output_layer)
     pinned = [n for n in sizes if any(re.search(p, n) for p in prune.layer_rates)]
     fixed = {n: _imp_rounds(sizes[n], rates[n], ctx.level) for n in pinned}
     ranked = tuple(n for n in sizes if n not in fixed)
