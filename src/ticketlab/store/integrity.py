@@ -27,6 +27,7 @@ SUFFIX = ".damaged"
 
 
 def relative_to_root(path: Path, root: Path) -> str:
+    """``path`` as a message names it: relative to ``root`` when inside it, else in full."""
     try:
         return str(path.relative_to(root))
     except ValueError:
