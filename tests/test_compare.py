@@ -6,7 +6,6 @@ import pytest
 
 import ticketlab
 from ticketlab.report.compare import accuracy_table, column_flops, load_columns, sparsity_rows
-from ticketlab.errors import StoreError
 
 from conftest import cli, tiny_config
 

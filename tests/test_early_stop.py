@@ -12,7 +12,7 @@ from conftest import interrupted_level_1_ticket, tiny_config
 from ticketlab.api import Result, run
 from ticketlab.experiment.audit import scan
 from ticketlab.errors import IntegrityWarning
-from ticketlab.train.evaluation import evaluate_weights
+from ticketlab.train.evaluation import evaluate_stored_weights
 from ticketlab.io import load_tensors, read_manifest
 from ticketlab.store.layout import Store
 from ticketlab.experiment.unit import Unit
@@ -31,7 +31,7 @@ def _check_early_stop_weights(result: Result, exact: bool = True) -> None:
         assert path.name in read_manifest(path.parent)  # checksummed
         assert record["weights"]["early_stop"] == {"file": path.name, "step": record["early_stop_step"]}
         assert record["weights"]["final"] == {"file": "final.safetensors", "step": record["final_step"]}
-        scores = evaluate_weights(env, load_tensors(path))
+        scores = evaluate_stored_weights(env, load_tensors(path))
         assert scores["test_acc"] == record["test_acc_at_early_stop"], record
         if exact:
             assert scores["val_loss"] == record["val_loss_at_early_stop"], record

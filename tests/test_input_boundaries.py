@@ -19,7 +19,7 @@ import ticketlab
 from ticketlab.config import RunOptions
 from ticketlab.errors import ConfigError
 
-from conftest import cli, refused_in_one_line, snapshot
+from conftest import refused_in_one_line, snapshot
 
 QUICK = ["--iterations", "20", "--eval-every", "10", "--no-progress", "--no-report", "--device", "cpu",
          "--workers", "1"]

@@ -6,7 +6,6 @@ import pytest
 import torch
 
 import ticketlab
-from ticketlab.config import TrainConfig
 from ticketlab.io import load_tensors
 from ticketlab.train.optim import learning_rate
 from ticketlab.pruning.magnitude import magnitude_prune

@@ -10,7 +10,6 @@ from ticketlab.errors import IntegrityWarning
 from ticketlab.io import load_tensors, read_json
 from ticketlab.store.checkpoint import load_training_state
 from ticketlab.studies.stability import (
-    StabilityUnits,
     error_barrier,
     run_stability,
     stability_markdown,

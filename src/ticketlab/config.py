@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
-from ticketlab.errors import ConfigError
+from ticketlab.errors import ConfigError, require
 
 # The run options with a fixed set of values: each Literal is the one list of them, read by
 # RunOptions.validate, the CLI's help and the trainer (``train.steppers.probe``).
@@ -54,7 +54,7 @@ def recorded(what: str) -> Any:
 def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> None:
     """ConfigError unless ``value`` is one of ``choices``: "executor must be local or ray, got 'spark'"."""
     words = ", ".join(choices[:-1]) + f" or {choices[-1]}" if len(choices) > 1 else choices[0]
-    _check(value in choices, f"{name} must be {words}, got {value!r}")
+    require(value in choices, f"{name} must be {words}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -219,60 +219,60 @@ class Config:
     # ------------------------------------------------------------------ validation
     def validate(self) -> None:
         """Check value ranges and cross-field rules; raise ConfigError naming the bad value."""
-        _check(self.levels >= 0, f"levels must be >= 0, got {self.levels}")
-        _check(self.seeds >= 1, f"seeds must be >= 1, got {self.seeds}")
-        _check(self.seed >= 0, f"seed must be >= 0, got {self.seed}")
-        _check(len(set(self.controls)) == len(self.controls), f"controls repeat an arm: {list(self.controls)}")
-        _check(
+        require(self.levels >= 0, f"levels must be >= 0, got {self.levels}")
+        require(self.seeds >= 1, f"seeds must be >= 1, got {self.seeds}")
+        require(self.seed >= 0, f"seed must be >= 0, got {self.seed}")
+        require(len(set(self.controls)) == len(self.controls), f"controls repeat an arm: {list(self.controls)}")
+        require(
             list(self.control_levels) == sorted(set(self.control_levels))
             and all(1 <= level <= self.levels for level in self.control_levels),
             f"control_levels must increase and lie in 1..levels ({self.levels}), got {list(self.control_levels)}",
         )
 
-        _check(
+        require(
             list(self.ticket_levels) == sorted(set(self.ticket_levels))
             and all(1 <= level <= self.levels for level in self.ticket_levels),
             f"ticket_levels must increase and lie in 1..levels ({self.levels}), got {list(self.ticket_levels)}",
         )
-        _check(
+        require(
             not self.ticket_levels or set(self.control_levels) <= set(self.ticket_levels),
             f"control_levels {list(self.control_levels)} must be among ticket_levels {list(self.ticket_levels)}",
         )
-        _check(
+        require(
             not self.ticket_levels or bool(self.control_levels) or not self.controls,
             "with ticket_levels, give control_levels too (controls train only where a ticket does)",
         )
 
         t = self.train
-        _check(t.lr > 0, f"train.lr must be > 0, got {t.lr}")
-        _check(t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size}")
-        _check(
+        require(t.lr > 0, f"train.lr must be > 0, got {t.lr}")
+        require(t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size}")
+        require(
             (t.iterations is None) != (t.epochs is None),
             "set exactly one of train.iterations and train.epochs",
         )
-        _check(t.iterations is None or t.iterations >= 1, f"train.iterations must be >= 1, got {t.iterations}")
-        _check(t.epochs is None or t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs}")
-        _check(t.eval_every >= 1, f"train.eval_every must be >= 1, got {t.eval_every}")
-        _check(t.checkpoint_every >= 1, f"train.checkpoint_every must be >= 1, got {t.checkpoint_every}")
-        _check(t.warmup_iterations >= 0, f"train.warmup_iterations must be >= 0, got {t.warmup_iterations}")
-        _check(0 <= t.momentum < 1, f"train.momentum must be in [0, 1), got {t.momentum}")
-        _check(t.weight_decay >= 0, f"train.weight_decay must be >= 0, got {t.weight_decay}")
-        _check(0 < t.gamma <= 1, f"train.gamma must be in (0, 1], got {t.gamma}")
-        _check(list(t.milestones) == sorted(set(t.milestones)), f"train.milestones must increase, got {list(t.milestones)}")
-        _check(self.rewind_iteration >= 0, f"rewind_iteration must be >= 0, got {self.rewind_iteration}")
-        _check(
+        require(t.iterations is None or t.iterations >= 1, f"train.iterations must be >= 1, got {t.iterations}")
+        require(t.epochs is None or t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs}")
+        require(t.eval_every >= 1, f"train.eval_every must be >= 1, got {t.eval_every}")
+        require(t.checkpoint_every >= 1, f"train.checkpoint_every must be >= 1, got {t.checkpoint_every}")
+        require(t.warmup_iterations >= 0, f"train.warmup_iterations must be >= 0, got {t.warmup_iterations}")
+        require(0 <= t.momentum < 1, f"train.momentum must be in [0, 1), got {t.momentum}")
+        require(t.weight_decay >= 0, f"train.weight_decay must be >= 0, got {t.weight_decay}")
+        require(0 < t.gamma <= 1, f"train.gamma must be in (0, 1], got {t.gamma}")
+        require(list(t.milestones) == sorted(set(t.milestones)), f"train.milestones must increase, got {list(t.milestones)}")
+        require(self.rewind_iteration >= 0, f"rewind_iteration must be >= 0, got {self.rewind_iteration}")
+        require(
             self.retrain == "rewind" or self.rewind_iteration == 0,
             f"rewind_iteration applies to retrain='rewind' only (got retrain={self.retrain!r}); drop it",
         )
-        _check(self.rewind_optimizer == "rewound" or self.rewind_iteration > 0,
+        require(self.rewind_optimizer == "rewound" or self.rewind_iteration > 0,
                "rewind_optimizer='fresh' applies to late rewinding only (rewind_iteration > 0)")
-        _check(
+        require(
             (self.prune.method == "transfer") == (self.prune.source is not None),
             "prune.source (the experiment whose masks are retrained) goes with prune.method='transfer' "
             "(ticketlab run --transfer-from DIR)",
         )
         if t.iterations is not None:
-            _check(
+            require(
                 self.rewind_iteration < t.iterations,
                 f"rewind_iteration ({self.rewind_iteration}) must be below train.iterations ({t.iterations})",
             )
@@ -290,9 +290,9 @@ class Config:
         from ticketlab.roles import ROLES
 
         for role in p.roles:
-            _check(role in ROLES, f"unknown prune.roles entry {role!r}; choose from: {', '.join(ROLES)}")
-        _check(p.nm_group >= 2, f"prune.nm_group (M of N:M) must be >= 2, got {p.nm_group}")
-        _check(bool(p.roles), "prune.roles is empty; nothing would be pruned (default: linear, conv, attention, recurrent)")
+            require(role in ROLES, f"unknown prune.roles entry {role!r}; choose from: {', '.join(ROLES)}")
+        require(p.nm_group >= 2, f"prune.nm_group (M of N:M) must be >= 2, got {p.nm_group}")
+        require(bool(p.roles), "prune.roles is empty; nothing would be pruned (default: linear, conv, attention, recurrent)")
 
     # ------------------------------------------------------------------ serialisation
     def to_dict(self) -> dict[str, Any]:
@@ -357,19 +357,19 @@ class RunOptions:
         return dataclasses.replace(self, workers=auto)
 
     def validate(self) -> None:
-        _check(bool(str(self.root).strip()), "--out (root) is empty; give the folder that holds experiment directories "
+        require(bool(str(self.root).strip()), "--out (root) is empty; give the folder that holds experiment directories "
                "(default: experiments)")  # an unset shell variable would otherwise write into the current folder
-        _check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
+        require(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
                f"device must be auto, cpu or cuda, got {self.device!r}")
         check_threads(self.threads, "threads", local=self.executor == "local")
-        _check(self.workers >= 0, f"workers must be >= 0 (0 = one per CPU core), got {self.workers}")
-        _check(self.batch >= 1, f"batch must be >= 1, got {self.batch}")
-        _check(self.batch == 1 or (self.workers in (0, 1) and self.executor == "local"),
+        require(self.workers >= 0, f"workers must be >= 0 (0 = one per CPU core), got {self.workers}")
+        require(self.batch >= 1, f"batch must be >= 1, got {self.batch}")
+        require(self.batch == 1 or (self.workers in (0, 1) and self.executor == "local"),
                "batch > 1 trains replicates together in this process; use it with --workers 1 and --executor local")
         for name, choices in (("executor", EXECUTORS), ("precision", PRECISIONS), ("stepper", STEPPERS)):
             check_choice(getattr(self, name), name, choices)
-        _check(self.batch == 1 or self.precision == "fp32", "batch > 1 supports precision fp32 only")
-        _check(self.batch == 1 or self.stepper != "sparse", "--stepper sparse trains one unit at a time; use --batch 1")
+        require(self.batch == 1 or self.precision == "fp32", "batch > 1 supports precision fp32 only")
+        require(self.batch == 1 or self.stepper != "sparse", "--stepper sparse trains one unit at a time; use --batch 1")
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -390,16 +390,11 @@ def check_threads(threads: int, flag: str = "threads", local: bool = True) -> No
     cores = os.cpu_count() or 1
     limit = cores if local else MAX_THREADS
     where = f"this machine's {cores} CPU core(s)" if local else f"{MAX_THREADS}"
-    _check(1 <= threads <= limit, f"{flag} must be between 1 and {where}, got {threads}")
-
-
-def _check(condition: bool, message: str) -> None:
-    if not condition:
-        raise ConfigError(message)
+    require(1 <= threads <= limit, f"{flag} must be between 1 and {where}, got {threads}")
 
 
 def _rate(value: float, name: str) -> None:
-    _check(0 < value < 1, f"{name} must be in (0, 1), got {value}")
+    require(0 < value < 1, f"{name} must be in (0, 1), got {value}")
 
 
 def _regex(pattern: str, name: str) -> None:

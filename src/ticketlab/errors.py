@@ -14,6 +14,13 @@ class ConfigError(TicketlabError):
     """A configuration value, dataset or model name is invalid."""
 
 
+def require(condition: bool, message: str) -> None:
+    """Raise ConfigError(``message``) unless ``condition``: the one-line check every settings
+    validator (``Config``, a sequential ``Design``) is written in."""
+    if not condition:
+        raise ConfigError(message)
+
+
 class DataError(TicketlabError):
     """A dataset file is missing, truncated or in the wrong format."""
 

@@ -135,12 +135,7 @@ def update_manifest_section(directory: str | Path, section: str, changes: dict[s
     with _locked(Path(directory)):
         record = read_manifest_record(directory) or {"files": {}}
         table = record.get(section) if isinstance(record.get(section), dict) else {}
-        for name, value in changes.items():
-            if value is None:
-                table.pop(name, None)
-            else:
-                table[name] = value
-        record[section] = table
+        record[section] = _with_changes(table, changes)
         _replace_with(Path(directory) / MANIFEST, _json_bytes({"format": 1, **record}, indent=2))
 
 
@@ -151,16 +146,22 @@ def _change_manifest(directory: str | Path, files: dict[str, Any], pending: dict
     with _locked(directory):
         record = read_manifest_record(directory) or {"files": {}}
         for table, changes in (("files", files), ("pending", pending)):
-            current = dict(record.get(table) or {})
-            for name, entry in changes.items():
-                if entry is None:
-                    current.pop(name, None)
-                else:
-                    current[name] = entry
-            record[table] = current
+            record[table] = _with_changes(record.get(table) or {}, changes)
         if not record["pending"]:
             record.pop("pending")
         _replace_with(directory / MANIFEST, _json_bytes({**record, "format": 1}, indent=2))
+
+
+def _with_changes(table: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``table`` with each of ``changes`` set, or dropped where its value is None:
+    how every manifest table is updated, so "None drops" means the same in each."""
+    table = dict(table)
+    for name, value in changes.items():
+        if value is None:
+            table.pop(name, None)
+        else:
+            table[name] = value
+    return table
 
 
 class _locked:

@@ -50,3 +50,16 @@ class Arm(Protocol):
     def mask(self, ticket: Mask, ctx: ArmContext) -> Mask: ...
 
     def start(self, mask: Mask, ctx: ArmContext) -> StartPoint: ...
+
+
+class TicketMaskArm:
+    """An arm that trains with the ticket's own mask (the ticket, reinit, weight_shuffle): such
+    arms differ only in where training starts, so each defines just ``start``."""
+
+    name: str
+
+    def mask(self, ticket: Mask, ctx: ArmContext) -> Mask:
+        return ticket
+
+    def start(self, mask: Mask, ctx: ArmContext) -> StartPoint:
+        raise NotImplementedError

@@ -8,15 +8,12 @@ values, not in how many iterations or which learning rates they get."""
 
 from __future__ import annotations
 
-from ticketlab.arms.base import ArmContext, StartPoint
+from ticketlab.arms.base import ArmContext, StartPoint, TicketMaskArm
 from ticketlab.masks import Mask
 
 
-class ReinitArm:
+class ReinitArm(TicketMaskArm):
     name = "reinit"
-
-    def mask(self, ticket: Mask, ctx: ArmContext) -> Mask:
-        return ticket
 
     def start(self, mask: Mask, ctx: ArmContext) -> StartPoint:
         step = ctx.config.rewind_iteration if ctx.level > 0 else 0

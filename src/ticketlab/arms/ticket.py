@@ -10,7 +10,7 @@ schedule (``units.unit_schedule``)."""
 
 from __future__ import annotations
 
-from ticketlab.arms.base import ArmContext, StartPoint
+from ticketlab.arms.base import ArmContext, StartPoint, TicketMaskArm
 from ticketlab.masks import Mask
 from ticketlab.pruning.base import pruned_from_level
 from ticketlab.store.checkpoint import load_training_state
@@ -41,11 +41,8 @@ def retrained_start(mask: Mask, ctx: ArmContext) -> StartPoint:
     return StartPoint(mask.applied_to(trained))
 
 
-class TicketArm:
+class TicketArm(TicketMaskArm):
     name = "ticket"
-
-    def mask(self, ticket: Mask, ctx: ArmContext) -> Mask:
-        return ticket
 
     def start(self, mask: Mask, ctx: ArmContext) -> StartPoint:
         if ctx.level > 0 and ctx.config.retrain != "rewind":

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from ticketlab.arms.base import ArmContext, StartPoint
+from ticketlab.arms.base import ArmContext, StartPoint, TicketMaskArm
 from ticketlab.arms.ticket import rewound_start
 from ticketlab.masks import Mask
 
@@ -25,11 +25,8 @@ def permute_survivors(tensor: torch.Tensor, keep: torch.Tensor, order: torch.Ten
     return flat.view_as(tensor)
 
 
-class WeightShuffleArm:
+class WeightShuffleArm(TicketMaskArm):
     name = "weight_shuffle"
-
-    def mask(self, ticket: Mask, ctx: ArmContext) -> Mask:
-        return ticket
 
     def start(self, mask: Mask, ctx: ArmContext) -> StartPoint:
         start = rewound_start(mask, ctx)

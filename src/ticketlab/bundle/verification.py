@@ -210,14 +210,14 @@ def _score_bundled_weights(result: Verification, env) -> None:
     """The bundle's early-stopped weights must score the claimed test accuracy (a cheap check,
     before training, that the weights are the ones the claim is about); elsewhere, where the
     last bits of a forward pass may differ, within one test example."""
-    from ticketlab.train.evaluation import evaluate_weights
+    from ticketlab.train.evaluation import evaluate_stored_weights
 
     bundle = result.bundle
     resolution = 1.0 / (bundle.doc["claim"].get("test_examples") or env.data.test_examples())
     for claimed in bundle.replicates:
         r = claimed["replicate"]
         with applied(claimed.get("numerics")):
-            measured = evaluate_weights(env, bundle.tensors[r]["early_stop"])["test_acc"]
+            measured = evaluate_stored_weights(env, bundle.tensors[r]["early_stop"])["test_acc"]
         ok = measured == claimed[METRIC] if result.mode == "exact" else abs(measured - claimed[METRIC]) <= resolution + 1e-9
         result.checks.append(Check(f"replicate {r} bundled early_stop weights: test accuracy", claimed[METRIC],
                                    measured, ok))

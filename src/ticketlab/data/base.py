@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+
+from ticketlab.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -43,3 +46,14 @@ class Dataset:
             for f in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
         }
         return Dataset(name=self.name, num_classes=self.num_classes, **moved)
+
+
+def refuse_data_dir(name: str, data_dir: Path | None, source: str, hint: str = "drop --data-dir") -> None:
+    """Raise ConfigError when ``data_dir`` is given to a dataset that brings its own data.
+
+    Said once so every in-memory or bundled dataset refuses --data-dir in the same words
+    rather than silently ignoring a folder the user thinks is being read.
+    ``source`` says where the data comes from ("ships with scikit-learn"); ``hint`` what to do.
+    """
+    if data_dir is not None:
+        raise ConfigError(f"{name} {source} and takes no --data-dir (got {data_dir}); {hint}")

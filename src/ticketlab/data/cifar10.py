@@ -15,13 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ticketlab.data.base import Dataset
-from ticketlab.data.split import (
-    build_dataset,
-    check_labels,
-    stratified_holdout,
-    take,
-    validation_size,
-)
+from ticketlab.data.split import check_labels, held_out_dataset
 from ticketlab.errors import ConfigError, DataError
 
 NUM_CLASSES = 10
@@ -40,16 +34,8 @@ def load_cifar10(data_dir: Path | None, split_seed: int) -> Dataset:
             "of the CIFAR-10 binary version"
         )
     x_train, y_train, x_test, y_test = read_cifar10(data_dir)
-    kept, held = stratified_holdout(y_train, validation_size(len(y_train)), split_seed)
-    return build_dataset(
-        "cifar10",
-        take(x_train, y_train, kept),
-        take(x_train, y_train, held),
-        (x_test, y_test),
-        num_classes=NUM_CLASSES,
-        scale=255.0,
-        channel_axis=1,
-    )
+    return held_out_dataset("cifar10", (x_train, y_train), (x_test, y_test), split_seed,
+                            num_classes=NUM_CLASSES, scale=255.0, channel_axis=1)
 
 
 def read_cifar10(data_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

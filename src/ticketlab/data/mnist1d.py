@@ -16,9 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ticketlab.data.base import Dataset
-from ticketlab.data.split import build_dataset, stratified_holdout, take
-from ticketlab.errors import ConfigError
+from ticketlab.data.base import Dataset, refuse_data_dir
+from ticketlab.data.split import held_out_dataset
 
 NUM_CLASSES = 10
 VALIDATION_SIZE = 500
@@ -26,16 +25,10 @@ VALIDATION_SIZE = 500
 
 def load_mnist1d(data_dir: Path | None, split_seed: int) -> Dataset:
     """MNIST-1D split 3,500 / 500 / 1,000; ``data_dir`` must be None."""
-    if data_dir is not None:
-        raise ConfigError(
-            f"mnist1d is generated locally and takes no --data-dir (got {data_dir}); "
-            "drop --data-dir"
-        )
+    refuse_data_dir("mnist1d", data_dir, "is generated locally")
     x, y, x_test, y_test = generated_mnist1d()
-    kept, held = stratified_holdout(y, VALIDATION_SIZE, split_seed)
-    return build_dataset(
-        "mnist1d", take(x, y, kept), take(x, y, held), (x_test, y_test), num_classes=NUM_CLASSES
-    )
+    return held_out_dataset("mnist1d", (x, y), (x_test, y_test), split_seed,
+                            num_classes=NUM_CLASSES, holdout=VALIDATION_SIZE)
 
 
 @lru_cache(maxsize=1)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ticketlab.data.base import Dataset
+from ticketlab.data.base import Dataset, refuse_data_dir
 from ticketlab.errors import ConfigError
 
 P = 59
@@ -59,8 +59,5 @@ def make_modadd(
 
 def load_modadd(data_dir: Path | None, split_seed: int) -> Dataset:
     """(a + b) mod 59 over all 3,481 pairs, split 2,437 / 348 / 696 (70 / 10 / 20 %); ``data_dir`` must be None."""
-    if data_dir is not None:
-        raise ConfigError(
-            f"modadd is generated in memory and takes no --data-dir (got {data_dir}); drop --data-dir"
-        )
+    refuse_data_dir("modadd", data_dir, "is generated in memory")
     return make_modadd(P, split_seed)

@@ -63,7 +63,7 @@ import numpy as np
 from scipy import optimize as _opt
 from scipy import stats as _sps
 
-from ticketlab.errors import ConfigError
+from ticketlab.errors import ConfigError, require
 
 __all__ = [
     "SPENDING",
@@ -316,23 +316,23 @@ class Design:
     sd_floor: float = 0.0
 
     def __post_init__(self) -> None:
-        _require(not isinstance(self.looks, (str, bytes)) and all(_is_count(n) for n in self.looks),
+        require(not isinstance(self.looks, (str, bytes)) and all(_is_count(n) for n in self.looks),
                  f"looks must be whole numbers of seeds, got {self.looks!r}")
         looks = tuple(int(n) for n in self.looks)
         object.__setattr__(self, "looks", looks)  # a list from JSON is the same design as a tuple
         for name in ("alpha", "margin", "assumed_diff", "sd_floor"):
-            _require(_is_number(getattr(self, name)), f"{name} must be a number, got {getattr(self, name)!r}")
-        _require(self.futility is None or _is_number(self.futility),
+            require(_is_number(getattr(self, name)), f"{name} must be a number, got {getattr(self, name)!r}")
+        require(self.futility is None or _is_number(self.futility),
                  f"futility must be a number or None, got {self.futility!r}")
-        _require(len(looks) >= 1 and looks[0] >= 2, f"looks must start at 2 seeds or more, got {list(looks)}")
-        _require(all(a < b for a, b in itertools.pairwise(looks)), f"looks must increase, got {list(looks)}")
-        _require(0.0 < self.alpha < 0.5, f"alpha must be in (0, 0.5), got {self.alpha}")
-        _require(math.isfinite(self.margin) and self.margin > 0, f"margin must be > 0 points, got {self.margin}")
-        _require(self.spending in SPENDING, f"spending must be one of {', '.join(SPENDING)}, got {self.spending!r}")
-        _require(self.futility is None or 0.0 < self.futility < 1.0,
+        require(len(looks) >= 1 and looks[0] >= 2, f"looks must start at 2 seeds or more, got {list(looks)}")
+        require(all(a < b for a, b in itertools.pairwise(looks)), f"looks must increase, got {list(looks)}")
+        require(0.0 < self.alpha < 0.5, f"alpha must be in (0, 0.5), got {self.alpha}")
+        require(math.isfinite(self.margin) and self.margin > 0, f"margin must be > 0 points, got {self.margin}")
+        require(self.spending in SPENDING, f"spending must be one of {', '.join(SPENDING)}, got {self.spending!r}")
+        require(self.futility is None or 0.0 < self.futility < 1.0,
                  f"futility (a conditional-power threshold) must be in (0, 1) or None, got {self.futility}")
-        _require(math.isfinite(self.assumed_diff), f"assumed_diff must be finite, got {self.assumed_diff}")
-        _require(math.isfinite(self.sd_floor) and self.sd_floor >= 0, f"sd_floor must be >= 0, got {self.sd_floor}")
+        require(math.isfinite(self.assumed_diff), f"assumed_diff must be finite, got {self.assumed_diff}")
+        require(math.isfinite(self.sd_floor) and self.sd_floor >= 0, f"sd_floor must be >= 0, got {self.sd_floor}")
 
     @property
     def max_seeds(self) -> int:
@@ -481,8 +481,8 @@ class Design:
     def operating_characteristics(self, sd: float, true_diff: float | None = None, sims: int = 10000,
                                   seed: int = 0) -> OperatingCharacteristics:
         """Power and expected seeds at ``true_diff`` (default ``assumed_diff``), type I error at ``-margin``."""
-        _require(math.isfinite(sd) and sd > 0, f"sd must be > 0, got {sd}")
-        _require(sims >= 1, f"sims must be >= 1, got {sims}")
+        require(math.isfinite(sd) and sd > 0, f"sd must be > 0, got {sd}")
+        require(sims >= 1, f"sims must be >= 1, got {sims}")
         diff = self.assumed_diff if true_diff is None else float(true_diff)
         alt_seed, null_seed = np.random.SeedSequence(seed).spawn(2)
         rng = np.random.default_rng
@@ -507,11 +507,6 @@ def _is_number(value: object) -> bool:
 
 def _is_count(value: object) -> bool:
     return _is_number(value) and float(value) == int(value)  # type: ignore[arg-type]
-
-
-def _require(condition: bool, message: str) -> None:
-    if not condition:
-        raise ConfigError(message)
 
 
 def bind_design(stored: Mapping[str, Any] | None, requested: Design | None) -> Design:
@@ -558,7 +553,7 @@ def holm_family(design: Design, differences: Mapping[Hashable, Sequence[float]])
     if not differences:
         raise ConfigError("holm_family needs at least one claim level")
     sizes = {len(list(v)) for v in differences.values()}
-    _require(len(sizes) == 1, f"every claim level needs the same seeds; got counts {sorted(sizes)}")
+    require(len(sizes) == 1, f"every claim level needs the same seeds; got counts {sorted(sizes)}")
     decisions: dict[Hashable, Decision] = {}
     open_levels = list(differences)
     while open_levels:

@@ -41,6 +41,9 @@ __all__ = [
     "METRICS",
     "ACCURACY_METRICS",
     "holm_adjust",
+    "index_runs",
+    "is_missing",
+    "jsonable",
     "mean_ci",
     "paired_bound",
     "quantization_sd",
@@ -61,19 +64,19 @@ _REQUIRED_KEYS = ("level", "arm", "seed", "percent_remaining", *METRICS)
 # --------------------------------------------------------------------------
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     """Convert a value to plain JSON-serialisable Python (NaN/inf -> None)."""
     if is_dataclass(value) and not isinstance(value, type):
         to_dict = getattr(value, "to_dict", None)
         if callable(to_dict):
             return to_dict()
-        return {f.name: _jsonable(getattr(value, f.name)) for f in fields(value)}
+        return {f.name: jsonable(getattr(value, f.name)) for f in fields(value)}
     if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, np.ndarray):
-        return [_jsonable(v) for v in value.tolist()]
+        return [jsonable(v) for v in value.tolist()]
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
     if isinstance(value, (int, np.integer)):
@@ -98,7 +101,7 @@ def _as_finite_1d(values: Iterable[float] | np.ndarray, name: str = "values") ->
     return arr
 
 
-def _is_missing(x: Any) -> bool:
+def is_missing(x: Any) -> bool:
     if x is None:
         return True
     try:
@@ -151,11 +154,11 @@ class Interval:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "mean": _jsonable(self.mean),
-            "low": _jsonable(self.low),
-            "high": _jsonable(self.high),
+            "mean": jsonable(self.mean),
+            "low": jsonable(self.low),
+            "high": jsonable(self.high),
             "n": int(self.n),
-            "std": _jsonable(self.std),
+            "std": jsonable(self.std),
             "confidence": float(self.confidence),
             "has_interval": self.has_interval,
             "note": self.note,
@@ -265,9 +268,9 @@ class PairedBound:
         return (self.mean - half, self.mean + half)
 
     def to_dict(self) -> dict[str, Any]:
-        out = {f.name: _jsonable(getattr(self, f.name)) for f in fields(self)}
+        out = {f.name: jsonable(getattr(self, f.name)) for f in fields(self)}
         out["accepted"] = self.accepted
-        out["ci"] = _jsonable(list(self.ci))
+        out["ci"] = jsonable(list(self.ci))
         return out
 
 
@@ -361,9 +364,9 @@ class SummaryRow:
         return {
             "level": int(self.level),
             "arm": self.arm,
-            "percent_remaining": _jsonable(self.percent_remaining),
+            "percent_remaining": jsonable(self.percent_remaining),
             "n_seeds": int(self.n_seeds),
-            "seeds": _jsonable(list(self.seeds)),
+            "seeds": jsonable(list(self.seeds)),
             "test_acc_at_early_stop": self.test_acc_at_early_stop.to_dict(),
             "final_test_acc": self.final_test_acc.to_dict(),
             "early_stop_step": self.early_stop_step.to_dict(),
@@ -374,7 +377,7 @@ def _arm_sort_key(arm: str) -> tuple[int, str]:
     return (0 if arm == _TICKET_ARM else 1, arm)
 
 
-def _index_runs(runs: Iterable[Mapping[str, Any]]) -> dict[tuple[int, str], dict[Any, Mapping[str, Any]]]:
+def index_runs(runs: Iterable[Mapping[str, Any]]) -> dict[tuple[int, str], dict[Any, Mapping[str, Any]]]:
     """Group runs by (level, arm) and then by seed; reject duplicates.
 
     A duplicate (level, arm, seed) would make seed pairing ambiguous, so it
@@ -400,7 +403,7 @@ def sorted_seeds(seeds: Iterable[Any]) -> list[Any]:
 
 
 def _present(values: Iterable[Any]) -> list[float]:
-    return [float(v) for v in values if not _is_missing(v)]
+    return [float(v) for v in values if not is_missing(v)]
 
 
 def summarize(runs: Iterable[Mapping[str, Any]], confidence: float = 0.95) -> list[SummaryRow]:
@@ -420,7 +423,7 @@ def summarize(runs: Iterable[Mapping[str, Any]], confidence: float = 0.95) -> li
     Rows are sorted by level, then ``ticket`` first, then other arms by name.
     Raises ``ValueError`` on a duplicate (level, arm, seed).
     """
-    cells = _index_runs(r for r in runs if not is_diverged(r))
+    cells = index_runs(r for r in runs if not is_diverged(r))
     rows: list[SummaryRow] = []
     for level, arm in sorted(cells, key=lambda k: (k[0], _arm_sort_key(k[1]))):
         by_seed = cells[(level, arm)]

@@ -18,7 +18,7 @@ from ticketlab.evidence.verdicts import VerdictTable
 _BEATS = {True: "yes", False: "no", None: "-"}
 
 
-def _fmt(interval: Interval | None, scale: float = 1.0, digits: int = 1) -> str:
+def format_interval(interval: Interval | None, scale: float = 1.0, digits: int = 1) -> str:
     if interval is None or interval.n == 0 or interval.mean is None:
         return "-"
     text = f"{interval.mean * scale:.{digits}f}"
@@ -49,15 +49,15 @@ def level_rows(
             "level": str(level),
             "% remaining": f"{ticket.percent_remaining:.1f}",
             "seeds": str(ticket.n_seeds),
-            "early-stop iter": _fmt(ticket.early_stop_step, digits=0),
-            "test acc @ES (%)": _fmt(ticket.test_acc_at_early_stop, 100),
-            "test acc end (%)": _fmt(ticket.final_test_acc, 100),
+            "early-stop iter": format_interval(ticket.early_stop_step, digits=0),
+            "test acc @ES (%)": format_interval(ticket.test_acc_at_early_stop, 100),
+            "test acc end (%)": format_interval(ticket.final_test_acc, 100),
         }
         for arm in controls:
             control = summary.get((level, arm))
-            row[f"{arm} @ES (%)"] = _fmt(control.test_acc_at_early_stop, 100) if control else "-"
+            row[f"{arm} @ES (%)"] = format_interval(control.test_acc_at_early_stop, 100) if control else "-"
             if control_early_stop:
-                row[f"{arm} ES iter"] = _fmt(control.early_stop_step, digits=0) if control else "-"
+                row[f"{arm} ES iter"] = format_interval(control.early_stop_step, digits=0) if control else "-"
             test = verdict.controls.get(arm) if verdict is not None else None
             row[f"beats {arm}"] = _BEATS[test.beats] if test is not None else "-"
         if level == 0:

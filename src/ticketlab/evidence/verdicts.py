@@ -48,11 +48,11 @@ import numpy as np
 from ticketlab.evidence.stats import (
     Interval,
     PairedBound,
-    _index_runs,
-    _is_missing,
-    _jsonable,
     holm_adjust,
+    index_runs,
     is_diverged,
+    is_missing,
+    jsonable,
     mean_ci,
     paired_bound,
     quantization_sd,
@@ -119,7 +119,7 @@ class Criteria:
         ]
 
     def to_dict(self) -> dict[str, Any]:
-        out = {f.name: _jsonable(getattr(self, f.name)) for f in fields(self)}
+        out = {f.name: jsonable(getattr(self, f.name)) for f in fields(self)}
         out["statements"] = self.statements()
         return out
 
@@ -143,9 +143,9 @@ class ControlTest:
     def to_dict(self) -> dict[str, Any]:
         return {
             "arm": self.arm,
-            "seeds": _jsonable(list(self.seeds)),
+            "seeds": jsonable(list(self.seeds)),
             "test": self.test.to_dict(),
-            "p_holm": _jsonable(self.p_holm),
+            "p_holm": jsonable(self.p_holm),
             "beats": self.beats,
         }
 
@@ -189,7 +189,7 @@ class LevelVerdict:
         return len(self.seeds)
 
     def to_dict(self) -> dict[str, Any]:
-        out = {f.name: _jsonable(getattr(self, f.name)) for f in fields(self) if f.name != "controls"}
+        out = {f.name: jsonable(getattr(self, f.name)) for f in fields(self) if f.name != "controls"}
         out["controls"] = {arm: test.to_dict() for arm, test in self.controls.items()}
         out["matching"], out["winning"] = self.matching, self.winning
         return out
@@ -283,7 +283,7 @@ def verdict_table(
     """
     criteria = criteria or Criteria()
     runs = list(runs)
-    cells = _index_runs(runs)
+    cells = index_runs(runs)
     dense_cell = cells.get((0, TICKET))
     if not dense_cell:
         raise ValueError("no dense runs (level 0 ticket): nothing to judge against")
@@ -329,7 +329,7 @@ def _judge_level(
     seeds = sorted_seeds(set(ticket_ok) & set(dense_ok))
     t = np.array([ticket_ok[s][metric] for s in seeds], dtype=float)
     dn = np.array([dense_ok[s][metric] for s in seeds], dtype=float)
-    pct = [float(r["percent_remaining"]) for r in ticket_cell.values() if not _is_missing(r["percent_remaining"])]
+    pct = [float(r["percent_remaining"]) for r in ticket_cell.values() if not is_missing(r["percent_remaining"])]
     base: dict[str, Any] = dict(
         level=level,
         percent_remaining=float(np.mean(pct)) if pct else math.nan,
@@ -421,7 +421,7 @@ def _usable(cell: Mapping[Any, Mapping[str, Any]], metric: str) -> dict[Any, Map
     """The runs of a cell that finished with the metric and early-stop step present."""
     return {
         seed: run for seed, run in cell.items()
-        if not is_diverged(run) and not _is_missing(run.get(metric)) and not _is_missing(run.get("early_stop_step"))
+        if not is_diverged(run) and not is_missing(run.get(metric)) and not is_missing(run.get("early_stop_step"))
     }
 
 
@@ -433,7 +433,7 @@ def _ended_at_last_step(run: Mapping[str, Any]) -> bool:
 
 def _infer_grid(runs: Sequence[Mapping[str, Any]]) -> int | None:
     """The evaluation interval as the gcd of the recorded early-stop steps (None if all are 0)."""
-    steps = [int(r["early_stop_step"]) for r in runs if not _is_missing(r.get("early_stop_step"))]
+    steps = [int(r["early_stop_step"]) for r in runs if not is_missing(r.get("early_stop_step"))]
     grid = 0
     for step in steps:
         grid = math.gcd(grid, step)

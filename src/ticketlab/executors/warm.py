@@ -22,10 +22,10 @@ import ticketlab.train.steppers.sparse  # noqa: F401
 import ticketlab.train.steppers.dense  # noqa: F401
 import ticketlab.train.steppers.stacked  # noqa: F401
 import ticketlab.experiment.runner  # noqa: F401
-from ticketlab.train.optim import _supports_fused
+from ticketlab.train.optim import supports_fused
 
 for _cls in (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD):
-    _supports_fused(_cls, torch.device("cpu"))
+    supports_fused(_cls, torch.device("cpu"))
 
 
 def _imported_by_fork_server() -> bool:

@@ -42,6 +42,18 @@ def read_export(path: str | Path, kind: str) -> tuple[dict[str, torch.Tensor], d
     return tensors_from_bytes(data, path), record
 
 
+def filled(model: nn.Module, tensors: dict[str, torch.Tensor], path: str | Path) -> nn.Module:
+    """``model`` holding ``tensors``, in eval mode: how each loader finishes. Tensors that do not
+    fit (a file written for another architecture) are a one-line StoreError naming ``path``."""
+    from ticketlab.weights import load_state
+
+    try:
+        load_state(model, tensors)
+    except RuntimeError as exc:
+        raise StoreError(f"{path}: tensors do not fit the model ({exc})") from None
+    return model.eval()
+
+
 def recorded_model(spec: dict[str, Any], model: nn.Module | None) -> nn.Module:
     """The model an export of a non-chain architecture loads into: ``model`` when the caller
     built one, else ticketlab's registry model named in the record. A user's model (an import

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from ticketlab.errors import ConfigError, StoreError
-from ticketlab.export._files import read_export, recorded_model, write_export
+from ticketlab.export._files import filled, read_export, recorded_model, write_export
 from ticketlab.export.chain import ChainNet, Op, build_layer, describe_input, is_weighted, ops_of
 
 KIND = "ticketlab-structured"
@@ -256,15 +256,9 @@ def load_structured(path: str | Path, model: nn.Module | None = None) -> nn.Modu
 
 
 def _load_feedforward(path, tensors, record, model: nn.Module | None) -> nn.Module:
-    from ticketlab.weights import load_state
-
     model = recorded_model(record["model"], model)
     for name, width in record["feedforward"].items():
         layer = model.get_submodule(name)
         layer.linear1 = nn.Linear(layer.linear1.in_features, width, bias=layer.linear1.bias is not None)
         layer.linear2 = nn.Linear(width, layer.linear2.out_features, bias=layer.linear2.bias is not None)
-    try:
-        load_state(model, tensors)
-    except RuntimeError as exc:
-        raise StoreError(f"{path}: tensors do not fit the model ({exc})") from None
-    return model.eval()
+    return filled(model, tensors, path)

@@ -29,7 +29,7 @@ from torch import nn
 
 from ticketlab.errors import ConfigError, StoreError, TicketlabError
 from ticketlab.export import FORMATS, check_format  # noqa: F401  (FORMATS: read here before it moved)
-from ticketlab.export._files import read_export, write_export
+from ticketlab.export._files import filled, read_export, write_export
 from ticketlab.export.outputs import for_inference, output_tensors
 from ticketlab.evidence.flops import dense_and_sparse_flops
 from ticketlab.export.prune_interop import apply_mask, to_torch_prune
@@ -329,16 +329,10 @@ def load_torch_prune(path: str | Path, model: nn.Module) -> nn.Module:
     The masks are applied first (with placeholder weights), then the state dict fills
     ``*_orig`` and ``*_mask`` -- the order ``torch.nn.utils.prune`` needs.
     """
-    from ticketlab.weights import load_state
-
     tensors, _ = read_export(path, TORCH_PRUNE_KIND)
     masks = {name[: -len("_mask")]: t.bool() for name, t in tensors.items() if name.endswith("_mask")}
     to_torch_prune(model, masks)
-    try:
-        load_state(model, tensors)
-    except RuntimeError as exc:
-        raise StoreError(f"{path}: tensors do not fit the model ({exc})") from None
-    return model.eval()
+    return filled(model, tensors, path)
 
 
 def torch_prune_mask(path: str | Path, model: nn.Module) -> Mask:

@@ -70,6 +70,12 @@ class MaskContext:
         """The replicate's base seed (``config.seed + replicate``)."""
         return self.config.seed + self.replicate
 
+    @property
+    def output_layer(self) -> str | None:
+        """The output layer's weight name (pruned at ``output_rate`` when layerwise), or None
+        when the parameter plan is not known (experiments older than the plan)."""
+        return self.plan.output if self.plan else None
+
     def trained(self, level: int) -> Weights:
         """The final weights of the ticket trained at ``level``."""
         return self.store.tensors(self.store.unit(self.replicate, level, "ticket").final)

@@ -24,8 +24,13 @@ class MagnitudePruning:
         return {Need.PREVIOUS_TRAINED}
 
     def next_mask(self, ctx: MaskContext) -> Mask:
-        output = ctx.plan.output if ctx.plan else None
-        return magnitude_prune(ctx.trained(ctx.level - 1), ctx.previous, ctx.config.prune, output)
+        return pruned_by_trained(ctx, ctx.level - 1)
+
+
+def pruned_by_trained(ctx: MaskContext, level: int) -> Mask:
+    """``ctx.previous`` pruned one round further by the magnitudes of level ``level``'s trained
+    ticket: IMP with ``level`` one below the mask's, one-shot pruning with the dense level 0."""
+    return magnitude_prune(ctx.trained(level), ctx.previous, ctx.config.prune, ctx.output_layer)
 
 
 def count_to_prune(rate: float, remaining: int) -> int:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from ticketlab.masks import Mask
 from ticketlab.pruning.base import MaskContext, Need
-from ticketlab.pruning.magnitude import magnitude_prune
+from ticketlab.pruning.magnitude import pruned_by_trained
 
 
 class OneShotMagnitude:
@@ -23,5 +23,4 @@ class OneShotMagnitude:
         return {Need.DENSE_TRAINED}
 
     def next_mask(self, ctx: MaskContext) -> Mask:
-        output = ctx.plan.output if ctx.plan else None
-        return magnitude_prune(ctx.trained(0), ctx.previous, ctx.config.prune, output)
+        return pruned_by_trained(ctx, 0)

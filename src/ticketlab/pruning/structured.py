@@ -78,9 +78,8 @@ class StructuredPruning:
 
     def next_mask(self, ctx: MaskContext) -> Mask:
         trained = ctx.trained(ctx.level - 1)
-        output = ctx.plan.output if ctx.plan else None
         neurons = [n for n, m in ctx.previous.items() if m.dim() >= 2]
-        output = output if output in neurons else (neurons[-1] if neurons else None)
+        output = ctx.output_layer if ctx.output_layer in neurons else (neurons[-1] if neurons else None)
         new = {n: m.clone() for n, m in ctx.previous.items()}
         for name in neurons:
             if name != output:

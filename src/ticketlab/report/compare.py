@@ -21,7 +21,7 @@ from ticketlab.api import Result
 from ticketlab.errors import ConfigError
 from ticketlab.evidence.stats import Interval, mean_ci
 from ticketlab.evidence.flops import TRAINING_STEP_FORWARDS, ForwardFlops
-from ticketlab.evidence.tables import _fmt
+from ticketlab.evidence.tables import format_interval
 
 
 @dataclass(frozen=True)
@@ -158,7 +158,7 @@ def at_init_note(columns: list[Column]) -> str:
 
 def accuracy_table(columns: list[Column]) -> Table:
     """Ticket accuracy at every sparsity any experiment reached (one column per experiment)."""
-    rows = [[_label(row)] + [_fmt(c.accuracy(row), 100.0) for c in columns] for row in sparsity_rows(columns)]
+    rows = [[_label(row)] + [format_interval(c.accuracy(row), 100.0) for c in columns] for row in sparsity_rows(columns)]
     return Table("Test accuracy at early stop (%), mean ± 95% CI over seeds, at equal sparsity "
                  "(sparsities within 1% of each other share a row)." + at_init_note(columns),
                  ["% remaining"] + [c.label for c in columns], rows)
@@ -179,7 +179,7 @@ def controls_table(columns: list[Column]) -> Table | None:
                     arms.append(run["arm"])
     if not cells:
         return None
-    rows = [[label, _label(row)] + [_fmt(values.get(a), 100.0) for a in ["ticket", *arms]]
+    rows = [[label, _label(row)] + [format_interval(values.get(a), 100.0) for a in ["ticket", *arms]]
             for (label, row), values in cells.items()]
     return Table("Each ticket beside its own controls (%):", ["method", "% remaining", "ticket", *arms], rows)
 

@@ -72,13 +72,13 @@ def _arm_order(arm: str) -> tuple[int, str]:
     return (0 if arm == "ticket" else 1, arm)
 
 
-def _new_figure(width: float = 7.5, height: float = 4.6) -> tuple[Figure, Axes]:
+def new_figure(width: float = 7.5, height: float = 4.6) -> tuple[Figure, Axes]:
     figure = Figure(figsize=(width, height), dpi=_DPI, layout="constrained")
     FigureCanvasAgg(figure)
     return figure, figure.add_subplot()
 
 
-def _png_bytes(figure: Figure) -> bytes:
+def png_bytes(figure: Figure) -> bytes:
     buffer = io.BytesIO()
     # No "Software"/date metadata: the same results give byte-identical files.
     figure.savefig(buffer, format="png", dpi=_DPI, metadata={"Software": None})
@@ -140,7 +140,7 @@ def _interval_arrays(rows: Sequence[SummaryRow], metric: str, scale: float) -> t
 def _per_arm_figure(summary: list[SummaryRow], metric: str, scale: float, ylabel: str, title: str,
                     clip: tuple[float, float] | None = None) -> Figure:
     """Mean line + 95% band per arm against % remaining, with the dense reference."""
-    figure, axes = _new_figure()
+    figure, axes = new_figure()
     arms = sorted({row.arm for row in summary}, key=_arm_order)
     any_band = False
     for arm in arms:
@@ -244,7 +244,7 @@ def _mean_curve(curves: Sequence[Sequence[dict[str, float]]], key: str) -> tuple
 
 def curves_figure(result: Result) -> Figure:
     """Validation accuracy over training iterations for a few ticket levels, mean over seeds."""
-    figure, axes = _new_figure()
+    figure, axes = new_figure()
     ticket = result.select(arm="ticket")
     chosen = curve_levels([r["level"] for r in ticket])
     cmap = matplotlib.colormaps["viridis"]
@@ -295,7 +295,7 @@ def layer_percentages(runs: Sequence[dict[str, Any]]) -> dict[int, tuple[float, 
 
 def layer_sparsity_figure(runs: Sequence[dict[str, Any]]) -> Figure:
     """% remaining of each prunable layer against the network's % remaining (ticket arm)."""
-    figure, axes = _new_figure()
+    figure, axes = new_figure()
     per_level = layer_percentages(runs)
     layer_names: list[str] = []
     for _, layers in per_level.values():
@@ -336,6 +336,6 @@ def write_figures(result: Result, out_dir: str | Path, verdicts: VerdictTable | 
     paths: dict[str, Path] = {}
     for name in FIGURES:
         path = out / f"{name}.png"
-        write_bytes_atomic(path, _png_bytes(builders[name]()))
+        write_bytes_atomic(path, png_bytes(builders[name]()))
         paths[name] = path
     return paths

@@ -39,7 +39,7 @@ from ticketlab.io import write_json_atomic, write_text_atomic
 from ticketlab.evidence.stats import Interval, SummaryRow, summarize
 from ticketlab.evidence.verdicts import Criteria, LevelVerdict, VerdictTable
 
-__all__ = ["REPORT_DIRNAME", "environment", "render_html", "write_report"]
+__all__ = ["REPORT_DIRNAME", "render_html", "software_and_machine", "write_report"]
 
 #: Folder inside the experiment directory that holds the report.
 REPORT_DIRNAME = "report"
@@ -115,7 +115,7 @@ def _table(headers: Sequence[str], rows: Iterable[Sequence[str]], attrs: str = "
 # --------------------------------------------------------------------------- sections
 
 
-def environment(result: Result) -> dict[str, str]:
+def software_and_machine(result: Result) -> dict[str, str]:
     """Software and machine facts a reader needs to judge or repeat the numbers.
 
     Versions and threads are those of the process writing the report; the devices come
@@ -366,7 +366,7 @@ def render_html(result: Result, figures: Mapping[str, bytes], verdicts: VerdictT
     controls = sorted({arm for _, arm in summary if arm != "ticket"})
     title = f"ticketlab report: {result.config.data.dataset} / {result.config.model}"
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    env_rows = [[_e(k), _e(v)] for k, v in environment(result).items()]
+    env_rows = [[_e(k), _e(v)] for k, v in software_and_machine(result).items()]
     sections = [
         f"<h1>{_e(title)}</h1>",
         f'<p class="muted">{_e(result.directory)} &middot; written {_e(generated)}</p>',

@@ -9,14 +9,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ticketlab.io import write_bytes_atomic
-from ticketlab.report.figures import _new_figure, _png_bytes
+from ticketlab.report.figures import new_figure, png_bytes
 
 if TYPE_CHECKING:
     from ticketlab.studies.stability import StabilityRow
 
 
 def barrier_figure(rows: "Sequence[StabilityRow]", path: Path) -> None:
-    figure, axes = _new_figure()
+    figure, axes = new_figure()
     for level in sorted({r.level for r in rows}):
         line = sorted((r for r in rows if r.level == level), key=lambda r: r.k)
         ks = [r.k for r in line]
@@ -36,4 +36,4 @@ def barrier_figure(rows: "Sequence[StabilityRow]", path: Path) -> None:
     axes.set_title("Instability: error barrier between two copies trained from iteration k")
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
-    write_bytes_atomic(path, _png_bytes(figure), checksum=True)  # checked by `ticketlab check`
+    write_bytes_atomic(path, png_bytes(figure), checksum=True)  # checked by `ticketlab check`

@@ -1,25 +1,12 @@
-"""Auditing a whole experiment: what is damaged, and what a re-run recomputes.
+"""Checking one stored file against its manifest entry, and setting a damaged one aside.
 
-One scan serves three callers: ``ticketlab check`` prints its findings; ``run`` sets the
-damaged files aside (renamed ``<name>.damaged``, never deleted) before scheduling, so the
-ordinary graph recomputes them; ``Result.load`` refuses to read an experiment with findings.
-
-What a re-run does about each kind of damage (everything in a unit is a deterministic
-function of the config, so recomputing gives the same bytes):
-
-* ``init.safetensors``: drawn again from the replicate's seed.
-* ``rewind.safetensors``: the dense run (level 0) is trained again to capture it.
-* ``level_<LL>/mask.safetensors``: pruned again from level L-1's ticket (dense at level 0).
-* a checkpoint: set aside; its unit restarts from its start (the last good state).
-* a finished unit's files (mask, start, final, metrics, summary, manifest): the unit trains again.
-* ``parameters.json`` or the experiment's own ``manifest.json``: traced again from the model
-  (the manifest's index of finished trainings is rebuilt from their verified summaries).
-
-Checks go both ways: a file the manifest lists that is missing is damage, and so is a file
-present without an entry where ticketlab records one. A unit recorded as finished in the
-experiment's index (``units`` of the top-level manifest) whose folder or summary is gone is
-damage, and so is a unit folder whose summary names another unit (a folder copied over
-another): without these a reader would silently use fewer replicates, or the wrong one.
+The per-file half of auditing (``ticketlab.experiment.audit`` scans a whole experiment and
+says what a re-run recomputes): :func:`problem_with` says why a file cannot be trusted,
+:func:`verified_bytes` reads a file only once it matches its recorded checksum (raising
+:class:`DamagedFileError` otherwise), and :func:`set_aside` renames a damaged file to
+``<name>.damaged`` (never deleting it) and drops its checksum, so the ordinary run graph
+recomputes it. It lives in ``store`` because every reader of a stored file needs it, and the
+experiment-wide scan does not.
 """
 
 from __future__ import annotations
@@ -40,6 +27,7 @@ SUFFIX = ".damaged"
 
 
 def relative_to_root(path: Path, root: Path) -> str:
+    """``path`` as a message names it: relative to ``root`` when inside it, else in full."""
     try:
         return str(path.relative_to(root))
     except ValueError:

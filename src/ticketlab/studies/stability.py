@@ -53,7 +53,7 @@ from ticketlab.studies.stability_files import (
     recorded_results,
     remove_stale_temporaries,
 )
-from ticketlab.train.evaluation import evaluate_weights
+from ticketlab.train.evaluation import evaluate_stored_weights
 from ticketlab.train.events import Events
 from ticketlab.train.loop import run_loop
 from ticketlab.train.optim import (
@@ -105,7 +105,7 @@ def errors_along_line(env: Environment, a: Weights, b: Weights, points: int) -> 
     for alpha in torch.linspace(0.0, 1.0, points).tolist():
         mixed = {n: torch.lerp(a[n].float(), b[n].float(), alpha).to(a[n].dtype) if a[n].is_floating_point() else a[n]
                  for n in a}
-        errors.append(100.0 * (1.0 - evaluate_weights(env, mixed, splits=("test",))["test_acc"]))
+        errors.append(100.0 * (1.0 - evaluate_stored_weights(env, mixed, splits=("test",))["test_acc"]))
     return errors
 
 

@@ -29,7 +29,7 @@ from ticketlab.io import (
     remove_temporaries,
     tensors_from_bytes,
 )
-from ticketlab.store.integrity import problem_with
+from ticketlab.store.integrity import problem_with, relative_to_root
 from ticketlab.store.layout import Store
 
 FOLDER = "stability"
@@ -105,7 +105,8 @@ def set_aside_damaged(path: Path, problem: str, root: Path) -> None:
     """Warn, then rename ``path`` to ``<name>.damaged`` so that it is recomputed."""
     from ticketlab.store.integrity import set_aside
 
-    warnings.warn(f"{relative_to_root(path, root)}: {problem}; set aside as *.damaged, and the analysis recomputes it",
+    where = relative_to_root(path, root.parent)  # the study folder's own name shown first
+    warnings.warn(f"{where}: {problem}; set aside as *.damaged, and the analysis recomputes it",
                   IntegrityWarning, stacklevel=3)
     set_aside(path)
 
@@ -188,10 +189,3 @@ def stability_findings(store: Store) -> list:
 
 def _is_output(path: Path) -> bool:
     return path.name not in (MANIFEST, ".lock") and not TEMPORARY.match(path.name) and ".damaged" not in path.name
-
-
-def relative_to_root(path: Path, root: Path) -> str:
-    try:
-        return str(path.relative_to(root.parent))
-    except ValueError:
-        return str(path)

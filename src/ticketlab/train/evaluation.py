@@ -15,7 +15,8 @@ from ticketlab.train.steppers.dense import SingleStepper
 from ticketlab.weights import load_state
 
 
-def evaluate_weights(env, weights: dict[str, torch.Tensor], splits: tuple[str, ...] = ("val", "test")) -> dict[str, float]:
+def evaluate_stored_weights(env, weights: dict[str, torch.Tensor],
+                            splits: tuple[str, ...] = ("val", "test")) -> dict[str, float]:
     """``<split>_loss`` and ``<split>_acc`` of ``weights`` for each of ``splits`` on ``env``'s data
     (``env``: a :class:`ticketlab.experiment.environment.Environment`; the accuracy is the task's score)."""
     model = env.build(0)

@@ -28,17 +28,17 @@ def make_optimizer(params: Iterable[torch.Tensor], train: TrainConfig, device: t
     if train.optimizer in ("adam", "adamw"):
         cls = torch.optim.AdamW if train.optimizer == "adamw" else torch.optim.Adam
         kwargs: dict = {"lr": train.lr, "weight_decay": train.weight_decay}
-        if _supports_fused(cls, device):
+        if supports_fused(cls, device):
             kwargs["fused"] = True
         return cls(params, **kwargs)
     kwargs = {"lr": train.lr, "momentum": train.momentum, "weight_decay": train.weight_decay}
-    if _supports_fused(torch.optim.SGD, device) and train.momentum > 0:
+    if supports_fused(torch.optim.SGD, device) and train.momentum > 0:
         kwargs["fused"] = True
     return torch.optim.SGD(params, **kwargs)
 
 
 @functools.lru_cache(maxsize=None)
-def _supports_fused(cls: type, device: torch.device) -> bool:
+def supports_fused(cls: type, device: torch.device) -> bool:
     """Whether ``cls(fused=True)`` works on ``device`` in this torch (probed once per process)."""
     if "fused" not in inspect.signature(cls).parameters:
         return False

@@ -24,12 +24,13 @@ are exact and repeatable.
 from __future__ import annotations
 
 import re
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import torch
 
 from ticketlab.masks import Mask
-from ticketlab.pruning.base import MaskContext
+from ticketlab.pruning.base import MaskContext, Need
 from ticketlab.pruning.magnitude import count_to_prune, layer_rates
 
 SCORE_BATCHES = 8  # training batches a data-dependent method scores on (SNIP, GraSP)
@@ -80,7 +81,7 @@ def keep_counts(ctx: MaskContext) -> KeepCounts:
         fixed = {n: s for n, s in sizes.items() if any(re.search(p, n) for p in prune.global_exclude)}
         ranked = tuple(n for n in sizes if n not in fixed)
         return KeepCounts(sizes, fixed, ranked, _imp_rounds(sum(sizes[n] for n in ranked), prune.rate, ctx.level))
-    rates = layer_rates(list(sizes), prune, ctx.plan.output if ctx.plan else None)
+    rates = layer_rates(list(sizes), prune, ctx.output_layer)
     pinned = [n for n in sizes if any(re.search(p, n) for p in prune.layer_rates)]
     fixed = {n: _imp_rounds(sizes[n], rates[n], ctx.level) for n in pinned}
     ranked = tuple(n for n in sizes if n not in fixed)
@@ -92,7 +93,7 @@ def keep_count(ctx: MaskContext) -> int:
     return keep_counts(ctx).total
 
 
-def dense_mask(ctx: MaskContext) -> Mask:
+def all_kept(ctx: MaskContext) -> Mask:
     """Every prunable weight kept: where a method at initialisation starts, whatever the level."""
     return Mask({n: torch.ones_like(m) for n, m in ctx.previous.items()})
 
@@ -120,3 +121,27 @@ def keep_best(scores: dict[str, torch.Tensor], like: Mask, counts: KeepCounts) -
         ranked = Mask({n: like[n] for n in counts.ranked})
         kept |= keep_top({n: scores[n] for n in counts.ranked}, ranked, counts.ranked_keep).tensors
     return Mask({n: kept[n] for n in like})
+
+
+class ScoredAtInit(ABC):
+    """A one-shot method at initialisation: score every prunable weight, keep the best.
+
+    Subclasses say only what they read (``needs``) and how they score (:meth:`scores`); the
+    rest, starting dense and keeping IMP's counts as :func:`keep_best` splits them, is the
+    same for each, so it lives here once.
+    """
+
+    name: str
+    NEEDS: frozenset[Need] = frozenset({Need.INIT})
+
+    def needs(self, level: int) -> set[Need]:
+        return set(self.NEEDS)
+
+    @abstractmethod
+    def scores(self, ctx: MaskContext, dense: Mask) -> dict[str, torch.Tensor]:
+        """A score for every entry of ``dense`` (higher: kept first)."""
+
+    def next_mask(self, ctx: MaskContext) -> Mask:
+        dense = all_kept(ctx)
+        return keep_best(self.scores(ctx, dense), dense, keep_counts(ctx))
+

@@ -8,12 +8,7 @@ from __future__ import annotations
 import torch
 
 from ticketlab.masks import Mask
-from ticketlab.pruning.at_init.common import (
-    SCORE_BATCHES,
-    dense_mask,
-    keep_best,
-    keep_counts,
-)
+from ticketlab.pruning.at_init.common import SCORE_BATCHES, ScoredAtInit
 from ticketlab.pruning.base import MaskContext, Need
 
 
@@ -34,16 +29,13 @@ def hessian_gradient(model: torch.nn.Module, names: list[str], batches, loss) ->
     return dict(zip(names, product))
 
 
-class GraSP:
+class GraSP(ScoredAtInit):
     name = "grasp"
+    NEEDS = frozenset({Need.INIT, Need.BATCHES})
 
-    def needs(self, level: int) -> set[Need]:
-        return {Need.INIT, Need.BATCHES}
-
-    def next_mask(self, ctx: MaskContext) -> Mask:
+    def scores(self, ctx: MaskContext, dense: Mask) -> dict[str, torch.Tensor]:
+        """w ⊙ (H g): the weights whose removal would most reduce the gradient flow score highest."""
         model = ctx.model()
-        dense = dense_mask(ctx)
         params = dict(model.named_parameters())
         hg = hessian_gradient(model, list(dense), ctx.batches(SCORE_BATCHES), ctx.loss)
-        scores = {n: (params[n].detach() * hg[n]) for n in dense}
-        return keep_best(scores, dense, keep_counts(ctx))
+        return {n: (params[n].detach() * hg[n]) for n in dense}

@@ -3,18 +3,16 @@ simplest baseline of Frankle et al. 2021."""
 
 from __future__ import annotations
 
+import torch
+
 from ticketlab.masks import Mask
-from ticketlab.pruning.at_init.common import dense_mask, keep_best, keep_counts
-from ticketlab.pruning.base import MaskContext, Need
+from ticketlab.pruning.at_init.common import ScoredAtInit
+from ticketlab.pruning.base import MaskContext
 
 
-class MagnitudeAtInit:
+class MagnitudeAtInit(ScoredAtInit):
     name = "magnitude_init"
 
-    def needs(self, level: int) -> set[Need]:
-        return {Need.INIT}
-
-    def next_mask(self, ctx: MaskContext) -> Mask:
+    def scores(self, ctx: MaskContext, dense: Mask) -> dict[str, torch.Tensor]:
         init = ctx.init()
-        dense = dense_mask(ctx)
-        return keep_best({n: init[n].abs() for n in dense}, dense, keep_counts(ctx))
+        return {n: init[n].abs() for n in dense}

@@ -7,19 +7,15 @@ from __future__ import annotations
 import torch
 
 from ticketlab.masks import Mask
-from ticketlab.pruning.at_init.common import dense_mask, keep_best, keep_counts
-from ticketlab.pruning.base import MaskContext, Need
+from ticketlab.pruning.at_init.common import ScoredAtInit
+from ticketlab.pruning.base import MaskContext
 from ticketlab.seeding import derive_seed
 
 
-class RandomAtInit:
+class RandomAtInit(ScoredAtInit):
     name = "random_init"
 
-    def needs(self, level: int) -> set[Need]:
-        return {Need.INIT}
-
-    def next_mask(self, ctx: MaskContext) -> Mask:
+    def scores(self, ctx: MaskContext, dense: Mask) -> dict[str, torch.Tensor]:
+        """Uniform noise from a generator seeded by replicate and level: the same mask on every rerun."""
         generator = torch.Generator().manual_seed(derive_seed(ctx.seed, "random_init", ctx.level))
-        dense = dense_mask(ctx)
-        scores = {n: torch.rand(m.shape, generator=generator) for n, m in dense.items()}
-        return keep_best(scores, dense, keep_counts(ctx))
+        return {n: torch.rand(m.shape, generator=generator) for n, m in dense.items()}

@@ -7,12 +7,7 @@ from __future__ import annotations
 import torch
 
 from ticketlab.masks import Mask
-from ticketlab.pruning.at_init.common import (
-    SCORE_BATCHES,
-    dense_mask,
-    keep_best,
-    keep_counts,
-)
+from ticketlab.pruning.at_init.common import SCORE_BATCHES, ScoredAtInit
 from ticketlab.pruning.base import MaskContext, Need
 
 
@@ -25,14 +20,9 @@ def snip_scores(model: torch.nn.Module, names: list[str], batches, loss) -> dict
     return {n: (params[n].grad * params[n]).abs().detach() for n in names}
 
 
-class SNIP:
+class SNIP(ScoredAtInit):
     name = "snip"
+    NEEDS = frozenset({Need.INIT, Need.BATCHES})
 
-    def needs(self, level: int) -> set[Need]:
-        return {Need.INIT, Need.BATCHES}
-
-    def next_mask(self, ctx: MaskContext) -> Mask:
-        model = ctx.model()
-        dense = dense_mask(ctx)
-        scores = snip_scores(model, list(dense), ctx.batches(SCORE_BATCHES), ctx.loss)
-        return keep_best(scores, dense, keep_counts(ctx))
+    def scores(self, ctx: MaskContext, dense: Mask) -> dict[str, torch.Tensor]:
+        return snip_scores(ctx.model(), list(dense), ctx.batches(SCORE_BATCHES), ctx.loss)

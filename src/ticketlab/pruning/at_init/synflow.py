@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from ticketlab.masks import Mask
-from ticketlab.pruning.at_init.common import dense_mask, keep_best, keep_counts
+from ticketlab.pruning.at_init.common import all_kept, keep_best, keep_counts
 from ticketlab.pruning.base import MaskContext, Need
 
 ITERATIONS = 100
@@ -48,7 +48,7 @@ class SynFlow:
 
     def next_mask(self, ctx: MaskContext) -> Mask:
         names = list(ctx.previous)
-        mask = dense_mask(ctx)
+        mask = all_kept(ctx)
         target = keep_counts(ctx)
         example = ctx.batches(1)[0][0]
         for round_ in range(1, ITERATIONS + 1):  # exponential schedule: size * (target/size)^(r/n), per group

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ticketlab.train.steppers.base import MaskedOptimizer
+from ticketlab.train.steppers.base import MaskedOptimizer, mean_loss_and_score
 from ticketlab.train.task import Task, prediction
 from ticketlab.weights import cloned_state, load_state
 
@@ -54,32 +54,16 @@ class SingleStepper(MaskedOptimizer):
         else:
             with torch.autocast(device_type=xb.device.type, dtype=self.autocast):
                 loss = self._loss(xb, yb)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        self.apply_masks_()
+        self.descend(loss)
         return loss.detach()
 
     @torch.no_grad()
     def evaluate(self, batches) -> tuple[torch.Tensor, torch.Tensor]:
         self.model.eval()
         device = next(self.model.parameters()).device
-        loss_total = torch.zeros((), device=device)
-        score_total = torch.zeros((), device=device)
-        count = 0
-        for x, target in batches:
-            pred = prediction(self.model(x)).float()
-            n = target.shape[0]
-            count += n
-            if self.fast_loss and pred.dim() == 2:
-                loss_total += F.cross_entropy(pred, target, reduction="sum")
-                score_total += (pred.argmax(1) == target).sum()
-            else:
-                loss_total += self.task.loss_of(pred, target) * n
-                score_total += self.task.score_of(pred, target) * n
+        result = mean_loss_and_score(batches, lambda x: prediction(self.model(x)), self.task, self.fast_loss, device)
         self.model.train()
-        n = max(1, count)
-        return (loss_total / n).view(1), (score_total / n).view(1)
+        return result
 
     @torch.no_grad()
     def evaluate_weights(self, k: int, weights: dict[str, torch.Tensor], batches) -> tuple[torch.Tensor, torch.Tensor]:

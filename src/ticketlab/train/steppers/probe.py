@@ -7,6 +7,9 @@ cannot decide.
 
 from __future__ import annotations
 
+import time
+from typing import Callable, Sequence
+
 import torch
 
 from ticketlab.config import STEPPERS, check_choice
@@ -38,11 +41,40 @@ PROBE_ROUNDS, PROBE_STEPS = 3, 8  # interleaved rounds of steps per side (after 
 PROBE_MIN_SPEEDUP = 1.1
 
 
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed_sides(sides: Sequence[Callable[[int], object]], steps: int, warmup: int, rounds: int,
+                device: torch.device) -> list[float]:
+    """Seconds each of ``sides`` took over ``rounds`` rounds of ``steps`` calls ``side(i)``
+    (``i``: the step within the round), after ``warmup`` untimed calls each.
+
+    The one timing harness both probes use: rounds alternate which side runs first, so neither
+    always runs on a machine the other warmed (or throttled), and a CUDA device is synchronized
+    around every timed stretch, so queued kernels are counted on the side that launched them.
+    """
+    for side in sides:
+        for i in range(warmup):
+            side(i)
+    times = [0.0] * len(sides)
+    for r in range(rounds):
+        order = range(len(sides)) if r % 2 == 0 else reversed(range(len(sides)))
+        for s in order:
+            _synchronize(device)
+            start = time.perf_counter()
+            for i in range(steps):
+                sides[s](i)
+            _synchronize(device)
+            times[s] += time.perf_counter() - start
+    return times
+
+
 def _probe_speedup(prepared, masks, batch_size: int) -> tuple[float, torch.Tensor]:
     """Steps/s of the sparse stepper over the dense-masked one on this unit's own data, measured
     in interleaved rounds on copies (the unit's model and optimizer are left untouched)."""
     import copy
-    import time
 
     from ticketlab.train.optim import load_optimizer_state, optimizer_state_tensors
     from ticketlab.train.steppers.dense import SingleStepper
@@ -57,16 +89,11 @@ def _probe_speedup(prepared, masks, batch_size: int) -> tuple[float, torch.Tenso
     n = env.data.x_train.shape[0]
     batches = [torch.randint(0, n, (1, min(batch_size, n)), generator=generator).to(env.device)
                for _ in range(PROBE_STEPS)]
-    times = [0.0, 0.0]
-    for side in sides:
-        for batch in batches[:3]:
-            side.step(batch)
-    for r in range(PROBE_ROUNDS):
-        for i in ((0, 1) if r % 2 == 0 else (1, 0)):
-            start = time.perf_counter()
-            for batch in batches:
-                float(sides[i].step(batch))  # one host sync per step, on both sides alike
-            times[i] += time.perf_counter() - start
+
+    def timed(stepper):  # one host sync per step, on both sides alike
+        return lambda i: float(stepper.step(batches[i]))
+
+    times = timed_sides([timed(side) for side in sides], PROBE_STEPS, 3, PROBE_ROUNDS, env.device)
     return times[0] / max(times[1], 1e-9), sides[1].x
 
 
@@ -133,10 +160,6 @@ def measure_speedup(env: Environment, k: int, steps: int = 20, warmup: int = 3) 
 def measure_rates(env: Environment, k: int, steps: int = 20, warmup: int = 3) -> tuple[float, float]:
     """(sequential, stacked K-wide) replicate-steps per second: the two sides of ``measure_speedup``,
     absolute, for benchmarks that report steps/s (``bench/gpu.py``)."""
-    import time
-
-    import torch
-
     from ticketlab.train.optim import make_optimizer
     from ticketlab.train.steppers.dense import SingleStepper
 
@@ -149,21 +172,9 @@ def measure_rates(env: Environment, k: int, steps: int = 20, warmup: int = 3) ->
     single = SingleStepper(models[0], optimizers[0], env.task, data, None)
     stacked = StackedStepper(models, optimizers, [None] * k, env.task, data.x_train, data.y_train, train, env.device)
 
-    def rate(step, width: int) -> float:
-        for _ in range(warmup):
-            step()
-        if env.device.type == "cuda":
-            torch.cuda.synchronize(env.device)
-        start = time.perf_counter()
-        for _ in range(steps):
-            step()
-        if env.device.type == "cuda":
-            torch.cuda.synchronize(env.device)
-        return width * steps / (time.perf_counter() - start)
-
-    sequential = rate(lambda: single.step(index[:1]), 1)
-    together = rate(lambda: stacked.step(index), k)
-    return sequential, together
+    sequential, together = timed_sides([lambda i: single.step(index[:1]), lambda i: stacked.step(index)],
+                                       steps, warmup, 1, env.device)
+    return steps / sequential, k * steps / together
 
 
 def choose_batch(env: Environment, requested: int) -> tuple[int, str]:

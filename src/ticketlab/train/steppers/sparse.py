@@ -32,12 +32,11 @@ import inspect
 import warnings
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ticketlab.errors import ConfigError
 from ticketlab.models.mlp import MLP
-from ticketlab.train.steppers.base import Stepper
+from ticketlab.train.steppers.base import Stepper, mean_loss_and_score
 
 SPARSE_BELOW = 0.3  # a layer keeping at most this fraction of its weights runs as CSR
 
@@ -166,7 +165,7 @@ class SparseStepper(Stepper):
         why = sparse_ineligible(model, task, data, masks, device, autocast_dtype)
         if why:
             raise ConfigError(f"--stepper sparse cannot train this unit: {why}; use --stepper dense or auto")
-        self.model, self.dense_optimizer = model, optimizer
+        self.model, self.dense_optimizer, self.task = model, optimizer, task
         linears = [m for m in model.layers if isinstance(m, nn.Linear)]
         names = [f"layers.{n}.weight" for n, m in model.layers.named_children() if isinstance(m, nn.Linear)]
         first_mask = masks.get(names[0], torch.ones_like(linears[0].weight))
@@ -303,17 +302,9 @@ class SparseStepper(Stepper):
 
     @torch.no_grad()
     def evaluate(self, batches) -> tuple[torch.Tensor, torch.Tensor]:
-        loss_total = torch.zeros(())
-        score_total = torch.zeros(())
-        count = 0
         matrices = [layer.eval_matrix() for layer in self.layers]
-        for x, target in batches:
-            pred = self._forward(self._inputs(x).t(), matrices)[-1].t().float()
-            count += target.shape[0]
-            loss_total += F.cross_entropy(pred, target, reduction="sum")
-            score_total += (pred.argmax(1) == target).sum()
-        n = max(1, count)
-        return (loss_total / n).view(1), (score_total / n).view(1)
+        return mean_loss_and_score(batches, lambda x: self._forward(self._inputs(x).t(), matrices)[-1].t(),
+                                   self.task, True, device=None)  # CPU only; None: as before, the default device
 
     @torch.no_grad()
     def evaluate_weights(self, k: int, weights: dict[str, torch.Tensor], batches) -> tuple[torch.Tensor, torch.Tensor]:

@@ -18,7 +18,7 @@ from torch.func import functional_call, vmap
 
 from ticketlab.models.mlp import MLP
 from ticketlab.train.optim import make_optimizer
-from ticketlab.train.steppers.base import MaskedOptimizer
+from ticketlab.train.steppers.base import MaskedOptimizer, mean_loss_and_score
 from ticketlab.train.task import Task, prediction
 
 
@@ -127,32 +127,16 @@ class StackedStepper(MaskedOptimizer):
             losses = per_example.view(self.size, -1).mean(1)
         else:
             losses = vmap(self.task.loss_of)(pred, target)
-        self.optimizer.zero_grad(set_to_none=True)
-        losses.sum().backward()
-        self.optimizer.step()
-        self.apply_masks_()
+        self.descend(losses.sum())
         return losses.detach()
 
     @torch.no_grad()
     def evaluate(self, batches) -> tuple[torch.Tensor, torch.Tensor]:
         self.template.eval()
-        k = self.size
-        loss = torch.zeros(k, device=self.x.device)
-        score = torch.zeros(k, device=self.x.device)
-        count = 0
-        for x, target in batches:
-            pred = self.forward(x, shared_input=True).float()  # [K, N, ...]
-            n = target.shape[0]
-            count += n
-            if self.default_classification and pred.dim() == 3:
-                loss += F.cross_entropy(pred.transpose(1, 2), target.expand(k, -1), reduction="none").sum(1)
-                score += (pred.argmax(2) == target).sum(1)
-            else:
-                loss += vmap(self.task.loss_of, in_dims=(0, None))(pred, target) * n
-                score += vmap(self.task.score_of, in_dims=(0, None))(pred, target) * n
+        result = mean_loss_and_score(batches, lambda x: self.forward(x, shared_input=True), self.task,
+                                     self.default_classification, self.x.device, replicates=self.size)
         self.template.train()
-        n = max(1, count)
-        return loss / n, score / n
+        return result
 
     def finite(self) -> torch.Tensor:
         flags = [torch.isfinite(p.detach()).flatten(1).all(1) for p in self.params.values()]
