@@ -191,3 +191,45 @@ def test_methods_at_init_keep_imps_count_in_every_layer_a_layer_rate_pins(tmp_pa
     imp, ours = imp_counts(partial, 2), at_init_counts(tmp_path / "one", method, partial, 2)
     assert [c["layers.3.weight"] for c in ours] == [c["layers.3.weight"] for c in imp]
     assert [sum(c.values()) for c in ours] == [sum(c.values()) for c in imp]
+
+
+def level_1_mask(tmp_path, prune: dict):
+    """Level 1's mask of a tiny experiment (no training: made from the initial weights)."""
+    from ticketlab.experiment.environment import environment
+    from ticketlab.experiment.level_masks import ensure_level_mask
+    from ticketlab.store.layout import Store
+
+    config = tiny_config(levels=1, prune=prune)
+    store = Store.for_config(config, str(tmp_path / str(len(list(tmp_path.iterdir())))))
+    store.write_config(config)
+    ensure_level_mask(environment(config), store, 0, 1)
+    return store.mask(store.level_mask_path(0, 1))
+
+
+def test_snip_and_grasp_score_as_their_references_by_default(tmp_path, monkeypatch):
+    """One batch of 100 examples with the model in eval mode (prune.scoring = "reference"), and
+    GraSP's logits divided by T = 200; "training" keeps the run's own 8 batches in training mode."""
+    import ticketlab.pruning.at_init.grasp as grasp
+    import ticketlab.pruning.at_init.snip as snip
+
+    seen = []
+
+    def spy(real):
+        def scores(model, names, batches, loss):
+            seen.append((model.training, [len(y) for _, y in batches], loss))
+            return real(model, names, batches, loss)
+        return scores
+
+    monkeypatch.setattr(snip, "snip_scores", spy(snip.snip_scores))
+    monkeypatch.setattr(grasp, "hessian_gradient", spy(grasp.hessian_gradient))
+    level_1_mask(tmp_path, {"method": "snip"})
+    assert seen[-1][:2] == (False, [100])
+    level_1_mask(tmp_path, {"method": "snip", "scoring": "training"})
+    assert seen[-1][:2] == (True, [tiny_config().train.batch_size] * 8)
+    level_1_mask(tmp_path, {"method": "grasp"})
+    training, sizes, loss = seen[-1]
+    assert (training, sizes) == (False, [100])
+    logits, target = torch.randn(5, 10), torch.randint(0, 10, (5,))
+    assert torch.allclose(loss(logits, target), F.cross_entropy(logits / 200.0, target))
+    assert not level_1_mask(tmp_path, {"method": "grasp", "grasp_temperature": 1.0}).equals(
+        level_1_mask(tmp_path, {"method": "grasp"}))

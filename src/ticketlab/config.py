@@ -110,7 +110,8 @@ class PruneConfig:
     tracing one forward pass, or named by ``output_layer``; the paper's 10% for LeNet);
     ``layer_rates`` maps a regular expression on parameter names to a rate that overrides
     both. ``global`` ranks all prunable weights together, except those matching
-    ``global_exclude``.
+    ``global_exclude``. ``scoring`` and ``grasp_temperature`` make SNIP and GraSP score as their
+    references do by default (see ``pruning.at_init.common.score_inputs``).
     """
 
     method: str = setting("magnitude", "Pruning method: magnitude (IMP), oneshot, snip, grasp, synflow, magnitude_init, "
@@ -129,6 +130,12 @@ class PruneConfig:
     source: str | None = setting(None, "Method transfer: the experiment directory whose ticket masks are retrained "
                                  "(--transfer-from DIR also takes its config as the base).")
     nm_group: int = setting(4, "Method nm: M of the N:M pattern (level L keeps M - L of every M).")
+    scoring: Literal["reference", "training"] = setting(
+        "reference", "What SNIP and GraSP score on: reference (one batch of 100 training examples, the model in "
+        "eval mode, as their reference code and Synaptic-Flow) or training (8 of the run's own training batches, "
+        "training mode).")
+    grasp_temperature: float = setting(200.0, "Method grasp: the temperature dividing the logits before the loss "
+                                       "(200 in GraSP's code and Synaptic-Flow; 1 for none).")
 
 
 @dataclass(frozen=True)
@@ -292,6 +299,8 @@ class Config:
         for role in p.roles:
             require(role in ROLES, f"unknown prune.roles entry {role!r}; choose from: {', '.join(ROLES)}")
         require(p.nm_group >= 2, f"prune.nm_group (M of N:M) must be >= 2, got {p.nm_group}")
+        require(math.isfinite(p.grasp_temperature) and p.grasp_temperature > 0,
+                f"prune.grasp_temperature must be a positive number, got {p.grasp_temperature}")
         require(bool(p.roles), "prune.roles is empty; nothing would be pruned (default: linear, conv, attention, recurrent)")
 
     # ------------------------------------------------------------------ serialisation

@@ -92,13 +92,14 @@ class MaskContext:
         load_state(model, self.init() if weights is None else weights)
         return model.train()
 
-    def batches(self, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """The first ``count`` training batches of this replicate, exactly as its training sees them
-        (the loop's own batch order; CPU tensors)."""
+    def batches(self, count: int, batch_size: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The first ``count`` training batches of this replicate in the loop's own batch order
+        (CPU tensors): exactly as its training sees them, or of ``batch_size`` examples each."""
         from ticketlab.train.loop import TrainingBatches
 
         data = self.environment.inputs.data
-        batch_at = TrainingBatches(data, self.config.train.batch_size, [derive_seed(self.seed, "data")]).batch_at
+        size = batch_size or self.config.train.batch_size
+        batch_at = TrainingBatches(data, size, [derive_seed(self.seed, "data")]).batch_at
         out = []
         for step in range(count):
             batch = batch_at(step)

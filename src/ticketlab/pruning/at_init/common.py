@@ -28,12 +28,14 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from ticketlab.masks import Mask
 from ticketlab.pruning.base import MaskContext, Need
 from ticketlab.pruning.magnitude import count_to_prune, layer_rates
 
-SCORE_BATCHES = 8  # training batches a data-dependent method scores on (SNIP, GraSP)
+SCORE_BATCHES = 8  # prune.scoring = "training": the run's own first training batches, training mode
+REFERENCE_EXAMPLES = 100  # prune.scoring = "reference": one batch of this many examples, eval mode
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,20 @@ def keep_best(scores: dict[str, torch.Tensor], like: Mask, counts: KeepCounts) -
         ranked = Mask({n: like[n] for n in counts.ranked})
         kept |= keep_top({n: scores[n] for n in counts.ranked}, ranked, counts.ranked_keep).tensors
     return Mask({n: kept[n] for n in like})
+
+
+def score_inputs(ctx: MaskContext) -> tuple[nn.Module, list[tuple[torch.Tensor, torch.Tensor]]]:
+    """The model and batches a data-dependent method (SNIP, GraSP) scores, as ``prune.scoring`` says.
+
+    ``reference`` (the default) is what snip-public, GraSP's code and Synaptic-Flow do: one batch
+    of :data:`REFERENCE_EXAMPLES` examples (the first of this replicate's data order) with the
+    model in eval mode, so dropout and batch-norm statistics do not enter the scores.
+    ``training`` scores :data:`SCORE_BATCHES` of the run's own training batches in training
+    mode (ticketlab's choice before it followed the references).
+    """
+    if ctx.config.prune.scoring == "training":
+        return ctx.model(), ctx.batches(SCORE_BATCHES)
+    return ctx.model().eval(), ctx.batches(1, batch_size=REFERENCE_EXAMPLES)
 
 
 class ScoredAtInit(ABC):

@@ -1,15 +1,19 @@
 """GraSP (Wang et al. 2020): keep the weights that preserve the gradient flow at
 initialisation. The score of removing a weight is -w ⊙ (H g), with g the loss gradient and
 H g a Hessian-gradient product (by double backpropagation); GraSP removes the highest scores,
-so it keeps the highest w ⊙ (H g)."""
+so it keeps the highest w ⊙ (H g). As in GraSP's code and Synaptic-Flow, the logits are divided
+by a temperature (``prune.grasp_temperature``, T = 200) before the loss, which keeps the
+softmax from saturating so the Hessian term is not dominated by a few examples; the batches
+and the model's mode follow ``prune.scoring`` (one batch of 100 in eval mode by default)."""
 
 from __future__ import annotations
 
 import torch
 
 from ticketlab.masks import Mask
-from ticketlab.pruning.at_init.common import SCORE_BATCHES, ScoredAtInit
+from ticketlab.pruning.at_init.common import ScoredAtInit, score_inputs
 from ticketlab.pruning.base import MaskContext, Need
+from ticketlab.train.task import prediction
 
 
 def hessian_gradient(model: torch.nn.Module, names: list[str], batches, loss) -> dict[str, torch.Tensor]:
@@ -35,7 +39,12 @@ class GraSP(ScoredAtInit):
 
     def scores(self, ctx: MaskContext, dense: Mask) -> dict[str, torch.Tensor]:
         """w ⊙ (H g): the weights whose removal would most reduce the gradient flow score highest."""
-        model = ctx.model()
+        model, batches = score_inputs(ctx)
         params = dict(model.named_parameters())
-        hg = hessian_gradient(model, list(dense), ctx.batches(SCORE_BATCHES), ctx.loss)
+        temperature = ctx.config.prune.grasp_temperature
+
+        def loss(output, target):  # the logits divided by T before the loss, as GraSP's code does
+            return ctx.loss(prediction(output) / temperature, target)
+
+        hg = hessian_gradient(model, list(dense), batches, loss)
         return {n: (params[n].detach() * hg[n]) for n in dense}

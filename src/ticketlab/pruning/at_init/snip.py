@@ -1,13 +1,15 @@
 """SNIP (Lee et al. 2019): keep the weights whose removal changes the loss most at
-initialisation, scored by connection sensitivity |g ⊙ w| (g: the gradient of the training loss,
-summed over a few batches)."""
+initialisation, scored by connection sensitivity |g ⊙ w| (g: the gradient of the training loss).
+By default it scores one batch of 100 training examples with the model in eval mode, as
+snip-public and Synaptic-Flow do; ``prune.scoring = "training"`` scores 8 of the run's own
+training batches in training mode instead."""
 
 from __future__ import annotations
 
 import torch
 
 from ticketlab.masks import Mask
-from ticketlab.pruning.at_init.common import SCORE_BATCHES, ScoredAtInit
+from ticketlab.pruning.at_init.common import ScoredAtInit, score_inputs
 from ticketlab.pruning.base import MaskContext, Need
 
 
@@ -25,4 +27,5 @@ class SNIP(ScoredAtInit):
     NEEDS = frozenset({Need.INIT, Need.BATCHES})
 
     def scores(self, ctx: MaskContext, dense: Mask) -> dict[str, torch.Tensor]:
-        return snip_scores(ctx.model(), list(dense), ctx.batches(SCORE_BATCHES), ctx.loss)
+        model, batches = score_inputs(ctx)
+        return snip_scores(model, list(dense), batches, ctx.loss)
