@@ -77,9 +77,13 @@ def _criteria(margin: float, rule: str, alpha: float, min_seeds: int) -> Criteri
         raise ConfigError(f"verdict criteria: {err}{hint}") from None
 
 
-def _print_table(result: Result, criteria: Criteria) -> None:
+WIDE = typer.Option(False, "--wide", help="The full table (every interval, each control, all reasons) instead of "
+                    "the compact one that fits 80 columns.")
+
+
+def _print_table(result: Result, criteria: Criteria, wide: bool = False) -> None:
     title = f"{result.config.data.dataset} / {result.config.model}"
-    console.print(rich_table(result.runs, title=title, verdicts=result.verdicts(criteria)))
+    console.print(rich_table(result.runs, title=title, verdicts=result.verdicts(criteria), wide=wide))
 
 
 def _int_csv(value: Optional[str], flag: str) -> Optional[list[int]]:
@@ -184,7 +188,7 @@ def run_command(
     started = time.perf_counter()
     with _progress_display(config, enabled=progress) as (on_progress, on_done):
         result = run_experiment(config, options, progress=on_progress, on_done=on_done)
-    _print_table(result, criteria)
+    _print_table(result, criteria, wide=options.wide)
     console.print(f"experiment: {result.directory}  (wall time {time.perf_counter() - started:.1f} s)")
     if report:
         console.print(f"report: {write_report(result.directory, criteria)}")
@@ -264,6 +268,7 @@ def show_command(
     alpha: float = ALPHA,
     min_seeds: int = MIN_SEEDS,
     markdown: bool = typer.Option(False, "--markdown", help="Print a GitHub markdown table (with control early stops)."),
+    wide: bool = WIDE,
 ) -> None:
     """Print the per-level table of an experiment from disk, judged by the stated criteria."""
     criteria = _criteria(margin, matching_rule, alpha, min_seeds)
@@ -271,7 +276,7 @@ def show_command(
     if markdown:
         print(markdown_table(result.runs, result.verdicts(criteria)))
         return
-    _print_table(result, criteria)
+    _print_table(result, criteria, wide=wide)
     console.print(f"experiment: {result.directory}")
 
 

@@ -295,6 +295,7 @@ class RunOptions:
     progress: bool = True
     probe_batch: bool = True  # measure --batch K against sequential first; never train slower
     stepper: Literal["auto", "dense", "sparse"] = "auto"  # sparse: pruned MLPs on survivors (sparse_stepper)
+    wide: bool = False  # printing only: the full verdict table instead of the compact 80-column one
 
     def resolved(self) -> "RunOptions":
         """A copy with ``workers=0`` (auto) replaced by a number: parallel by default, one

@@ -175,6 +175,41 @@ class LevelVerdict:
     unpaired_seeds: tuple[Any, ...] = ()
     in_sequence: bool = True
     is_sparsest_matching: bool = False
+    brief: str = ""
+
+    @property
+    def achieved_margin(self) -> float | None:
+        """The smallest margin delta (accuracy fraction) at which this level would be matching:
+        minus the one-sided lower bound of ticket - dense. Negative when the ticket beats dense.
+
+        A label says only which side of the stated delta the bound fell; this says how far, so a
+        reader with another delta in mind, or a level just missing it, can see where it stands.
+        ``None`` without a bound (fewer than 2 paired seeds, or diverged).
+        """
+        if self.accuracy is None or self.accuracy.bound is None:
+            return None
+        return -self.accuracy.bound
+
+    def reasons(self) -> list[str]:
+        """Short clauses saying why the label is what it is, most decisive first.
+
+        The level's own clause (``brief``: the bound against delta, too few seeds, ...) comes
+        first unless the level is matching, where the bound is already in the margin column and
+        what a reader needs next is whether the controls were beaten.
+        """
+        clauses = [part for part in self.brief.split("; ") if part]
+        if not self.matching:
+            return clauses
+        unbeaten = [f"{arm} not beaten" for arm, test in self.controls.items() if test.beats is False]
+        beaten = [arm for arm, test in self.controls.items() if test.beats]
+        controls = unbeaten or ([f"beats {', '.join(beaten)}"] if beaten else [])
+        return controls + clauses if unbeaten else clauses + controls
+
+    @property
+    def short_reason(self) -> str:
+        """The most decisive of :meth:`reasons` (for the compact table)."""
+        reasons = self.reasons()
+        return reasons[0] if reasons else ""
 
     @property
     def matching(self) -> bool:
@@ -192,6 +227,7 @@ class LevelVerdict:
         out = {f.name: _jsonable(getattr(self, f.name)) for f in fields(self) if f.name != "controls"}
         out["controls"] = {arm: test.to_dict() for arm, test in self.controls.items()}
         out["matching"], out["winning"] = self.matching, self.winning
+        out["achieved_margin"], out["reasons"] = _jsonable(self.achieved_margin), self.reasons()
         return out
 
 
@@ -294,8 +330,7 @@ def verdict_table(
     levels = sorted({level for (level, arm) in cells if arm == TICKET and level != 0})
     drafts = [_judge_level(level, cells, dense_cell, criteria, grid, acc_floor, es_floor) for level in levels]
     if not can_win:
-        drafts = [d | {"label": "matching", "reason": d["reason"].split("; ")[0] + "; not judged for winning: "
-                       "retrained from trained weights, not rewound"} if d["label"] == "winning" else d for d in drafts]
+        drafts = [_matching_only(d) for d in drafts]
     drafts = _holm_controls(drafts, criteria.min_seeds)
 
     sparsest, in_sequence = None, True
@@ -342,24 +377,28 @@ def _judge_level(
     diverged = [s for s, r in ticket_cell.items() if is_diverged(r)]
     diverged += [s for s, r in dense_cell.items() if is_diverged(r)]
     if diverged:
-        return base | dict(label="diverged", reason=f"training diverged (non-finite loss or weights) for seed(s) {sorted_seeds(set(diverged))}")
-    if len(seeds) < criteria.min_seeds:
-        return base | dict(label="no verdict", reason=(
-            f"{len(seeds)} paired seed(s): a verdict needs at least {criteria.min_seeds}; "
-            "the numbers are shown, no claim is made"))
-
+        return base | dict(label="diverged", brief="diverged",
+                           reason=f"training diverged (non-finite loss or weights) for seed(s) {sorted_seeds(set(diverged))}")
     accuracy = paired_bound(t, dn, side="lower", null=-criteria.margin, alpha=criteria.alpha, sd_floor=acc_floor)
+    if len(seeds) < criteria.min_seeds:  # the bound is shown (with 2+ seeds), no claim is made
+        return base | dict(label="no verdict", accuracy=accuracy if accuracy.bound is not None else None,
+                           brief=f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''} < min {criteria.min_seeds}",
+                           reason=(f"{len(seeds)} paired seed(s): a verdict needs at least {criteria.min_seeds}; "
+                                   "the numbers are shown, no claim is made"))
+
     if criteria.rule == "margin":
         matching = accuracy.accepted
         reason = (f"lower {100 * criteria.confidence:g}% bound of ticket - dense {_pts(accuracy.bound)} points "
                   f"{'>=' if matching else '<'} -{100 * criteria.margin:g} (delta)")
+        brief = _bound_brief(accuracy.bound, criteria.margin, matching)
     else:
         dense_sd = float(np.std(dn, ddof=1))
         matching = float(np.mean(t)) >= float(np.mean(dn)) - dense_sd
         reason = (f"ticket mean {_pct(float(np.mean(t)))}% {'>=' if matching else '<'} dense mean "
                   f"{_pct(float(np.mean(dn)))}% - 1 sd ({_pts(dense_sd)} points)")
+        brief = f"mean {'≥' if matching else '<'} dense − 1 sd"
     if not matching:
-        return base | dict(label="not matching", reason=reason, accuracy=accuracy)
+        return base | dict(label="not matching", reason=reason, brief=brief, accuracy=accuracy)
 
     t_es = np.array([float(ticket_ok[s]["early_stop_step"]) for s in seeds])
     d_es = np.array([float(dense_ok[s]["early_stop_step"]) for s in seeds])
@@ -370,12 +409,37 @@ def _judge_level(
     )
     if late:
         return base | dict(label="matching", accuracy=accuracy, early_stop=early_stop, not_early_stopped=late,
+                           brief=f"{brief}; train longer",
                            reason=f"{reason}; not winning: did not early-stop ({', '.join(late)}): train longer")
     winning = grid is not None and early_stop.accepted
     es_text = (f"upper {100 * criteria.confidence:g}% bound of ticket - dense early-stop iteration "
                f"{_num(early_stop.bound)} {'<' if winning else '>='} one evaluation interval ({grid})")
     return base | dict(label="winning" if winning else "matching", accuracy=accuracy, early_stop=early_stop,
+                       brief=brief + ("" if winning else "; stops later than dense"),
                        reason=f"{reason}; {'winning' if winning else 'not winning'}: {es_text}")
+
+
+def _matching_only(draft: dict[str, Any]) -> dict[str, Any]:
+    """A draft judged for matching only (``can_win=False``): winning becomes matching, and the
+    early stop, which says nothing about a network retrained from trained weights, is left out."""
+    if draft["label"] not in ("matching", "winning"):
+        return draft
+    brief = draft["brief"].replace("; stops later than dense", "")
+    reason = draft["reason"].split("; ")[0] + "; not judged for winning: retrained from trained weights, not rewound"
+    return draft | {"label": "matching", "brief": brief, "reason": reason if draft["label"] == "winning" else draft["reason"]}
+
+
+def _bound_brief(bound: float | None, margin: float, matching: bool) -> str:
+    """The margin rule in a few characters: "beats dense" when even the lower bound is above
+    dense, else "bound -0.56 < -0.5" (points)."""
+    if matching and bound is not None and bound > 0:
+        return f"beats dense by ≥ {100 * bound:.2f}"
+    return f"bound {signed_points(bound)} {'≥' if matching else '<'} −{100 * margin:g}"
+
+
+def signed_points(x: float | None) -> str:
+    """An accuracy fraction as signed points with a true minus sign ("−0.56", "+0.12")."""
+    return "n/a" if x is None else f"{100 * x:+.2f}".replace("-", "−")
 
 
 def _control_tests(
