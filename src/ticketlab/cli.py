@@ -517,5 +517,36 @@ def verify_command(
                   soft_wrap=True)
 
 
+# ---------------------------------------------------------------------------- plan
+@app.command("plan")
+def plan_command(
+    experiment_dir: Path = typer.Argument(..., help="A pilot experiment directory (2-3 seeds of a few levels)."),
+    power: float = typer.Option(0.90, "--power", help="Probability the claim is decided matching if the ticket is as good as assumed."),
+    margin: float = MARGIN,
+    alpha: float = ALPHA,
+    assumed_diff: float = typer.Option(0.0, "--assumed-diff", help="True ticket - dense difference to plan for (points)."),
+    own_sd: bool = typer.Option(False, "--own-sd", help="Plan each level with its own sd instead of the pooled one."),
+    upper_confidence: Optional[float] = typer.Option(None, "--upper-confidence", help="Plan with this one-sided upper confidence bound of the sd (e.g. 0.8)."),
+    joint: str = typer.Option("simulation", "--joint", help="Joint power of the claim: simulation (levels share dense) or product (a lower bound, fast)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON."),
+) -> None:
+    """Seeds a decided claim needs, from a pilot's spread: per level and for the whole claim, with the cost."""
+    import json
+
+    from ticketlab.evidence.power import plan_from_experiment
+
+    _criteria(margin, "margin", alpha, 3)  # the same one-line refusals as show's
+    if joint not in ("simulation", "product"):
+        raise ConfigError(f"--joint must be simulation or product, got {joint!r}")
+    result = Result.load(experiment_dir)
+    planned = plan_from_experiment(result, power, margin, alpha, assumed_diff, pool=not own_sd,
+                                   upper_confidence=upper_confidence, method=joint)  # type: ignore[arg-type]
+    if as_json:
+        print(json.dumps(planned.to_dict(), indent=2))
+        return
+    for line in planned.lines():
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
+
+
 if __name__ == "__main__":
     main()
