@@ -187,7 +187,7 @@ def run_command(
 
     started = time.perf_counter()
     with _progress_display(config, enabled=progress) as (on_progress, on_done):
-        result = run_experiment(config, options, progress=on_progress, on_done=on_done)
+        result = run_experiment(config, options, progress=on_progress, on_done=on_done, criteria=criteria)
     _print_table(result, criteria, wide=options.wide)
     console.print(f"experiment: {result.directory}  (wall time {time.perf_counter() - started:.1f} s)")
     if report:

@@ -97,6 +97,21 @@ class PruneConfig:
 
 
 @dataclass(frozen=True)
+class SequentialConfig:
+    """The group-sequential design of ``seeds = "auto"`` (see ``ticketlab.evidence.sequential``).
+
+    ``looks``: seeds at each look, increasing, the last ``max_seeds`` (empty: 3, the midpoint and
+    ``max_seeds``). ``spending``: how the error is spent over the looks. ``futility``: the
+    conditional power below which an interim look stops a level as not matching (None: never).
+    The margin and alpha are the verdict criteria the first run is given (``--margin``, ``--alpha``).
+    """
+
+    looks: tuple[int, ...] = ()
+    spending: Literal["obrien_fleming", "pocock"] = "obrien_fleming"
+    futility: float | None = 0.10
+
+
+@dataclass(frozen=True)
 class Config:
     """A whole experiment: ``seeds`` independent IMP chains of ``levels`` pruning rounds each.
 
@@ -126,7 +141,8 @@ class Config:
     model: str = "lenet_300_100"
     levels: int = 5
     seed: int = 0
-    seeds: int = 1
+    seeds: int | Literal["auto"] = 1
+    max_seeds: int | None = None
     rewind_iteration: int = 0
     retrain: Literal["rewind", "lr_rewind", "finetune"] = "rewind"
     controls: tuple[str, ...] = ()
@@ -139,6 +155,8 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
+    sequential: SequentialConfig = field(default_factory=SequentialConfig)
+    claim_levels: tuple[int, ...] = ()
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -172,7 +190,7 @@ class Config:
     def validate(self) -> None:
         """Check value ranges and cross-field rules; raise ConfigError naming the bad value."""
         _check(self.levels >= 0, f"levels must be >= 0, got {self.levels}")
-        _check(self.seeds >= 1, f"seeds must be >= 1, got {self.seeds}")
+        self._validate_seeds()
         _check(self.seed >= 0, f"seed must be >= 0, got {self.seed}")
         _check(len(set(self.controls)) == len(self.controls), f"controls repeat an arm: {list(self.controls)}")
         _check(
@@ -241,8 +259,50 @@ class Config:
 
         for role in p.roles:
             _check(role in ROLES, f"unknown prune.roles entry {role!r}; choose from: {', '.join(ROLES)}")
+        _check(list(self.claim_levels) == sorted(set(self.claim_levels))
+               and all(1 <= level <= self.levels and self.trains(level) for level in self.claim_levels),
+               f"claim_levels must increase and be trained levels in 1..levels ({self.levels}), "
+               f"got {list(self.claim_levels)}")
         _check(p.nm_group >= 2, f"prune.nm_group (M of N:M) must be >= 2, got {p.nm_group}")
         _check(bool(p.roles), "prune.roles is empty; nothing would be pruned (default: linear, conv, attention, recurrent)")
+
+    def _validate_seeds(self) -> None:
+        """A fixed number of seeds, or ``"auto"``: seeds added look by look up to ``max_seeds``."""
+        if not self.is_sequential:
+            _check(self.seeds >= 1, f"seeds must be >= 1 or 'auto', got {self.seeds}")
+            _check(self.max_seeds is None and self.sequential == SequentialConfig(),
+                   "max_seeds and sequential.* go with seeds = 'auto' (seeds added look by look)")
+            return
+        _check(self.max_seeds is not None, "seeds = 'auto' needs max_seeds, the most seeds the design may train")
+        assert self.max_seeds is not None
+        _check(self.max_seeds >= 2, f"max_seeds must be >= 2 (a bound needs a spread), got {self.max_seeds}")
+        looks = self.looks()
+        _check(looks[0] >= 2 and list(looks) == sorted(set(looks)),
+               f"sequential.looks must increase from 2 seeds or more, got {list(looks)}")
+        _check(looks[-1] == self.max_seeds, f"the last of sequential.looks {list(looks)} must be max_seeds ({self.max_seeds})")
+        f = self.sequential.futility
+        _check(f is None or 0 < f < 1, f"sequential.futility must be in (0, 1) or null, got {f}")
+        _check(self.levels >= 1, "seeds = 'auto' judges pruned levels; give levels >= 1")
+
+    @property
+    def is_sequential(self) -> bool:
+        """Whether seeds are added look by look (``seeds = "auto"``) until every level is decided."""
+        return self.seeds == "auto"
+
+    @property
+    def replicates(self) -> int:
+        """The most replicates this experiment may train: ``seeds``, or ``max_seeds`` when sequential."""
+        return int(self.max_seeds if self.is_sequential else self.seeds)  # type: ignore[arg-type]
+
+    def looks(self) -> tuple[int, ...]:
+        """Seeds at each look of a sequential experiment (``sequential.looks``, or 3, the midpoint
+        and ``max_seeds``); a fixed experiment has one look, at ``seeds``."""
+        if not self.is_sequential:
+            return (self.replicates,)
+        if self.sequential.looks:
+            return tuple(self.sequential.looks)
+        top = self.replicates
+        return tuple(sorted({min(3, top), (min(3, top) + top) // 2, top}))
 
     # ------------------------------------------------------------------ serialisation
     def to_dict(self) -> dict[str, Any]:

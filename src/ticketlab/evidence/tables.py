@@ -16,6 +16,7 @@ either table states them, with the headline.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from rich import box
@@ -82,6 +83,8 @@ def level_rows(
         for arm in controls:
             row.update(_control_cells(arm, summary.get((level, arm)), verdict, control_early_stop))
         row["δ* (pp)"] = "-" if level == 0 else _margin(verdict)
+        if verdicts is not None and verdicts.design is not None:
+            row["decided at look"] = _look(verdict)
         row["verdict"] = _label(level, verdict)
         row["reason"] = "; ".join(verdict.reasons()) if verdict is not None and level else ""
         rows.append(row)
@@ -111,10 +114,22 @@ def compact_rows(runs: list[dict[str, Any]], verdicts: VerdictTable | None) -> l
                         "acc @ES %": _fmt(ticket.test_acc_at_early_stop, 100, digits=2, compact=True),
                         "ES it": _fmt(ticket.early_stop_step, digits=0, compact=True)})
         row["δ* pp"] = "-" if level == 0 else _margin(verdict)
+        if verdicts is not None and verdicts.design is not None:
+            row["look"] = _look(verdict)
         row["verdict"] = _label(level, verdict)
-        row["reason"] = verdict.short_reason if verdict is not None and level else ""
+        reason = verdict.short_reason if verdict is not None and level else ""
+        row["reason"] = _LOOK_PREFIX.sub("", reason) if "look" in row else reason
         rows.append(row)
     return rows
+
+
+_LOOK_PREFIX = re.compile(r"^look \d+: ")
+
+
+def _look(verdict: LevelVerdict | None) -> str:
+    """The look that decided a level of a sequential experiment ("-": undecided, or dense)."""
+    decision = verdict.decision if verdict is not None else None
+    return str(decision.look + 1) if decision is not None and decision.stopped and decision.look is not None else "-"
 
 
 _TEXT_COLUMNS = ("verdict", "reason")
@@ -124,7 +139,8 @@ def rich_table(runs: list[dict[str, Any]], title: str, verdicts: VerdictTable | 
     """The terminal table: compact (fits 80 columns) unless ``wide``."""
     rows = level_rows(runs, verdicts) if wide else compact_rows(runs, verdicts)
     table = Table(title=title, caption=caption(runs, verdicts, wide=wide), caption_justify="left",
-                  box=box.HEAVY_HEAD if wide else box.SIMPLE_HEAD, pad_edge=wide, collapse_padding=not wide)
+                  box=box.HEAVY_HEAD if wide else box.SIMPLE_HEAD, pad_edge=wide, show_edge=wide,
+                  collapse_padding=not wide)
     columns = _columns(rows)
     for column in columns:
         text = column in _TEXT_COLUMNS
@@ -193,7 +209,9 @@ def caption(runs: list[dict[str, Any]], verdicts: VerdictTable | None, wide: boo
         parts.append(f"{rule}; beats <control>: Holm-adjusted p < {c.alpha:g}")
         parts.append("δ*: the smallest margin at which a level would be matching (− its lower bound of "
                      "ticket − dense, points; negative: it beats dense)")
+        parts.append(verdicts.family_statement())
         if any(r.matching and not r.in_sequence for r in verdicts):
-            parts.append("† past the first non-matching level, outside the headline's claim")
+            parts.append("† outside the headline's claim (" + ("not a claim level)" if verdicts.claim_levels
+                                                              else "past the first non-matching level)"))
         parts.append(verdicts.headline())
     return "\n".join(parts)
