@@ -103,7 +103,8 @@ class Result:
             criteria = dataclasses.replace(criteria, margin=design.margin / 100.0, alpha=design.alpha)
         return verdict_table(self.runs, criteria, eval_every=self.config.train.eval_every,
                              can_win=self.config.retrain == "rewind",
-                             decisions=state.decisions if state is not None else None, design=design)
+                             decisions=state.decisions if state is not None else None, design=design,
+                             claim_levels=self.config.claim_levels)
 
     def levels(self) -> list[int]:
         return sorted({r["level"] for r in self.runs})

@@ -27,7 +27,7 @@ from typing import Any
 
 from ticketlab.config import Config
 from ticketlab.errors import ConfigError
-from ticketlab.evidence.sequential import Decision, Design, bind_design
+from ticketlab.evidence.sequential import Decision, Design, bind_design, holm_family
 from ticketlab.experiment.schedule import all_units, blocked, diverged_levels
 from ticketlab.experiment.unit import Unit
 from ticketlab.io import write_json_atomic
@@ -83,8 +83,8 @@ class Replay:
 
     ``look`` is the 0-based look whose seeds are being (or were last) trained; ``decisions``
     each pruned level's decision at the last look whose seeds have all finished; ``next_units``
-    what must train before the next judgement (empty once ``finished``: every level decided, or
-    the final look judged).
+    the units of the look in progress, some perhaps done already (empty once ``finished``: every
+    level decided, or the final look judged).
     """
 
     look: int
@@ -121,6 +121,29 @@ def _judge(design: Design, runs: Sequence[Mapping[str, Any]], level: int, seeds:
     return design.decide(differences)
 
 
+def _family(design: Design, runs: Sequence[Mapping[str, Any]], claim: list[int], seeds: int) -> dict[int, Decision]:
+    """The claim levels judged together (group-sequential Holm) at a look; while any of them is
+    open every one trains the new seeds, so they share their seeds. A claim level that cannot be
+    judged (a diverged pair) leaves the family: it is labelled diverged, never matching."""
+    differences = {level: d for level in claim if (d := _differences(runs, level, seeds)) is not None}
+    return {int(level): d for level, d in holm_family(design, differences).items()} if differences else {}
+
+
+def _judge_look(config: Config, design: Design, runs: Sequence[Mapping[str, Any]], levels: list[int], seeds: int,
+                before: dict[int, Decision]) -> dict[int, Decision]:
+    """Every level's decision once a look's seeds have finished: ``claim_levels`` as one Holm
+    family while any of them is open (then kept), every other level on its own."""
+    claim = [level for level in config.claim_levels if level in levels]
+    family_open = not before or any(c in before and not before[c].stopped for c in claim)
+    alone = [level for level in levels if level not in claim]
+    decisions = {level: d for level in alone if (d := _judge(design, runs, level, seeds, before.get(level)))}
+    if claim and family_open:
+        decisions |= _family(design, runs, claim, seeds)
+    elif claim:
+        decisions |= {level: before[level] for level in claim if level in before}
+    return dict(sorted(decisions.items()))
+
+
 def replay(config: Config, design: Design, runs: Sequence[Mapping[str, Any]],
            done: Callable[[Unit], bool]) -> Replay:
     """Walk the design's looks over the finished units (``done``) and their records (``runs``)."""
@@ -131,14 +154,15 @@ def replay(config: Config, design: Design, runs: Sequence[Mapping[str, Any]],
         units = all_units(config, range(started, seeds), top_level=top)
         started = seeds
         diverged = diverged_levels(list(runs))
-        pending = [unit for unit in units if not done(unit) and not blocked(unit, diverged)]
-        if pending:
-            return Replay(look, decisions, pending, False, seeds)
-        decisions = {level: d for level in levels if (d := _judge(design, runs, level, seeds, decisions.get(level)))}
+        wanted = [unit for unit in units if not blocked(unit, diverged)]
+        if not all(done(unit) for unit in wanted):  # the scheduler skips those done; their tickets feed masks
+            return Replay(look, decisions, wanted, False, seeds)
+        decisions = _judge_look(config, design, runs, levels, seeds, decisions)
         open_levels = [level for level in levels if level in decisions and not decisions[level].stopped]
         if not open_levels:
             return Replay(look, decisions, [], True, seeds)
-        top = max(open_levels)
+        claim = [level for level in config.claim_levels if level in levels]
+        top = max(open_levels + (claim if set(claim) & set(open_levels) else []))
     raise AssertionError("the final look decides every level")  # Design.decide never continues there
 
 
@@ -160,13 +184,13 @@ def state_of(store: Store, config: Config, runs: Sequence[Mapping[str, Any]]) ->
 def run_looks(config: Config, design: Design, store: Store, read_runs: Callable[[], list[dict]],
               run_units: Callable[[list[Unit]], None]) -> Replay:
     """Train look after look until :func:`replay` says the experiment is finished."""
-    tried: list[Unit] | None = None
+    tried: int | None = None
     while True:
         runs = read_runs()
         state = replay(config, design, runs, lambda u: store.unit(u.replicate, u.level, u.arm).done())
         if state.finished:
             return state
-        if state.next_units == tried:
-            raise RuntimeError(f"look {state.look + 1} did not finish its {len(tried)} units")  # a bug, not input
-        tried = state.next_units
+        if state.look == tried:
+            raise RuntimeError(f"look {state.look + 1} did not finish its units")  # a bug, not input
+        tried = state.look
         run_units(state.next_units)
