@@ -66,3 +66,14 @@ def test_a_pilot_without_two_paired_seeds_is_refused(tmp_path, capsys) -> None:
     with pytest.raises(SystemExit) as stop:
         main(["plan", str(one.directory)])
     assert stop.value.code == 2 and "2 or more seeds" in capsys.readouterr().err
+
+
+def test_show_suggests_plan_when_more_seeds_could_decide_a_level(pilot: Result, capsys) -> None:
+    main(["show", str(pilot.directory)])
+    out = capsys.readouterr().out
+    table = pilot.verdicts()
+    open_levels = [r.level for r in table if r.label == "no verdict" or (r.label == "not matching"
+                                                                       and r.accuracy.mean > -table.criteria.margin)]
+    assert open_levels, "the 100-iteration pilot is too noisy for 3 seeds to decide its levels"
+    assert f"undecided: level(s) {', '.join(map(str, open_levels))}" in out
+    assert f"ticketlab plan {pilot.directory}" in out.replace("\n", "")
