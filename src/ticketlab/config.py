@@ -126,6 +126,12 @@ class Config:
     ``control_levels`` trains the controls at those levels only (empty: every level), for long
     studies where a control at every level costs more than the comparison needs.
 
+    ``seeds = "auto"`` adds seeds look by look, up to ``max_seeds``, under the group-sequential
+    design ``sequential`` describes (``ticketlab.experiment.looks``): a fixed number of seeds is
+    either too few to decide a level or more than a decided one needs. ``claim_levels``
+    pre-registers the levels the headline claims, tested as a Holm family instead of the fixed
+    sequence from dense (which needs every level to pass, and loses power fast with many levels).
+
     ``model`` is a built-in name, an import path ``"package.module:factory"`` (a callable
     returning an ``nn.Module``), or ``python:<name>`` for a factory given to ``ticketlab.run``
     as an object. ``init_weights`` starts every replicate from the given weights (safetensors,
