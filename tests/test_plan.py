@@ -77,3 +77,17 @@ def test_show_suggests_plan_when_more_seeds_could_decide_a_level(pilot: Result, 
     assert open_levels, "the 100-iteration pilot is too noisy for 3 seeds to decide its levels"
     assert f"undecided: level(s) {', '.join(map(str, open_levels))}" in out
     assert f"ticketlab plan {pilot.directory}" in out.replace("\n", "")
+
+
+def test_a_claim_family_is_planned_at_alpha_over_its_size(pilot: Result) -> None:
+    import dataclasses
+
+    from ticketlab.evidence.power import seeds_for_claim
+
+    family = dataclasses.replace(pilot, config=pilot.config.replace(claim_levels=[1, 2]))
+    planned = plan_from_experiment(family, method="product")
+    sds = [level.sd for level in planned.levels]
+    assert planned.claim_levels == (1, 2)
+    assert planned.plan.claim_seeds == seeds_for_claim(sds, 0.9, 0.5, 0.025, method="product")
+    assert planned.plan.level_seeds == plan_from_experiment(pilot, method="product").plan.level_seeds
+    assert "Holm family of claim levels 1, 2, each planned at alpha 0.05/2" in "\n".join(planned.lines())

@@ -36,6 +36,7 @@ Why these choices
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -465,6 +466,7 @@ class ExperimentPlan:
     seconds: float
     remaining_seconds: float
     skipped: tuple[int, ...] = ()
+    claim_levels: tuple[int, ...] = ()
 
     def lines(self) -> list[str]:
         """The plan in words, for the terminal: per level, then the whole claim."""
@@ -480,7 +482,10 @@ class ExperimentPlan:
             observed = "no" if lvl.seeds_at_observed is None else str(lvl.seeds_at_observed)
             rows.append(f"{lvl.level:>5} {lvl.percent_remaining:>7.1f} {len(lvl.differences):>7} {lvl.mean:>+7.2f} "
                         f"{lvl.sd:>6.2f} {lvl.seeds:>6} {observed:>9} {lvl.trainings:>9} {_duration(lvl.seconds):>8}")
-        claim = (f"whole claim (fixed sequence over {len(self.levels)} level(s), {p.claim_method} joint power "
+        family = (f"Holm family of claim levels {', '.join(map(str, self.claim_levels))}, each planned at alpha "
+                  f"{p.alpha:g}/{len(self.claim_levels)}" if self.claim_levels
+                  else f"fixed sequence over {len(self.levels)} level(s)")
+        claim = (f"whole claim ({family}, {p.claim_method} joint power "
                  f"{100 * p.claim_power:.1f}%): {p.claim_seeds} seeds = {self.trainings} trainings, "
                  f"{max(self.trainings - self.already, 0)} more than the pilot's {self.already}; about "
                  f"{_duration(self.remaining_seconds)} of training left on this machine "
@@ -494,7 +499,7 @@ class ExperimentPlan:
         return {"plan": self.plan.to_dict(), "levels": [lvl.to_dict() for lvl in self.levels],
                 "pilot_seeds": self.pilot_seeds, "metric": self.metric, "trainings": self.trainings,
                 "already": self.already, "seconds": self.seconds, "remaining_seconds": self.remaining_seconds,
-                "skipped": list(self.skipped)}
+                "skipped": list(self.skipped), "claim_levels": list(self.claim_levels)}
 
 
 def _duration(seconds: float) -> str:
@@ -581,6 +586,9 @@ def plan_from_experiment(
     floor = 100.0 * (1.0 / examples) / math.sqrt(6.0)  # stats.quantization_sd of one example, in points
     the_plan = plan([list(by_level[level].values()) for level in levels], power, margin, alpha, assumed_diff,
                     pool=pool, upper_confidence=upper_confidence, sd_floor=floor, method=method, sims=sims)
+    claim_levels = tuple(level for level in getattr(result.config, "claim_levels", ()) if level in by_level)
+    if claim_levels:
+        the_plan = _family_claim(the_plan, levels, claim_levels, method, sims)
     seconds = _unit_seconds(result.runs)
     percent = {int(r["level"]): float(r["percent_remaining"]) for r in result.runs if r["arm"] == "ticket"}
     level_plans = tuple(
@@ -596,7 +604,21 @@ def plan_from_experiment(
     return ExperimentPlan(plan=the_plan, levels=level_plans, pilot_seeds=pilot_seeds, metric=metric,
                           trainings=claim_n * len(units), already=min(already, claim_n * len(units)),
                           seconds=claim_n * per_seed, remaining_seconds=max(claim_n - pilot_seeds, 0) * per_seed,
-                          skipped=tuple(level for level in trained if level not in by_level))
+                          skipped=tuple(level for level in trained if level not in by_level),
+                          claim_levels=claim_levels)
+
+
+def _family_claim(the_plan: Plan, levels: list[int], claim_levels: tuple[int, ...], method: ClaimMethod,
+                  sims: int) -> Plan:
+    """The whole claim as a Holm family of ``claim_levels``: every one matching, each tested at
+    ``alpha / m`` (Holm's first step; its later steps test at larger alphas, so the power of all
+    of them passing is at least this and the seeds are enough)."""
+    sds = [the_plan.sd.planning[levels.index(level)] for level in claim_levels]
+    share = the_plan.alpha / len(claim_levels)
+    options = {"correlation": the_plan.correlation, "method": method, "sims": sims}
+    n = seeds_for_claim(sds, the_plan.power, the_plan.margin, share, the_plan.assumed_diff, **options)
+    joint = claim_power(n, sds, the_plan.margin, share, the_plan.assumed_diff, **options)
+    return dataclasses.replace(the_plan, claim_seeds=n, claim_power=joint)
 
 
 def _level_plan(level: int, percent: float, differences: tuple[float, ...], sd: float, n: int,
