@@ -6,6 +6,7 @@ import pytest
 
 import ticketlab
 from ticketlab.api import Result
+from ticketlab.cli import main
 from ticketlab.config import Config, RunOptions
 from ticketlab.errors import ConfigError, StoreError
 from ticketlab.evidence.sequential import Design
@@ -29,7 +30,7 @@ def _differences(result: Result, level: int, seeds: int) -> list[float]:
 
 
 @pytest.mark.parametrize("margin", [0.5, 0.001])  # 50 points: decided at once; 0.1 point: never before the end
-def test_the_seeds_trained_are_the_ones_the_design_decides(tmp_path, margin) -> None:
+def test_the_seeds_trained_are_the_ones_the_design_decides(tmp_path, margin, capsys) -> None:
     result = ticketlab.run(SEQUENTIAL, _options(tmp_path), criteria=Criteria(margin=margin))
     design = stored_design(result.store)
     assert design == Design(looks=(3, 4), alpha=0.05, margin=100 * margin, futility=None,
@@ -47,6 +48,8 @@ def test_the_seeds_trained_are_the_ones_the_design_decides(tmp_path, margin) -> 
     rows = compact_rows(result.runs, table)
     assert [row["look"] for row in rows] == ["-"] + [str(state.decided_at(level) + 1) for level in (1, 2)]
     assert "sequential: looks at 3, 4 seeds" in caption(result.runs, table)
+    main(["check", str(result.directory)])  # counts the trainings the design asked for, not max_seeds'
+    assert f"{3 * expected} of {3 * expected} trainings finished" in capsys.readouterr().out
 
 
 def test_a_killed_sequential_run_resumes_at_its_look_and_keeps_its_design(tmp_path) -> None:
@@ -124,3 +127,20 @@ def test_claim_levels_are_a_holm_family_and_the_caption_says_so() -> None:
     assert family.row(2).decision is None and not family.row(2).in_sequence
     assert "Holm over the 2" in caption(runs, family) and "fixed sequence from dense" in caption(runs, fixed)
     assert family.headline().startswith("Sparsest matching claim level: 3")
+
+
+def test_a_diverged_ticket_closes_its_level_and_the_deeper_ones() -> None:
+    """Replicate 1's level-2 ticket diverged (its level 3 is never trained): levels 2 and 3 can
+    never be judged at a look, so only level 1 (still undecided) keeps seeds coming."""
+    config = Config.from_dict({"levels": 3, "seeds": "auto", "max_seeds": 5, "sequential": {"looks": [3, 5]}})
+    design = Design(looks=(3, 5), margin=0.5, futility=None)
+    runs = []
+    for r, noise in enumerate([0.0, 0.004, -0.004]):
+        runs += [_record(r, 0, 0.95), _record(r, 1, 0.95 + noise), _record(r, 2, 0.951)]
+        runs += [_record(r, 3, 0.951)] if r != 1 else []
+    runs[6] |= {"status": "diverged", "test_acc_at_early_stop": None}
+    assert (runs[6]["replicate"], runs[6]["level"]) == (1, 2)
+    done = {(r["replicate"], r["level"], r["arm"]) for r in runs}
+    state = replay(config, design, runs, lambda u: (u.replicate, u.level, u.arm) in done)
+    assert set(state.decisions) == {1} and state.decisions[1].status == "continue"
+    assert not state.finished and {u.level for u in state.next_units} == {0, 1}

@@ -256,6 +256,13 @@ def check_command(experiment_dir: Path = typer.Argument(..., help="An experiment
         findings += stability_findings(store)
     units = all_units(config)
     records = [record for u in units if (record := _readable_summary(store, store.unit(u.replicate, u.level, u.arm)))]
+    if config.is_sequential:  # the trainings its design has asked for so far, not max_seeds' worth
+        from ticketlab.experiment.looks import state_of
+
+        state = state_of(store, config, records)
+        done = {(r["replicate"], r["level"], r["arm"]) for r in records}
+        asked = set(state.next_units) if state is not None else set()
+        units = [u for u in units if (u.replicate, u.level, u.arm) in done or u in asked]
     diverged = diverged_levels(records)
     blocked_units = sum(blocked(u, diverged) for u in units)
     for finding in findings:

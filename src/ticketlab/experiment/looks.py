@@ -114,7 +114,8 @@ def _differences(runs: Sequence[Mapping[str, Any]], level: int, replicates: int)
 def _judge(design: Design, runs: Sequence[Mapping[str, Any]], level: int, seeds: int,
            before: Decision | None) -> Decision | None:
     """A level's decision with the seeds it has: its own at this look when it trained them all,
-    else the one it had (a level deeper than every undecided one is not trained further)."""
+    else the one it had (a level deeper than every undecided one is not trained further; a
+    diverged pair closes the level before this is asked, see :func:`_broken`)."""
     differences = _differences(runs, level, seeds)
     if differences is None:
         return before
@@ -129,10 +130,21 @@ def _family(design: Design, runs: Sequence[Mapping[str, Any]], claim: list[int],
     return {int(level): d for level, d in holm_family(design, differences).items()} if differences else {}
 
 
+def _broken(runs: Sequence[Mapping[str, Any]], levels: list[int], seeds: int) -> set[int]:
+    """Levels that a diverged ticket in the first ``seeds`` replicates left without a pair (that
+    level and every deeper one of its replicate): no look can judge them, so they are closed, and
+    the verdict table labels them from their runs (diverged, or judged on the seeds they have)."""
+    diverged = diverged_levels(list(runs))
+    first = min((level for replicate, level in diverged.items() if replicate < seeds), default=None)
+    return set() if first is None else {level for level in levels if level >= first}
+
+
 def _judge_look(config: Config, design: Design, runs: Sequence[Mapping[str, Any]], levels: list[int], seeds: int,
                 before: dict[int, Decision]) -> dict[int, Decision]:
     """Every level's decision once a look's seeds have finished: ``claim_levels`` as one Holm
     family while any of them is open (then kept), every other level on its own."""
+    broken = _broken(runs, levels, seeds)
+    levels = [level for level in levels if level not in broken]
     claim = [level for level in config.claim_levels if level in levels]
     family_open = not before or any(c in before and not before[c].stopped for c in claim)
     alone = [level for level in levels if level not in claim]
@@ -163,7 +175,7 @@ def replay(config: Config, design: Design, runs: Sequence[Mapping[str, Any]],
             return Replay(look, decisions, [], True, seeds)
         claim = [level for level in config.claim_levels if level in levels]
         top = max(open_levels + (claim if set(claim) & set(open_levels) else []))
-    raise AssertionError("the final look decides every level")  # Design.decide never continues there
+    return Replay(len(design.looks) - 1, decisions, [], True, started)  # unreachable: the final look decides
 
 
 def finished_runs(store: Store, config: Config) -> list[dict]:
