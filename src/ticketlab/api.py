@@ -98,7 +98,7 @@ class Result:
             return None  # no dense run yet: nothing to judge against
         criteria = criteria or Criteria()
         state = self.sequential()
-        design = stored_design(self.store) if state is not None else None
+        design = stored_design(self.store) if state is not None else None  # a state has a design
         if design is not None:
             criteria = dataclasses.replace(criteria, margin=design.margin / 100.0, alpha=design.alpha)
         return verdict_table(self.runs, criteria, eval_every=self.config.train.eval_every,

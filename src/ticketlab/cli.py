@@ -85,11 +85,8 @@ def _print_table(result: Result, criteria: Criteria, wide: bool = False) -> None
     title = f"{result.config.data.dataset} / {result.config.model}"
     verdicts = result.verdicts(criteria)
     console.print(rich_table(result.runs, title=title, verdicts=verdicts, wide=wide))
-    undecided = [] if verdicts is None or verdicts.design is not None else [
-        r.level for r in verdicts
-        if r.label == "no verdict" or (r.label == "not matching" and r.accuracy is not None
-                                       and r.accuracy.mean is not None and r.accuracy.mean > -verdicts.criteria.margin)]
-    if undecided:  # more seeds could decide these levels: say how many, rather than leave them open
+    undecided = verdicts.undecided_levels() if verdicts is not None else []
+    if undecided:  # more seeds could decide these levels: point at the command that says how many
         console.print(f"undecided: level(s) {', '.join(map(str, undecided))} (too few seeds, or a mean within the "
                       f"margin whose bound is not); `ticketlab plan {result.directory}` estimates the seeds a "
                       "decided claim needs", highlight=False, markup=False, soft_wrap=True)

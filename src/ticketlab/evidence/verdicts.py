@@ -325,6 +325,16 @@ class VerdictTable:
         return (f"Sparsest matching claim level: {level} ({row.percent_remaining:.1f}% of weights remain), ticket "
                 f"{_pct(row.ticket.mean)}% vs dense {_pct(row.dense.mean)}% (Holm over claim levels: {parts}).")
 
+    def undecided_levels(self) -> list[int]:
+        """Levels more seeds could decide: no verdict (too few seeds), or not matching with a mean
+        difference within the margin (the bound, not the mean, fell short). Empty under a
+        sequential design, which adds the seeds itself."""
+        if self.design is not None:
+            return []
+        return [r.level for r in self.rows if r.label == "no verdict" or (
+            r.label == "not matching" and r.accuracy is not None and r.accuracy.mean is not None
+            and r.accuracy.mean > -self.criteria.margin)]
+
     def stopping_row(self) -> "LevelVerdict | None":
         """The level at which the fixed sequence stopped (the first not matching), if any."""
         return next((r for r in self.rows if not r.in_sequence), None)
