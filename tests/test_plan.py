@@ -77,6 +77,10 @@ def test_show_suggests_plan_when_more_seeds_could_decide_a_level(pilot: Result, 
     assert open_levels, "the 100-iteration pilot is too noisy for 3 seeds to decide its levels"
     assert f"undecided: level(s) {', '.join(map(str, open_levels))}" in out
     assert f"ticketlab plan {pilot.directory}" in out.replace("\n", "")
+    assert "δ* pp" in out and "reinit @ES" not in out  # compact: controls only in the reasons
+    main(["show", str(pilot.directory), "--wide"])
+    wide = capsys.readouterr().out
+    assert "δ* (pp)" in wide and "reinit @ES (%)" in wide and "beats reinit" in wide
 
 
 def test_a_claim_family_is_planned_at_alpha_over_its_size(pilot: Result) -> None:
