@@ -10,6 +10,8 @@ One row per level. Two layouts of the same evidence:
 * **wide** (``--wide``, and the markdown of ``show --markdown``): every interval, each control's
   accuracy and whether the ticket beats it (Holm-adjusted), and all the reasons.
 
+A sequential experiment (``seeds = "auto"``) adds the look that decided each level.
+
 The verdicts follow the stated :class:`ticketlab.evidence.verdicts.Criteria`; the caption under
 either table states them, with the headline.
 """
@@ -159,10 +161,11 @@ def markdown_table(runs: list[dict[str, Any]], verdicts: VerdictTable | None) ->
     """The wide table as GitHub markdown, with its caption lines below, for results pages."""
     rows = level_rows(runs, verdicts, control_early_stop=True)
     columns = _columns(rows)
-    lines = ["| " + " | ".join(columns) + " |",
+    lines = ["| " + " | ".join(c.replace("δ*", "δ\\*") for c in columns) + " |",
              "|" + "|".join("---" if c in _TEXT_COLUMNS else "---:" for c in columns) + "|"]
     lines += ["| " + " | ".join(row.get(c, "-") for c in columns) + " |" for row in rows]
-    text = "\n".join(lines) + "\n\n" + "\n".join(f"*{line}*  " for line in caption(runs, verdicts, wide=True).splitlines())
+    notes = caption(runs, verdicts, wide=True).replace("δ*", "δ\\*").splitlines()  # a bare * would start emphasis
+    text = "\n".join(lines) + "\n\n" + "\n".join(f"*{line}*  " for line in notes)
     controls = controls_markdown(verdicts) if verdicts is not None else ""
     return text + ("\n\n" + controls if controls else "")
 
@@ -174,7 +177,7 @@ def controls_markdown(verdicts: VerdictTable) -> str:
         return ""
     conf = f"{100 * (1 - verdicts.criteria.alpha):g}%"
     columns = ["level", "% remaining"] + [f"ticket - {arm} (pp), {conf} lower bound; p raw / Holm" for arm in arms]
-    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---:" for _ in columns) + "|"]
+    lines = ["| " + " | ".join(c.replace("δ*", "δ\\*") for c in columns) + " |", "|" + "|".join("---:" for _ in columns) + "|"]
     for row in verdicts:
         if not row.controls:
             continue
