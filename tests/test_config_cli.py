@@ -139,7 +139,7 @@ def test_cli_reads_toml_and_flags_override(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("| level | % remaining |") and lines[1].startswith("|---:|")
     assert lines[2].startswith("| 0 | 100.0 | 2 |") and lines[3].startswith("| 1 | 81.3 | 2 |")
-    assert lines[3].rstrip().endswith("| no verdict |")
+    assert lines[3].rstrip().endswith("| no verdict | 2 seeds < min 3 |")
 
 
 def test_console_script_entry_point_runs():

@@ -27,6 +27,7 @@ from ticketlab.experiment.level_masks import ensure_level_mask, ensure_replicate
 from ticketlab.experiment.environment import environment, resolve_device
 from ticketlab.io import write_json_atomic
 from ticketlab.evidence.verdicts import Criteria, VerdictTable, verdict_table
+from ticketlab.experiment.looks import Replay, bind, design_for, finished_runs, run_looks, state_of, stored_design
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,12 @@ class Result:
             paths = store.unit(unit.replicate, unit.level, unit.arm)
             if paths.done():
                 runs.append(store.summary(paths))
-        if require_complete:
+        if require_complete and config.is_sequential:
+            state = state_of(store, config, runs)
+            if state is None or not state.finished:
+                raise StoreError(f"{directory}: look {state.look + 1 if state else 1} of its sequential design has not "
+                                 "finished; run the experiment again to continue it")
+        elif require_complete:
             diverged = diverged_levels(runs)
             done = {(r["replicate"], r["level"], r["arm"]) for r in runs}
             for unit in all_units(config):
@@ -75,16 +81,30 @@ class Result:
     def store(self) -> Store:
         return Store(self.directory)
 
+    def sequential(self) -> Replay | None:
+        """Where a sequential experiment (``seeds = "auto"``) stands: each level's decision and
+        the look that made it; None for a fixed number of seeds."""
+        return state_of(self.store, self.config, self.runs) if self.config.is_sequential else None
+
     def verdicts(self, criteria: Criteria | None = None) -> VerdictTable | None:
         """Every pruned level judged by ``criteria`` (default rules), or None without a dense run.
 
         The evaluation interval, the resolution of early-stopping iterations, comes from the
-        config, so ties on the evaluation grid are judged as ties.
+        config, so ties on the evaluation grid are judged as ties. A sequential experiment's
+        levels are matching by its stored design's decisions, whose margin and alpha replace
+        those of ``criteria`` (they were fixed before the first look).
         """
         if not any(r["level"] == 0 and r["arm"] == "ticket" for r in self.runs):
             return None  # no dense run yet: nothing to judge against
+        criteria = criteria or Criteria()
+        state = self.sequential()
+        design = stored_design(self.store) if state is not None else None  # a state has a design
+        if design is not None:
+            criteria = dataclasses.replace(criteria, margin=design.margin / 100.0, alpha=design.alpha)
         return verdict_table(self.runs, criteria, eval_every=self.config.train.eval_every,
-                             can_win=self.config.retrain == "rewind")
+                             can_win=self.config.retrain == "rewind",
+                             decisions=state.decisions if state is not None else None, design=design,
+                             claim_levels=self.config.claim_levels)
 
     def levels(self) -> list[int]:
         return sorted({r["level"] for r in self.runs})
@@ -126,6 +146,7 @@ def run(
     task: Task | None = None,
     data_version: str | None = None,
     train: Callable[..., None] | None = None,
+    criteria: Criteria | None = None,
 ) -> Result:
     """Run (or resume) the experiment ``config`` and return its result.
 
@@ -143,6 +164,10 @@ def run(
     killed unit continues from its last checkpoint, and any damaged file is set aside and
     recomputed (``audit.repair``). A unit that diverges ends with status ``diverged`` (see
     ``Result.diverged``); its replicate's later levels are not trained.
+
+    With ``seeds = "auto"`` seeds are trained look by look (``ticketlab.experiment.looks``)
+    under a design made from the config's ``max_seeds`` and ``sequential`` settings and
+    ``criteria``'s margin and alpha (default :class:`Criteria`), stored at the first run.
     """
     options = options or RunOptions()
     options.validate()
@@ -175,12 +200,19 @@ def run(
         if not store.plan_path.is_file():
             write_json_atomic(store.plan_path, plan.to_json(), checksum=True)
         if findings:
-            for replicate in range(config.seeds):  # inputs no unit left to run would rewrite
+            for replicate in range(config.replicates):  # inputs no unit left to run would rewrite
                 if store.replicate_dir(replicate).is_dir():
                     ensure_replicate_init(env, store, replicate)
                     ensure_level_mask(env, store, replicate, 0)
-        executor = make_executor(config, str(store.directory), options, progress, blob if blob is not None else inputs)
-        run_graph(env, store, executor, on_done)
+        transport = blob if blob is not None else inputs
+
+        def run_units(units: list[Unit] | None = None) -> None:
+            run_graph(env, store, make_executor(config, str(store.directory), options, progress, transport), on_done, units)
+
+        if config.is_sequential:
+            _run_sequential(env, store, criteria or Criteria(), run_units)
+        else:
+            run_units()
     return Result.load(store.directory, require_complete=True, audit=False)
 
 
@@ -195,6 +227,15 @@ def _check_user_loop_options(options: RunOptions) -> None:
     if options.precision != "fp32":
         raise ConfigError("precision='bf16' is ticketlab's own loop's autocast; with train=... your loop decides "
                           "its precision (use torch.autocast there) and the run keeps precision='fp32'")
+
+
+def _run_sequential(env: Any, store: Store, criteria: Criteria, run_units: Callable[[list[Unit]], None]) -> None:
+    """Seeds look by look under the design stored at the first run (a changed one is refused)."""
+    config = env.config
+    requested = design_for(config, 100.0 * criteria.margin, criteria.alpha, env.data.test_examples(),
+                           criteria.min_seeds)
+    design = bind(store, requested)
+    run_looks(config, design, store, lambda: finished_runs(store, config), run_units)
 
 
 def _needs_transport(options: RunOptions) -> bool:

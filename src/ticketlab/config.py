@@ -139,6 +139,23 @@ class PruneConfig:
 
 
 @dataclass(frozen=True)
+class SequentialConfig:
+    """The group-sequential design of ``seeds = "auto"`` (see ``ticketlab.evidence.sequential``).
+
+    ``looks``: seeds at each look, increasing, the last ``max_seeds`` (empty: 3, the midpoint and
+    ``max_seeds``). ``spending``: how the error is spent over the looks. ``futility``: the
+    conditional power below which an interim look stops a level as not matching (None: never).
+    The margin and alpha are the verdict criteria the first run is given (``--margin``, ``--alpha``).
+    """
+
+    looks: tuple[int, ...] = setting((), "Seeds at each look, increasing, the last max_seeds (default: 3, the "
+                                     "midpoint and max_seeds).")
+    spending: Literal["obrien_fleming", "pocock"] = setting("obrien_fleming", "How the error is spent over the looks.")
+    futility: float | None = setting(0.10, "Conditional power below which an interim look stops a level as not "
+                                     "matching (none: never).")
+
+
+@dataclass(frozen=True)
 class Config:
     """A whole experiment: ``seeds`` independent IMP chains of ``levels`` pruning rounds each.
 
@@ -156,6 +173,12 @@ class Config:
     that prunes trained weights (IMP, one-shot); controls always train from scratch.
     ``control_levels`` trains the controls at those levels only (empty: every level), for long
     studies where a control at every level costs more than the comparison needs.
+
+    ``seeds = "auto"`` adds seeds look by look, up to ``max_seeds``, under the group-sequential
+    design ``sequential`` describes (``ticketlab.experiment.looks``): a fixed number of seeds is
+    either too few to decide a level or more than a decided one needs. ``claim_levels``
+    pre-registers the levels the headline claims, tested as a Holm family instead of the fixed
+    sequence from dense (which needs every level to pass, and loses power fast with many levels).
 
     ``model`` is a built-in name, an import path ``"package.module:factory"`` (a callable
     returning an ``nn.Module``), or ``python:<name>`` for a factory given to ``ticketlab.run``
@@ -175,7 +198,9 @@ class Config:
                          "(modadd only), or package.module:factory.")
     levels: int = setting(5, "Pruning rounds after the dense run.")
     seed: int = setting(0, "Base seed; replicate r uses seed + r.")
-    seeds: int = setting(1, "Independent replicates (IMP chains).")
+    seeds: int | Literal["auto"] = setting(1, "Independent replicates (IMP chains), or auto: seeds added look by "
+                                           "look under the sequential design until every level is decided.")
+    max_seeds: int | None = setting(None, "With seeds = auto: the most seeds the design may train.")
     rewind_iteration: int = setting(0, "Rewind survivors to iteration k (0 = initialisation).")
     rewind_optimizer: Literal["rewound", "fresh"] = setting(
         "rewound", "Under rewind_iteration k > 0: the optimizer state of iteration k (rewound) or a fresh "
@@ -194,6 +219,9 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
+    sequential: SequentialConfig = field(default_factory=SequentialConfig)
+    claim_levels: tuple[int, ...] = setting((), "Pre-registered primary levels, judged as a Holm family instead "
+                                            "of the fixed sequence from dense.")
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -227,7 +255,7 @@ class Config:
     def validate(self) -> None:
         """Check value ranges and cross-field rules; raise ConfigError naming the bad value."""
         require(self.levels >= 0, f"levels must be >= 0, got {self.levels}")
-        require(self.seeds >= 1, f"seeds must be >= 1, got {self.seeds}")
+        self._validate_seeds()
         require(self.seed >= 0, f"seed must be >= 0, got {self.seed}")
         require(len(set(self.controls)) == len(self.controls), f"controls repeat an arm: {list(self.controls)}")
         require(
@@ -298,10 +326,52 @@ class Config:
 
         for role in p.roles:
             require(role in ROLES, f"unknown prune.roles entry {role!r}; choose from: {', '.join(ROLES)}")
+        require(list(self.claim_levels) == sorted(set(self.claim_levels))
+                and all(1 <= level <= self.levels and self.trains(level) for level in self.claim_levels),
+                f"claim_levels must increase and be trained levels in 1..levels ({self.levels}), "
+                f"got {list(self.claim_levels)}")
         require(p.nm_group >= 2, f"prune.nm_group (M of N:M) must be >= 2, got {p.nm_group}")
         require(math.isfinite(p.grasp_temperature) and p.grasp_temperature > 0,
                 f"prune.grasp_temperature must be a positive number, got {p.grasp_temperature}")
         require(bool(p.roles), "prune.roles is empty; nothing would be pruned (default: linear, conv, attention, recurrent)")
+
+    def _validate_seeds(self) -> None:
+        """A fixed number of seeds, or ``"auto"``: seeds added look by look up to ``max_seeds``."""
+        if not self.is_sequential:
+            require(self.seeds >= 1, f"seeds must be >= 1 or 'auto', got {self.seeds}")
+            require(self.max_seeds is None and self.sequential == SequentialConfig(),
+                   "max_seeds and sequential.* go with seeds = 'auto' (seeds added look by look)")
+            return
+        require(self.max_seeds is not None, "seeds = 'auto' needs max_seeds, the most seeds the design may train")
+        assert self.max_seeds is not None
+        require(self.max_seeds >= 2, f"max_seeds must be >= 2 (a bound needs a spread), got {self.max_seeds}")
+        looks = self.looks()
+        require(looks[0] >= 2 and list(looks) == sorted(set(looks)),
+               f"sequential.looks must increase from 2 seeds or more, got {list(looks)}")
+        require(looks[-1] == self.max_seeds, f"the last of sequential.looks {list(looks)} must be max_seeds ({self.max_seeds})")
+        f = self.sequential.futility
+        require(f is None or 0 < f < 1, f"sequential.futility must be in (0, 1) or null, got {f}")
+        require(self.levels >= 1, "seeds = 'auto' judges pruned levels; give levels >= 1")
+
+    @property
+    def is_sequential(self) -> bool:
+        """Whether seeds are added look by look (``seeds = "auto"``) until every level is decided."""
+        return self.seeds == "auto"
+
+    @property
+    def replicates(self) -> int:
+        """The most replicates this experiment may train: ``seeds``, or ``max_seeds`` when sequential."""
+        return int(self.max_seeds if self.is_sequential else self.seeds)  # type: ignore[arg-type]
+
+    def looks(self) -> tuple[int, ...]:
+        """Seeds at each look of a sequential experiment (``sequential.looks``, or 3, the midpoint
+        and ``max_seeds``); a fixed experiment has one look, at ``seeds``."""
+        if not self.is_sequential:
+            return (self.replicates,)
+        if self.sequential.looks:
+            return tuple(self.sequential.looks)
+        top = self.replicates
+        return tuple(sorted({min(3, top), (min(3, top) + top) // 2, top}))
 
     # ------------------------------------------------------------------ serialisation
     def to_dict(self) -> dict[str, Any]:
@@ -356,6 +426,7 @@ class RunOptions:
     probe_batch: bool = setting(True, "Measure --batch K against sequential first and never train slower.")
     stepper: Stepper = setting("auto", "auto (sparse where a probe measures it faster), dense, or sparse (pruned MLPs "
                                "trained on their survivors; see train.steppers).")
+    wide: bool = setting(False, "Print the full verdict table instead of the compact 80-column one.")
 
     def resolved(self) -> "RunOptions":
         """A copy with ``workers=0`` (auto) replaced by a number: parallel by default, one

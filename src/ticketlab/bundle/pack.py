@@ -337,9 +337,9 @@ def _check_identity(bundle: Bundle) -> None:
                           f"0 to {config.levels}")
     for record in bundle.replicates:
         r = record["replicate"]
-        if not 0 <= r < config.seeds or record["seed"] != config.seed + r:
+        if not 0 <= r < config.replicates or record["seed"] != config.seed + r:
             raise BundleError(f"{where} is inconsistent: replicate {r} claims seed {record['seed']}, its config "
-                              f"gives replicate {r} seed {config.seed + r} (of {config.seeds} replicate(s))")
+                              f"gives replicate {r} seed {config.seed + r} (of {config.replicates} replicate(s))")
 
 
 #: Methods whose level-L masks keep exactly IMP's level-L counts (``pruning.count_to_prune``).

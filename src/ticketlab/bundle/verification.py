@@ -332,8 +332,10 @@ def _seed_evidence(result: Verification, config, seeds: int, root: Path, device:
     from ticketlab.config import RunOptions
 
     level = result.bundle.level
-    fresh = config.replace(seed=config.seed + config.seeds, seeds=seeds, levels=max(level, 1), controls=[],
-                           ticket_levels=[])
+    fixed = {"max_seeds": None, "sequential": {"looks": [], "spending": "obrien_fleming", "futility": 0.1},
+             "claim_levels": []}  # a fixed number of new seeds, whatever design the study had
+    fresh = config.replace(seed=config.seed + config.replicates, seeds=seeds, levels=max(level, 1), controls=[],
+                           ticket_levels=[], **fixed)
     new = run(fresh, RunOptions(root=str(root), device=device, workers=1, threads=torch.get_num_threads(),
                                 progress=False), model=model, data=data, task=task, data_version=data_version,
                 train=train)

@@ -80,9 +80,19 @@ def _criteria(margin: float, rule: str, alpha: float, min_seeds: int) -> Criteri
         raise ConfigError(f"verdict criteria: {err}{hint}") from None
 
 
-def _print_table(result: Result, criteria: Criteria) -> None:
+WIDE = typer.Option(False, "--wide", help="The full table (every interval, each control, all reasons) instead of "
+                    "the compact one that fits 80 columns.")
+
+
+def _print_table(result: Result, criteria: Criteria, wide: bool = False) -> None:
     title = f"{result.config.data.dataset} / {result.config.model}"
-    console.print(rich_table(result.runs, title=title, verdicts=result.verdicts(criteria)))
+    verdicts = result.verdicts(criteria)
+    console.print(rich_table(result.runs, title=title, verdicts=verdicts, wide=wide))
+    undecided = verdicts.undecided_levels() if verdicts is not None else []
+    if undecided:  # more seeds could decide these levels: point at the command that says how many
+        console.print(f"undecided: level(s) {', '.join(map(str, undecided))} (too few seeds, or a mean within the "
+                      f"margin whose bound is not); `ticketlab plan {result.directory}` estimates the seeds a "
+                      "decided claim needs", highlight=False, markup=False, soft_wrap=True)
 
 
 def _int_csv(value: Optional[str], flag: str) -> Optional[list[int]]:
@@ -120,8 +130,8 @@ def run_command(
 
     started = time.perf_counter()
     with _progress_display(config, enabled=options.progress) as (on_progress, on_done):
-        result = run_experiment(config, options, progress=on_progress, on_done=on_done)
-    _print_table(result, criteria)
+        result = run_experiment(config, options, progress=on_progress, on_done=on_done, criteria=criteria)
+    _print_table(result, criteria, wide=options.wide)
     console.print(f"experiment: {result.directory}  (wall time {time.perf_counter() - started:.1f} s)")
     if report:
         console.print(f"report: {write_report(result.directory, criteria)}")
@@ -195,6 +205,13 @@ def check_command(experiment_dir: Path = typer.Argument(..., help="An experiment
         findings += stability_findings(store)
     units = all_units(config)
     records = [record for u in units if (record := _readable_summary(store, store.unit(u.replicate, u.level, u.arm)))]
+    if config.is_sequential:  # the trainings its design has asked for so far, not max_seeds' worth
+        from ticketlab.experiment.looks import state_of
+
+        state = state_of(store, config, records)
+        done = {(r["replicate"], r["level"], r["arm"]) for r in records}
+        asked = set(state.next_units) if state is not None else set()
+        units = [u for u in units if (u.replicate, u.level, u.arm) in done or u in asked]
     diverged = diverged_levels(records)
     blocked_units = sum(blocked(u, diverged) for u in units)
     for finding in findings:
@@ -216,6 +233,7 @@ def show_command(
     alpha: float = ALPHA,
     min_seeds: int = MIN_SEEDS,
     markdown: bool = typer.Option(False, "--markdown", help="Print a GitHub markdown table (with control early stops)."),
+    wide: bool = WIDE,
 ) -> None:
     """Print the per-level table of an experiment from disk, judged by the stated criteria."""
     criteria = _criteria(margin, matching_rule, alpha, min_seeds)
@@ -223,7 +241,7 @@ def show_command(
     if markdown:
         print(markdown_table(result.runs, result.verdicts(criteria)))
         return
-    _print_table(result, criteria)
+    _print_table(result, criteria, wide=wide)
     console.print(f"experiment: {result.directory}")
 
 
@@ -460,6 +478,37 @@ def verify_command(
         sys.exit(EXIT_DAMAGED)
     console.print(f"verified: the claim of {bundle_file} holds ({outcome.mode})", highlight=False, markup=False,
                   soft_wrap=True)
+
+
+# ---------------------------------------------------------------------------- plan
+@app.command("plan")
+def plan_command(
+    experiment_dir: Path = typer.Argument(..., help="A pilot experiment directory (2-3 seeds of a few levels)."),
+    power: float = typer.Option(0.90, "--power", help="Probability the claim is decided matching if the ticket is as good as assumed."),
+    margin: float = MARGIN,
+    alpha: float = ALPHA,
+    assumed_diff: float = typer.Option(0.0, "--assumed-diff", help="True ticket - dense difference to plan for (points)."),
+    own_sd: bool = typer.Option(False, "--own-sd", help="Plan each level with its own sd instead of the pooled one."),
+    upper_confidence: Optional[float] = typer.Option(None, "--upper-confidence", help="Plan with this one-sided upper confidence bound of the sd (e.g. 0.8)."),
+    joint: str = typer.Option("simulation", "--joint", help="Joint power of the claim: simulation (levels share dense) or product (a lower bound, fast)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON."),
+) -> None:
+    """Seeds a decided claim needs, from a pilot's spread: per level and for the whole claim, with the cost."""
+    import json
+
+    from ticketlab.evidence.power import plan_from_experiment
+
+    _criteria(margin, "margin", alpha, 3)  # the same one-line refusals as show's
+    if joint not in ("simulation", "product"):
+        raise ConfigError(f"--joint must be simulation or product, got {joint!r}")
+    result = Result.load(experiment_dir)
+    planned = plan_from_experiment(result, power, margin, alpha, assumed_diff, pool=not own_sd,
+                                   upper_confidence=upper_confidence, method=joint)  # type: ignore[arg-type]
+    if as_json:
+        print(json.dumps(planned.to_dict(), indent=2))
+        return
+    for line in planned.lines():
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 if __name__ == "__main__":

@@ -48,7 +48,8 @@ OPTION_NAMES: dict[str, str] = {"root": "--out"}
 #: A flag's value "none": set the optional field to None (None itself means "flag not given").
 NULL: Any = type("Null", (), {"__repr__": lambda self: "NULL"})()
 
-PANELS = {"": "Experiment", "data": "Data", "train": "Training", "prune": "Pruning"}
+PANELS = {"": "Experiment", "data": "Data", "train": "Training", "prune": "Pruning",
+          "sequential": "Sequential seeds (seeds = auto)"}
 OPTIONS_PANEL = "Execution (not part of the experiment's name)"
 
 
@@ -140,11 +141,16 @@ def _shown(default: Any) -> str:
 
 
 def _base(hint: Any) -> Any:
-    """``X`` of ``X | None``; ``hint`` itself otherwise."""
+    """``X`` of ``X | None``; ``hint`` itself otherwise (also for a union such as ``int | Literal["auto"]``)."""
     if get_origin(hint) in (typing.Union, types.UnionType):
-        (base,) = [arg for arg in get_args(hint) if arg is not type(None)]
-        return base
+        args = [arg for arg in get_args(hint) if arg is not type(None)]
+        return args[0] if len(args) == 1 else typing.Union[tuple(args)]
     return hint
+
+
+def _alternatives(hint: Any) -> tuple[Any, ...]:
+    """The members of a union that is not just ``X | None`` (``int | Literal["auto"]``), else ()."""
+    return get_args(hint) if get_origin(hint) in (typing.Union, types.UnionType) else ()
 
 
 def _optional(hint: Any) -> bool:
@@ -154,7 +160,9 @@ def _optional(hint: Any) -> bool:
 def metavar(hint: Any) -> str:
     """What the flag takes, from the annotation: ``INT``, ``[adam|adamw|sgd]``, ``INT,...``."""
     base = _base(hint)
-    if get_origin(base) is Literal:
+    if _alternatives(base):
+        word = "|".join(metavar(arg) for arg in _alternatives(base))
+    elif get_origin(base) is Literal:
         word = "[" + "|".join(map(str, get_args(base))) + "]"
     elif get_origin(base) is tuple:
         word = f"{metavar(get_args(base)[0])},..."
@@ -181,6 +189,13 @@ def parser(hint: Any) -> Callable[[str], Any]:
 
 
 def _scalar(hint: Any) -> Callable[[str], Any]:
+    if int in _alternatives(hint):  # ``int | Literal["auto"]``: a number when it reads as one
+        def number_or_word(text: str) -> Any:
+            try:
+                return int(text)
+            except ValueError:
+                return text
+        return number_or_word
     if hint in (int, float):
         def number(text: str) -> Any:
             try:

@@ -36,8 +36,9 @@ Why these choices
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -49,10 +50,14 @@ from ticketlab.errors import ConfigError
 __all__ = [
     "PilotSd",
     "Plan",
+    "ExperimentPlan",
+    "LevelPlan",
     "claim_power",
     "level_power",
+    "pilot_differences",
     "pilot_sd",
     "plan",
+    "plan_from_experiment",
     "sd_upper_bound",
     "seeds_for_claim",
     "seeds_for_level",
@@ -291,18 +296,34 @@ def seeds_for_claim(
 ) -> int:
     """Fewest seeds whose :func:`claim_power` reaches ``power``.
 
-    The search starts at the most any single level needs (the claim cannot need fewer) and walks
-    up; every candidate is simulated with the same ``seed``, so the answer is reproducible.
+    The search starts at the most any single level needs (the claim cannot need fewer), gallops
+    up in doubling steps until the power is reached and bisects back, so a pilot with a wide
+    spread (hundreds of seeds) costs a few dozen simulations, not hundreds. The answer reaches
+    ``power`` and one seed fewer does not; every candidate is simulated with the same ``seed``, so
+    it is reproducible.
     """
     _check_test(margin, alpha, power)
     diffs = _as_levels(assumed_diff, len(sds), "assumed_diff")
-    n = max(seeds_for_level(s, power, margin, alpha, a) for s, a in zip(sds, diffs))
-    while n <= MAX_SEEDS:
-        if claim_power(n, sds, margin, alpha, diffs, correlation=correlation, method=method,
-                       sims=sims, seed=seed) >= power:
-            return n
-        n += 1
-    raise ConfigError(f"no number of seeds up to {MAX_SEEDS} reaches power {power} for all {len(sds)} levels")
+
+    def reaches(n: int) -> bool:
+        return claim_power(n, sds, margin, alpha, diffs, correlation=correlation, method=method,
+                           sims=sims, seed=seed) >= power
+
+    low = max(seeds_for_level(s, power, margin, alpha, a) for s, a in zip(sds, diffs))
+    if reaches(low):
+        return low
+    step = 1
+    while True:  # invariant: low does not reach the power
+        high = min(low + step, MAX_SEEDS)
+        if reaches(high):
+            break
+        if high == MAX_SEEDS:
+            raise ConfigError(f"no number of seeds up to {MAX_SEEDS} reaches power {power} for all {len(sds)} levels")
+        low, step = high, 2 * step
+    while high - low > 1:  # low fails, high reaches
+        middle = (low + high) // 2
+        low, high = (low, middle) if reaches(middle) else (middle, high)
+    return high
 
 
 def trainings(seeds: int, levels: int, controls: int = 0, controlled_levels: int | None = None) -> int:
@@ -388,3 +409,225 @@ def plan(
     return Plan(sd=spread, power=power, margin=margin, alpha=alpha, assumed_diff=assumed_diff,
                 level_seeds=per_level, claim_seeds=claim_n, claim_power=joint, claim_method=method,
                 correlation=correlation)
+
+
+# --------------------------------------------------------------------------
+# a plan from a pilot experiment on disk
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LevelPlan:
+    """One pruned level of a pilot: its paired differences (points), and what it needs on its own.
+
+    ``seeds`` is planned at ``assumed_diff`` (the ticket as good as dense, by default);
+    ``seeds_at_observed`` at the pilot's own mean difference (``None``: out of reach, the observed
+    mean is at or below ``-margin``), so a level that looks lost says so. ``trainings`` and
+    ``seconds`` are what ``seeds`` seeds of the chain up to this level cost (IMP reaches a level
+    only through every level before it), serial seconds on the pilot's machine.
+    """
+
+    level: int
+    percent_remaining: float
+    differences: tuple[float, ...]
+    sd: float
+    seeds: int
+    seeds_at_observed: int | None
+    trainings: int
+    seconds: float
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.differences))
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        out["differences"], out["mean"] = list(self.differences), self.mean
+        return out
+
+
+@dataclass(frozen=True)
+class ExperimentPlan:
+    """Seeds and cost of a decided claim, from a pilot experiment (:func:`plan_from_experiment`).
+
+    ``trainings`` counts every training of the experiment at ``plan.claim_seeds`` seeds, of which
+    ``already`` exist in the pilot; ``seconds`` is their serial training time on the machine that
+    ran the pilot (each level and arm's mean recorded ``wall_time_s``) and ``remaining_seconds``
+    that of the trainings not yet done. Parallel workers divide both. ``skipped`` are pruned
+    levels with fewer than two paired seeds (no spread to plan from).
+    """
+
+    plan: Plan
+    levels: tuple[LevelPlan, ...]
+    pilot_seeds: int
+    metric: str
+    trainings: int
+    already: int
+    seconds: float
+    remaining_seconds: float
+    skipped: tuple[int, ...] = ()
+    claim_levels: tuple[int, ...] = ()
+
+    def lines(self) -> list[str]:
+        """The plan in words, for the terminal: per level, then the whole claim."""
+        p = self.plan
+        spread = f"pooled sd {p.sd.pooled:.3g} pp" if p.sd.pool else "each level's own sd"
+        if p.sd.upper_confidence is not None:
+            spread += f" (planned at its {100 * p.sd.upper_confidence:g}% upper bound)"
+        head = (f"power {100 * p.power:g}% that the {100 * (1 - p.alpha):g}% lower bound of ticket - dense "
+                f"clears -{p.margin:g} pp if the true difference is {p.assumed_diff:+g} pp; {spread}")
+        rows = [f"{'level':>5} {'% left':>7} {'pilot n':>7} {'mean d':>7} {'sd':>6} {'seeds':>6} "
+                f"{'at mean d':>9} {'trainings':>9} {'time':>8}"]
+        for lvl in self.levels:
+            observed = "no" if lvl.seeds_at_observed is None else str(lvl.seeds_at_observed)
+            rows.append(f"{lvl.level:>5} {lvl.percent_remaining:>7.1f} {len(lvl.differences):>7} {lvl.mean:>+7.2f} "
+                        f"{lvl.sd:>6.2f} {lvl.seeds:>6} {observed:>9} {lvl.trainings:>9} {_duration(lvl.seconds):>8}")
+        family = (f"Holm family of claim levels {', '.join(map(str, self.claim_levels))}, each planned at alpha "
+                  f"{p.alpha:g}/{len(self.claim_levels)}" if self.claim_levels
+                  else f"fixed sequence over {len(self.levels)} level(s)")
+        claim = (f"whole claim ({family}, {p.claim_method} joint power "
+                 f"{100 * p.claim_power:.1f}%): {p.claim_seeds} seeds = {self.trainings} trainings, "
+                 f"{max(self.trainings - self.already, 0)} more than the pilot's {self.already}; about "
+                 f"{_duration(self.remaining_seconds)} of training left on this machine "
+                 f"({_duration(self.seconds)} in all, serial: divide by parallel workers)")
+        notes = [f"levels {', '.join(map(str, self.skipped))}: fewer than 2 paired seeds, not planned"] if self.skipped else []
+        notes.append("'at mean d': seeds if the true difference is the pilot's mean ('no': at or below -delta, "
+                     "out of reach); pilot means of 2-3 seeds are rough")
+        return [head, *rows, claim, *notes]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"plan": self.plan.to_dict(), "levels": [lvl.to_dict() for lvl in self.levels],
+                "pilot_seeds": self.pilot_seeds, "metric": self.metric, "trainings": self.trainings,
+                "already": self.already, "seconds": self.seconds, "remaining_seconds": self.remaining_seconds,
+                "skipped": list(self.skipped), "claim_levels": list(self.claim_levels)}
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def pilot_differences(runs: Sequence[Mapping[str, Any]],
+                      metric: str = "test_acc_at_early_stop") -> dict[int, dict[Any, float]]:
+    """Per pruned level, seed -> ``ticket - dense`` in accuracy points (finished, not diverged).
+
+    Paired by seed number, as the verdicts are: a seed missing on either side is left out.
+    """
+    def usable(run: Mapping[str, Any]) -> bool:
+        value = run.get(metric)
+        return run.get("status", "ok") == "ok" and value is not None and math.isfinite(float(value))
+
+    tickets = [r for r in runs if r["arm"] == "ticket" and usable(r)]
+    dense = {r["seed"]: float(r[metric]) for r in tickets if r["level"] == 0}
+    out: dict[int, dict[Any, float]] = {}
+    for run in sorted(tickets, key=lambda r: (r["level"], str(r["seed"]))):
+        if run["level"] > 0 and run["seed"] in dense:
+            out.setdefault(int(run["level"]), {})[run["seed"]] = 100.0 * (float(run[metric]) - dense[run["seed"]])
+    return out
+
+
+def _unit_seconds(runs: Sequence[Mapping[str, Any]]) -> Callable[[int, str], float]:
+    """Mean recorded wall time of a (level, arm) unit; the arm's, then all units' mean where the
+    pilot did not train that cell."""
+    def mean(values: list[float]) -> float | None:
+        return sum(values) / len(values) if values else None
+
+    timed = [r for r in runs if r.get("wall_time_s") is not None]
+    overall = mean([float(r["wall_time_s"]) for r in timed]) or 0.0
+
+    def seconds(level: int, arm: str) -> float:
+        cell = mean([float(r["wall_time_s"]) for r in timed if r["level"] == level and r["arm"] == arm])
+        by_arm = mean([float(r["wall_time_s"]) for r in timed if r["arm"] == arm])
+        return next(v for v in (cell, by_arm, overall) if v is not None)
+    return seconds
+
+
+def _chain_units(config: Any, up_to: int) -> list[tuple[int, str]]:
+    """The (level, arm) units one seed trains for levels 0..``up_to`` under ``config``."""
+    units = [(0, "ticket")]
+    for level in range(1, up_to + 1):
+        if config.trains(level):
+            units.append((level, "ticket"))
+            if config.has_controls(level):
+                units.extend((level, arm) for arm in config.controls)
+    return units
+
+
+def plan_from_experiment(
+    result: Any,
+    power: float = 0.90,
+    margin: float = 0.5,
+    alpha: float = 0.05,
+    assumed_diff: float = 0.0,
+    *,
+    pool: bool = True,
+    upper_confidence: float | None = None,
+    metric: str = "test_acc_at_early_stop",
+    method: ClaimMethod = "simulation",
+    sims: int = 20000,
+) -> ExperimentPlan:
+    """Plan the seeds of a decided claim from a pilot experiment (``ticketlab.Result``: ``runs``
+    and ``config``), as :func:`plan` does from numbers, with its cost in trainings and time.
+
+    The spread is that of the pilot's paired ``ticket - dense`` differences (points), floored at
+    the accuracy's rounding error (one test example: identical pilot values are not certainty).
+    Every pruned level with at least two paired seeds is planned; the whole claim is all of them.
+    """
+    by_level = {level: seeds for level, seeds in pilot_differences(result.runs, metric).items() if len(seeds) >= 2}
+    trained = sorted({int(r["level"]) for r in result.runs if r["arm"] == "ticket" and r["level"] > 0})
+    if not by_level:
+        raise ConfigError("the pilot has no pruned level with 2 or more seeds paired with dense; "
+                          "run it with --seeds 2 (or 3) first")
+    levels = sorted(by_level)
+    examples = min((int(r["test_examples"]) for r in result.runs if r.get("test_examples")), default=1000)
+    floor = 100.0 * (1.0 / examples) / math.sqrt(6.0)  # stats.quantization_sd of one example, in points
+    the_plan = plan([list(by_level[level].values()) for level in levels], power, margin, alpha, assumed_diff,
+                    pool=pool, upper_confidence=upper_confidence, sd_floor=floor, method=method, sims=sims)
+    claim_levels = tuple(level for level in getattr(result.config, "claim_levels", ()) if level in by_level)
+    if claim_levels:
+        the_plan = _family_claim(the_plan, levels, claim_levels, method, sims)
+    seconds = _unit_seconds(result.runs)
+    percent = {int(r["level"]): float(r["percent_remaining"]) for r in result.runs if r["arm"] == "ticket"}
+    level_plans = tuple(
+        _level_plan(level, percent.get(level, math.nan), tuple(by_level[level].values()), sd, n,
+                    _chain_units(result.config, level), seconds, the_plan)
+        for level, sd, n in zip(levels, the_plan.sd.planning, the_plan.level_seeds)
+    )
+    units = _chain_units(result.config, max(levels))
+    pilot_seeds = len({r["seed"] for r in result.runs})
+    claim_n = the_plan.claim_seeds
+    per_seed = sum(seconds(level, arm) for level, arm in units)
+    already = sum(1 for r in result.runs if (int(r["level"]), r["arm"]) in set(units))
+    return ExperimentPlan(plan=the_plan, levels=level_plans, pilot_seeds=pilot_seeds, metric=metric,
+                          trainings=claim_n * len(units), already=min(already, claim_n * len(units)),
+                          seconds=claim_n * per_seed, remaining_seconds=max(claim_n - pilot_seeds, 0) * per_seed,
+                          skipped=tuple(level for level in trained if level not in by_level),
+                          claim_levels=claim_levels)
+
+
+def _family_claim(the_plan: Plan, levels: list[int], claim_levels: tuple[int, ...], method: ClaimMethod,
+                  sims: int) -> Plan:
+    """The whole claim as a Holm family of ``claim_levels``: every one matching, each tested at
+    ``alpha / m`` (Holm's first step; its later steps test at larger alphas, so the power of all
+    of them passing is at least this and the seeds are enough)."""
+    sds = [the_plan.sd.planning[levels.index(level)] for level in claim_levels]
+    share = the_plan.alpha / len(claim_levels)
+    options = {"correlation": the_plan.correlation, "method": method, "sims": sims}
+    n = seeds_for_claim(sds, the_plan.power, the_plan.margin, share, the_plan.assumed_diff, **options)
+    joint = claim_power(n, sds, the_plan.margin, share, the_plan.assumed_diff, **options)
+    return dataclasses.replace(the_plan, claim_seeds=n, claim_power=joint)
+
+
+def _level_plan(level: int, percent: float, differences: tuple[float, ...], sd: float, n: int,
+                units: list[tuple[int, str]], seconds: Callable[[int, str], float], the_plan: Plan) -> LevelPlan:
+    mean = float(np.mean(differences))
+    try:
+        observed: int | None = seeds_for_level(sd, the_plan.power, the_plan.margin, the_plan.alpha, mean)
+    except ConfigError:  # the observed mean is at or below -margin: no number of seeds is expected to pass
+        observed = None
+    return LevelPlan(level=level, percent_remaining=percent, differences=differences, sd=sd, seeds=n,
+                     seeds_at_observed=observed, trainings=n * len(units),
+                     seconds=n * sum(seconds(lvl, arm) for lvl, arm in units))

@@ -20,7 +20,8 @@ Why these choices
   the spread is below the measurement's resolution, not that it is zero. Bounds therefore use
   a standard deviation of at least the resolution's rounding error (``resolution / sqrt(6)``,
   the standard deviation of the difference of two values each rounded to the grid).
-* **Intervals stay in range.** An accuracy interval is clipped to [0, 1].
+* **Intervals stay in range.** An accuracy interval is clipped to [0, 1]; an early-stopping
+  iteration's is a t interval on the log scale (:func:`positive_ci`), so it is never below 0.
 * **No interval from one seed**, and JSON-safe records (``None``, never NaN).
 """
 
@@ -46,6 +47,7 @@ __all__ = [
     "jsonable",
     "mean_ci",
     "paired_bound",
+    "positive_ci",
     "quantization_sd",
     "summarize",
 ]
@@ -130,6 +132,7 @@ class Interval:
     n: int
     std: float | None
     confidence: float = 0.95
+    scale: Literal["linear", "log"] = "linear"
 
     @property
     def has_interval(self) -> bool:
@@ -160,6 +163,7 @@ class Interval:
             "n": int(self.n),
             "std": jsonable(self.std),
             "confidence": float(self.confidence),
+            "scale": self.scale,
             "has_interval": self.has_interval,
             "note": self.note,
         }
@@ -209,6 +213,26 @@ def mean_ci(
     return Interval(
         mean=mean, low=float(low), high=float(high), n=n, std=std, confidence=confidence
     )
+
+
+def positive_ci(values: Iterable[float] | np.ndarray, confidence: float = 0.95) -> Interval:
+    """Mean and a confidence interval that never goes below zero, for positive quantities.
+
+    Early-stopping iterations are positive and skewed (a run that stops late stops much later),
+    so a symmetric t interval over three seeds can reach below iteration 0. This is the Student
+    t interval of ``log(values)`` taken back with ``exp``: an interval of the geometric mean,
+    strictly positive, wider above than below. ``mean`` stays the arithmetic mean (what tables
+    and tests report), ``scale`` is ``"log"``. Values that are not all positive (never an early
+    stop, which is at least one evaluation interval) fall back to :func:`mean_ci` clipped at 0.
+    """
+    arr = _as_finite_1d(values)
+    if arr.size < 2 or np.any(arr <= 0):
+        return mean_ci(arr, confidence, bounds=(0.0, math.inf))
+    logs = mean_ci(np.log(arr), confidence)
+    assert logs.low is not None and logs.high is not None  # n >= 2
+    mean = float(np.mean(arr))
+    return Interval(mean=mean, low=math.exp(logs.low), high=math.exp(logs.high), n=int(arr.size),
+                    std=float(np.std(arr, ddof=1)), confidence=confidence, scale="log")
 
 
 # --------------------------------------------------------------------------
@@ -430,8 +454,8 @@ def summarize(runs: Iterable[Mapping[str, Any]], confidence: float = 0.95) -> li
         recs = list(by_seed.values())
         pct = _present(r["percent_remaining"] for r in recs)
         intervals = {
-            m: mean_ci(_present(r[m] for r in recs), confidence=confidence,
-                       bounds=(0.0, 1.0) if m in ACCURACY_METRICS else None)
+            m: mean_ci(_present(r[m] for r in recs), confidence=confidence, bounds=(0.0, 1.0))
+            if m in ACCURACY_METRICS else positive_ci(_present(r[m] for r in recs), confidence)
             for m in METRICS
         }
         rows.append(

@@ -1,38 +1,68 @@
 """The per-level summary table shown by ``run``, ``show`` and the report.
 
-One row per level: % of weights remaining, the early-stopping iteration and test accuracy
-(at early stop and at the end) of the ticket as mean ± 95% CI half-width over seeds, each
-control's accuracy at early stop and whether the ticket beats it (Holm-adjusted), and the
-verdict against the dense network under the stated :class:`ticketlab.evidence.verdicts.Criteria`.
+One row per level. Two layouts of the same evidence:
+
+* **compact** (the default in a terminal; fits 80 columns): % of weights remaining, seeds, the
+  ticket's test accuracy at early stop (mean ± 95% CI half-width), its mean early-stopping
+  iteration, the achieved margin ``δ*`` (the smallest delta at which the level would be matching:
+  minus the one-sided lower bound of ticket − dense), the verdict and its most decisive reason
+  (controls appear in that reason: "reinit not beaten").
+* **wide** (``--wide``, and the markdown of ``show --markdown``): every interval, each control's
+  accuracy and whether the ticket beats it (Holm-adjusted), and all the reasons.
+
+A sequential experiment (``seeds = "auto"``) adds the look that decided each level.
+
+The verdicts follow the stated :class:`ticketlab.evidence.verdicts.Criteria`; the caption under
+either table states them, with the headline.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+from rich import box
 from rich.table import Table
 
-from ticketlab.evidence.stats import Interval, summarize
-from ticketlab.evidence.verdicts import VerdictTable
+from ticketlab.evidence.stats import Interval, SummaryRow, summarize
+from ticketlab.evidence.verdicts import LevelVerdict, VerdictTable, signed_points
 
 _BEATS = {True: "yes", False: "no", None: "-"}
 
 
-def format_interval(interval: Interval | None, scale: float = 1.0, digits: int = 1) -> str:
+def format_interval(interval: Interval | None, scale: float = 1.0, digits: int = 1, compact: bool = False) -> str:
+    """``mean ± half-width``; a log-scale interval (asymmetric) as ``mean [low, high]``."""
     if interval is None or interval.n == 0 or interval.mean is None:
         return "-"
     text = f"{interval.mean * scale:.{digits}f}"
-    if interval.has_interval:
-        text += f" ± {interval.half_width * scale:.{digits}f}"
-    return text
+    if not interval.has_interval:
+        return text
+    if interval.scale == "log":
+        return text if compact else f"{text} [{interval.low * scale:.{digits}f}, {interval.high * scale:.{digits}f}]"
+    return text + (f"±{interval.half_width * scale:.{digits}f}" if compact else f" ± {interval.half_width * scale:.{digits}f}")
+
+
+def _margin(verdict: LevelVerdict | None) -> str:
+    """The achieved margin in points, signed ("−0.12": matching even at delta −0.12)."""
+    if verdict is None or verdict.achieved_margin is None:
+        return "-"
+    return signed_points(verdict.achieved_margin).lstrip("+")
+
+
+def _label(level: int, verdict: LevelVerdict | None) -> str:
+    if level == 0:
+        return "dense"
+    if verdict is None:
+        return "-"
+    return verdict.label + ("†" if verdict.matching and not verdict.in_sequence else "")
 
 
 def level_rows(
     runs: list[dict[str, Any]], verdicts: VerdictTable | None, control_early_stop: bool = False
 ) -> list[dict[str, str]]:
-    """Display rows (strings) per level, from the run records and their verdicts.
+    """The wide display rows (strings) per level, from the run records and their verdicts.
 
-    ``control_early_stop`` adds each control's early-stopping iteration (the wide form used for
+    ``control_early_stop`` adds each control's early-stopping iteration (the form used for
     documents, where the paper's Figure 4 comparison needs it).
     """
     summary = {(row.level, row.arm): row for row in summarize(runs)}
@@ -40,8 +70,7 @@ def level_rows(
     by_level = {row.level: row for row in verdicts} if verdicts is not None else {}
     rows = []
     for level in sorted({level for level, _ in summary} | set(by_level)):
-        ticket = summary.get((level, "ticket"))
-        verdict = by_level.get(level)
+        ticket, verdict = summary.get((level, "ticket")), by_level.get(level)
         if ticket is None:  # every ticket run of the level diverged: only its verdict is left
             rows.append({"level": str(level), "verdict": verdict.label if verdict else "-"})
             continue
@@ -54,27 +83,70 @@ def level_rows(
             "test acc end (%)": format_interval(ticket.final_test_acc, 100),
         }
         for arm in controls:
-            control = summary.get((level, arm))
-            row[f"{arm} @ES (%)"] = format_interval(control.test_acc_at_early_stop, 100) if control else "-"
-            if control_early_stop:
-                row[f"{arm} ES iter"] = format_interval(control.early_stop_step, digits=0) if control else "-"
-            test = verdict.controls.get(arm) if verdict is not None else None
-            row[f"beats {arm}"] = _BEATS[test.beats] if test is not None else "-"
-        if level == 0:
-            row["verdict"] = "dense"
-        else:
-            label = verdict.label if verdict is not None else "-"
-            row["verdict"] = label + ("†" if verdict is not None and verdict.matching and not verdict.in_sequence else "")
+            row.update(_control_cells(arm, summary.get((level, arm)), verdict, control_early_stop))
+        row["δ* (pp)"] = "-" if level == 0 else _margin(verdict)
+        if verdicts is not None and verdicts.design is not None:
+            row["decided at look"] = _look(verdict)
+        row["verdict"] = _label(level, verdict)
+        row["reason"] = "; ".join(verdict.reasons()) if verdict is not None and level else ""
         rows.append(row)
     return rows
 
 
-def rich_table(runs: list[dict[str, Any]], title: str, verdicts: VerdictTable | None) -> Table:
-    rows = level_rows(runs, verdicts)
-    table = Table(title=title, caption=caption(runs, verdicts))
+def _control_cells(arm: str, control: SummaryRow | None, verdict: LevelVerdict | None,
+                   early_stop: bool) -> dict[str, str]:
+    cells = {f"{arm} @ES (%)": format_interval(control.test_acc_at_early_stop, 100) if control else "-"}
+    if early_stop:
+        cells[f"{arm} ES iter"] = format_interval(control.early_stop_step, digits=0) if control else "-"
+    test = verdict.controls.get(arm) if verdict is not None else None
+    cells[f"beats {arm}"] = _BEATS[test.beats] if test is not None else "-"
+    return cells
+
+
+def compact_rows(runs: list[dict[str, Any]], verdicts: VerdictTable | None) -> list[dict[str, str]]:
+    """The compact display rows: the numbers a verdict rests on, in under 80 columns."""
+    summary = {(row.level, row.arm): row for row in summarize(runs)}
+    by_level = {row.level: row for row in verdicts} if verdicts is not None else {}
+    rows = []
+    for level in sorted({level for level, arm in summary if arm == "ticket"} | set(by_level)):
+        ticket, verdict = summary.get((level, "ticket")), by_level.get(level)
+        row = {"lvl": str(level), "% left": "-", "n": "-", "acc @ES %": "-", "ES it": "-"}
+        if ticket is not None:
+            row.update({"% left": f"{ticket.percent_remaining:.1f}", "n": str(ticket.n_seeds),
+                        "acc @ES %": format_interval(ticket.test_acc_at_early_stop, 100, digits=2, compact=True),
+                        "ES it": format_interval(ticket.early_stop_step, digits=0, compact=True)})
+        row["δ* pp"] = "-" if level == 0 else _margin(verdict)
+        if verdicts is not None and verdicts.design is not None:
+            row["look"] = _look(verdict)
+        row["verdict"] = _label(level, verdict)
+        reason = verdict.short_reason if verdict is not None and level else ""
+        row["reason"] = _LOOK_PREFIX.sub("", reason) if "look" in row else reason
+        rows.append(row)
+    return rows
+
+
+_LOOK_PREFIX = re.compile(r"^look \d+: ")
+
+
+def _look(verdict: LevelVerdict | None) -> str:
+    """The look that decided a level of a sequential experiment ("-": undecided, or dense)."""
+    decision = verdict.decision if verdict is not None else None
+    return str(decision.look + 1) if decision is not None and decision.stopped and decision.look is not None else "-"
+
+
+_TEXT_COLUMNS = ("verdict", "reason")
+
+
+def rich_table(runs: list[dict[str, Any]], title: str, verdicts: VerdictTable | None, wide: bool = False) -> Table:
+    """The terminal table: compact (fits 80 columns) unless ``wide``."""
+    rows = level_rows(runs, verdicts) if wide else compact_rows(runs, verdicts)
+    table = Table(title=title, caption=caption(runs, verdicts, wide=wide), caption_justify="left",
+                  box=box.HEAVY_HEAD if wide else box.SIMPLE_HEAD, pad_edge=wide, show_edge=wide,
+                  collapse_padding=not wide)
     columns = _columns(rows)
     for column in columns:
-        table.add_column(column, justify="right" if column != "verdict" else "left")
+        text = column in _TEXT_COLUMNS
+        table.add_column(column, justify="left" if text else "right", no_wrap=not text)
     for row in rows:
         table.add_row(*(row.get(c, "-") for c in columns))
     return table
@@ -89,9 +161,11 @@ def markdown_table(runs: list[dict[str, Any]], verdicts: VerdictTable | None) ->
     """The wide table as GitHub markdown, with its caption lines below, for results pages."""
     rows = level_rows(runs, verdicts, control_early_stop=True)
     columns = _columns(rows)
-    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---:" if c != "verdict" else "---" for c in columns) + "|"]
+    lines = ["| " + " | ".join(c.replace("δ*", "δ\\*") for c in columns) + " |",
+             "|" + "|".join("---" if c in _TEXT_COLUMNS else "---:" for c in columns) + "|"]
     lines += ["| " + " | ".join(row.get(c, "-") for c in columns) + " |" for row in rows]
-    text = "\n".join(lines) + "\n\n" + "\n".join(f"*{line}*  " for line in caption(runs, verdicts).splitlines())
+    notes = caption(runs, verdicts, wide=True).replace("δ*", "δ\\*").splitlines()  # a bare * would start emphasis
+    text = "\n".join(lines) + "\n\n" + "\n".join(f"*{line}*  " for line in notes)
     controls = controls_markdown(verdicts) if verdicts is not None else ""
     return text + ("\n\n" + controls if controls else "")
 
@@ -103,7 +177,7 @@ def controls_markdown(verdicts: VerdictTable) -> str:
         return ""
     conf = f"{100 * (1 - verdicts.criteria.alpha):g}%"
     columns = ["level", "% remaining"] + [f"ticket - {arm} (pp), {conf} lower bound; p raw / Holm" for arm in arms]
-    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---:" for _ in columns) + "|"]
+    lines = ["| " + " | ".join(c.replace("δ*", "δ\\*") for c in columns) + " |", "|" + "|".join("---:" for _ in columns) + "|"]
     for row in verdicts:
         if not row.controls:
             continue
@@ -124,16 +198,23 @@ def controls_markdown(verdicts: VerdictTable) -> str:
 _BEATS_WORDS = {True: "**beats**", False: "does not beat", None: "no claim"}
 
 
-def caption(runs: list[dict[str, Any]], verdicts: VerdictTable | None) -> str:
+def caption(runs: list[dict[str, Any]], verdicts: VerdictTable | None, wide: bool = True) -> str:
     """What the numbers are, the rule the verdicts follow, and the headline."""
     n_seeds = len({r["seed"] for r in runs})
-    parts = ["mean ± 95% CI half-width over seeds" if n_seeds > 1 else "1 seed: no confidence interval can be computed"]
+    parts = [("accuracy: mean ± 95% CI half-width over seeds; early-stop iteration: mean"
+              + (" [95% t interval on the log scale, never below 0]" if wide else " (its interval, on the log "
+                 "scale, is in --wide)"))
+             if n_seeds > 1 else "1 seed: no confidence interval can be computed"]
     if verdicts is not None:
         c = verdicts.criteria
         rule = (f"matching: {100 * (1 - c.alpha):g}% lower bound of ticket - dense >= -{100 * c.margin:g} points"
                 if c.rule == "margin" else "matching: ticket mean >= dense mean - 1 sd (Frankle et al. 2020)")
         parts.append(f"{rule}; beats <control>: Holm-adjusted p < {c.alpha:g}")
+        parts.append("δ*: the smallest margin at which a level would be matching (− its lower bound of "
+                     "ticket − dense, points; negative: it beats dense)")
+        parts.append(verdicts.family_statement())
         if any(r.matching and not r.in_sequence for r in verdicts):
-            parts.append("† past the first non-matching level, outside the headline's claim")
+            parts.append("† outside the headline's claim (" + ("not a claim level)" if verdicts.claim_levels
+                                                              else "past the first non-matching level)"))
         parts.append(verdicts.headline())
     return "\n".join(parts)

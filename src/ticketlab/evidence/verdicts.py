@@ -45,6 +45,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from ticketlab.evidence.sequential import Decision, Design, holm_family
 from ticketlab.evidence.stats import (
     Interval,
     PairedBound,
@@ -175,6 +176,45 @@ class LevelVerdict:
     unpaired_seeds: tuple[Any, ...] = ()
     in_sequence: bool = True
     is_sparsest_matching: bool = False
+    brief: str = ""
+    decision: Decision | None = None
+
+    @property
+    def achieved_margin(self) -> float | None:
+        """The smallest margin delta (accuracy fraction) at which this level would be matching:
+        minus the one-sided lower bound of ticket - dense. Negative when the ticket beats dense.
+
+        A label says only which side of the stated delta the bound fell; this says how far, so a
+        reader with another delta in mind, or a level just missing it, can see where it stands.
+        ``None`` without a bound (fewer than 2 paired seeds, or diverged). A level judged by a
+        design (sequential looks, a Holm family) reports its deciding look's bound.
+        """
+        if self.decision is not None and self.decision.lower_bound is not None:
+            return -self.decision.lower_bound / 100.0
+        if self.accuracy is None or self.accuracy.bound is None:
+            return None
+        return -self.accuracy.bound
+
+    def reasons(self) -> list[str]:
+        """Short clauses saying why the label is what it is, most decisive first.
+
+        The level's own clause (``brief``: the bound against delta, too few seeds, ...) comes
+        first unless the level is matching, where the bound is already in the margin column and
+        what a reader needs next is whether the controls were beaten.
+        """
+        clauses = [part for part in self.brief.split("; ") if part]
+        if not self.matching:
+            return clauses
+        unbeaten = [f"{arm} not beaten" for arm, test in self.controls.items() if test.beats is False]
+        beaten = [arm for arm, test in self.controls.items() if test.beats]
+        controls = unbeaten or ([f"beats {', '.join(beaten)}"] if beaten else [])
+        return controls + clauses if unbeaten else clauses + controls
+
+    @property
+    def short_reason(self) -> str:
+        """The most decisive of :meth:`reasons` (for the compact table)."""
+        reasons = self.reasons()
+        return reasons[0] if reasons else ""
 
     @property
     def matching(self) -> bool:
@@ -192,6 +232,7 @@ class LevelVerdict:
         out = {f.name: jsonable(getattr(self, f.name)) for f in fields(self) if f.name != "controls"}
         out["controls"] = {arm: test.to_dict() for arm, test in self.controls.items()}
         out["matching"], out["winning"] = self.matching, self.winning
+        out["achieved_margin"], out["reasons"] = jsonable(self.achieved_margin), self.reasons()
         return out
 
 
@@ -204,6 +245,28 @@ class VerdictTable:
     sparsest_matching_level: int | None
     eval_every: int | None
     dense_level: int = 0
+    claim_levels: tuple[int, ...] = ()
+    design: Design | None = None
+
+    @property
+    def family(self) -> str:
+        """Which multiple-testing family the headline's claim is: ``fixed sequence`` or ``holm``."""
+        return "holm" if self.claim_levels else "fixed sequence"
+
+    def family_statement(self) -> str:
+        """The claim's family, and the sequential design when there is one, in a sentence."""
+        if self.claim_levels:
+            text = (f"claim family: levels {', '.join(map(str, self.claim_levels))} (claim_levels, fixed in the "
+                    f"config), Holm over the {len(self.claim_levels)} at alpha {self.criteria.alpha:g}"
+                    + (" (group-sequential Holm)" if self.design is not None else "") + "; others judged alone")
+        else:
+            text = "claim family: fixed sequence from dense (levels in order of density, stop at the first not matching)"
+        if self.design is not None:
+            d = self.design
+            futility = f"futility below {d.futility:g} conditional power (non-binding)" if d.futility else "no futility stop"
+            text += (f"; sequential: looks at {', '.join(map(str, d.looks))} seeds, {d.spending.replace('_', '-')} "
+                     f"spending, {futility}, fixed at the first run")
+        return text
 
     def __iter__(self) -> Iterator[LevelVerdict]:
         return iter(self.rows)
@@ -230,6 +293,8 @@ class VerdictTable:
         level = self.sparsest_matching_level
         if not self.rows:
             return "No pruned level has finished yet."
+        if self.claim_levels:
+            return self._family_headline()
         if level is None and all(r.label == "no verdict" for r in self.rows):
             return f"No verdict: fewer than {self.criteria.min_seeds} seeds at every level."
         stop = self.stopping_row()
@@ -249,6 +314,27 @@ class VerdictTable:
                      + _outside_claim(self.rows) + ".")
         return text
 
+    def _family_headline(self) -> str:
+        """The headline of a Holm family: each claim level's label, and the sparsest matching one."""
+        claimed = [r for r in self.rows if r.level in self.claim_levels]
+        parts = "; ".join(f"level {r.level} {r.label}" for r in claimed)
+        level = self.sparsest_matching_level
+        if level is None:
+            return f"No claim level is matching (Holm over claim levels {', '.join(map(str, self.claim_levels))}): {parts}."
+        row = self.row(level)
+        return (f"Sparsest matching claim level: {level} ({row.percent_remaining:.1f}% of weights remain), ticket "
+                f"{_pct(row.ticket.mean)}% vs dense {_pct(row.dense.mean)}% (Holm over claim levels: {parts}).")
+
+    def undecided_levels(self) -> list[int]:
+        """Levels more seeds could decide: no verdict (too few seeds), or not matching with a mean
+        difference within the margin (the bound, not the mean, fell short). Empty under a
+        sequential design, which adds the seeds itself."""
+        if self.design is not None:
+            return []
+        return [r.level for r in self.rows if r.label == "no verdict" or (
+            r.label == "not matching" and r.accuracy is not None and r.accuracy.mean is not None
+            and r.accuracy.mean > -self.criteria.margin)]
+
     def stopping_row(self) -> "LevelVerdict | None":
         """The level at which the fixed sequence stopped (the first not matching), if any."""
         return next((r for r in self.rows if not r.in_sequence), None)
@@ -259,6 +345,10 @@ class VerdictTable:
             "dense_level": self.dense_level,
             "eval_every": self.eval_every,
             "sparsest_matching_level": self.sparsest_matching_level,
+            "claim_levels": list(self.claim_levels),
+            "family": self.family,
+            "family_statement": self.family_statement(),
+            "design": self.design.to_dict() if self.design is not None else None,
             "headline": self.headline(),
             "rows": [r.to_dict() for r in self.rows],
         }
@@ -269,6 +359,10 @@ def verdict_table(
     criteria: Criteria | None = None,
     eval_every: int | None = None,
     can_win: bool = True,
+    *,
+    decisions: Mapping[int, Decision] | None = None,
+    design: Design | None = None,
+    claim_levels: Sequence[int] = (),
 ) -> VerdictTable:
     """Judge every pruned level of an experiment's run records (see the module docstring).
 
@@ -279,6 +373,10 @@ def verdict_table(
     ``can_win=False`` (learning-rate rewinding, fine-tuning) judges matching only: a network that
     retrains from trained weights early-stops sooner than the dense run trained from scratch by
     construction, so an earlier early stop says nothing about it.
+    ``decisions`` (a sequential ``design``'s, per level) replace the matching rule at the levels
+    they cover. ``claim_levels`` makes the headline's claim a Holm family of those levels
+    (:func:`ticketlab.evidence.sequential.holm_family`; one look at the common seeds unless
+    ``decisions`` are given) instead of the fixed sequence over every level.
     Raises ``ValueError`` when there is no dense (level-0 ticket) run.
     """
     criteria = criteria or Criteria()
@@ -292,12 +390,37 @@ def verdict_table(
     es_floor = quantization_sd(float(grid)) if grid else 0.0
 
     levels = sorted({level for (level, arm) in cells if arm == TICKET and level != 0})
-    drafts = [_judge_level(level, cells, dense_cell, criteria, grid, acc_floor, es_floor) for level in levels]
+    claim = tuple(sorted(claim_levels))
+    if claim and decisions is None:
+        decisions = _holm_decisions(cells, dense_cell, claim, criteria, acc_floor)
+    looks = len(design.looks) if design is not None else 1
+    drafts = [_judge_level(level, cells, dense_cell, criteria, grid, acc_floor, es_floor,
+                           (decisions or {}).get(level), looks) for level in levels]
     if not can_win:
-        drafts = [d | {"label": "matching", "reason": d["reason"].split("; ")[0] + "; not judged for winning: "
-                       "retrained from trained weights, not rewound"} if d["label"] == "winning" else d for d in drafts]
+        drafts = [_matching_only(d) for d in drafts]
     drafts = _holm_controls(drafts, criteria.min_seeds)
+    rows, sparsest = _claim(drafts, claim)
+    return VerdictTable(
+        rows=tuple(LevelVerdict(**r, is_sparsest_matching=r["level"] == sparsest) for r in rows),
+        criteria=criteria,
+        sparsest_matching_level=sparsest,
+        eval_every=grid,
+        claim_levels=claim,
+        design=design,
+    )
 
+
+def _claim(drafts: list[dict[str, Any]], claim: tuple[int, ...]) -> tuple[list[dict[str, Any]], int | None]:
+    """Which levels are inside the headline's claim, and its sparsest matching level.
+
+    Without ``claim`` levels: the fixed sequence, in order of decreasing density, up to the first
+    level that is not matching. With them: exactly those levels (a Holm family, each standing
+    on its own), the sparsest of them that is matching.
+    """
+    if claim:
+        rows = [d | {"in_sequence": d["level"] in claim} for d in drafts]
+        matching = [d["level"] for d in rows if d["in_sequence"] and d["label"] in ("matching", "winning")]
+        return rows, (max(matching) if matching else None)
     sparsest, in_sequence = None, True
     rows = []
     for draft in drafts:  # levels in order of decreasing density
@@ -305,12 +428,29 @@ def verdict_table(
         if in_sequence:
             sparsest = draft["level"]
         rows.append(draft | {"in_sequence": in_sequence})
-    return VerdictTable(
-        rows=tuple(LevelVerdict(**r, is_sparsest_matching=r["level"] == sparsest) for r in rows),
-        criteria=criteria,
-        sparsest_matching_level=sparsest,
-        eval_every=grid,
-    )
+    return rows, sparsest
+
+
+def _holm_decisions(cells: Mapping[tuple[int, str], Mapping[Any, Mapping[str, Any]]],
+                    dense_cell: Mapping[Any, Mapping[str, Any]], claim: tuple[int, ...], criteria: Criteria,
+                    acc_floor: float) -> dict[int, Decision]:
+    """Holm over the claim levels at one look: the seeds every claim level shares with dense.
+
+    With fewer than two shared seeds (or fewer than ``min_seeds``) there is nothing to decide:
+    the levels keep their own "no verdict"."""
+    metric = criteria.metric
+    dense_ok = _usable(dense_cell, metric)
+    usable = {level: _usable(cells.get((level, TICKET), {}), metric) for level in claim}
+    shared = set(dense_ok)
+    for ok in usable.values():
+        shared &= set(ok)
+    seeds = sorted_seeds(shared)
+    if len(seeds) < max(2, criteria.min_seeds) or criteria.rule != "margin":
+        return {}
+    design = Design(looks=(len(seeds),), alpha=criteria.alpha, margin=100.0 * criteria.margin, futility=None,
+                    sd_floor=100.0 * acc_floor)
+    differences = {level: [100.0 * (usable[level][s][metric] - dense_ok[s][metric]) for s in seeds] for level in claim}
+    return {int(level): decision for level, decision in holm_family(design, differences).items()}
 
 
 def _judge_level(
@@ -321,8 +461,12 @@ def _judge_level(
     grid: int | None,
     acc_floor: float,
     es_floor: float,
+    decision: Decision | None = None,
+    looks: int = 1,
 ) -> dict[str, Any]:
-    """The fields of one level's :class:`LevelVerdict` (controls not yet Holm-adjusted)."""
+    """The fields of one level's :class:`LevelVerdict` (controls not yet Holm-adjusted).
+
+    A ``decision`` (a sequential design's, or a Holm family's) replaces the margin rule."""
     ticket_cell = cells[(level, TICKET)]
     metric = criteria.metric
     ticket_ok, dense_ok = _usable(ticket_cell, metric), _usable(dense_cell, metric)
@@ -342,24 +486,36 @@ def _judge_level(
     diverged = [s for s, r in ticket_cell.items() if is_diverged(r)]
     diverged += [s for s, r in dense_cell.items() if is_diverged(r)]
     if diverged:
-        return base | dict(label="diverged", reason=f"training diverged (non-finite loss or weights) for seed(s) {sorted_seeds(set(diverged))}")
-    if len(seeds) < criteria.min_seeds:
-        return base | dict(label="no verdict", reason=(
-            f"{len(seeds)} paired seed(s): a verdict needs at least {criteria.min_seeds}; "
-            "the numbers are shown, no claim is made"))
-
+        return base | dict(label="diverged", brief="diverged",
+                           reason=f"training diverged (non-finite loss or weights) for seed(s) {sorted_seeds(set(diverged))}")
     accuracy = paired_bound(t, dn, side="lower", null=-criteria.margin, alpha=criteria.alpha, sd_floor=acc_floor)
-    if criteria.rule == "margin":
+    if len(seeds) < criteria.min_seeds:  # the bound is shown (with 2+ seeds), no claim is made
+        return base | dict(label="no verdict", accuracy=accuracy if accuracy.bound is not None else None,
+                           brief=f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''} < min {criteria.min_seeds}",
+                           reason=(f"{len(seeds)} paired seed(s): a verdict needs at least {criteria.min_seeds}; "
+                                   "the numbers are shown, no claim is made"))
+
+    if decision is not None:
+        if not decision.stopped:
+            return base | dict(label="no verdict", accuracy=accuracy, decision=decision,
+                               brief=f"undecided at look {decision.look + 1 if decision.look is not None else 1}",
+                               reason=decision.reason)
+        matching, reason = decision.status == "matching", decision.reason
+        brief = _decision_brief(decision, criteria.margin, looks)
+        base = base | dict(decision=decision)
+    elif criteria.rule == "margin":
         matching = accuracy.accepted
         reason = (f"lower {100 * criteria.confidence:g}% bound of ticket - dense {_pts(accuracy.bound)} points "
                   f"{'>=' if matching else '<'} -{100 * criteria.margin:g} (delta)")
+        brief = _bound_brief(accuracy.bound, criteria.margin, matching)
     else:
         dense_sd = float(np.std(dn, ddof=1))
         matching = float(np.mean(t)) >= float(np.mean(dn)) - dense_sd
         reason = (f"ticket mean {_pct(float(np.mean(t)))}% {'>=' if matching else '<'} dense mean "
                   f"{_pct(float(np.mean(dn)))}% - 1 sd ({_pts(dense_sd)} points)")
+        brief = f"mean {'≥' if matching else '<'} dense − 1 sd"
     if not matching:
-        return base | dict(label="not matching", reason=reason, accuracy=accuracy)
+        return base | dict(label="not matching", reason=reason, brief=brief, accuracy=accuracy)
 
     t_es = np.array([float(ticket_ok[s]["early_stop_step"]) for s in seeds])
     d_es = np.array([float(dense_ok[s]["early_stop_step"]) for s in seeds])
@@ -370,12 +526,46 @@ def _judge_level(
     )
     if late:
         return base | dict(label="matching", accuracy=accuracy, early_stop=early_stop, not_early_stopped=late,
+                           brief=f"{brief}; train longer",
                            reason=f"{reason}; not winning: did not early-stop ({', '.join(late)}): train longer")
     winning = grid is not None and early_stop.accepted
     es_text = (f"upper {100 * criteria.confidence:g}% bound of ticket - dense early-stop iteration "
                f"{_num(early_stop.bound)} {'<' if winning else '>='} one evaluation interval ({grid})")
     return base | dict(label="winning" if winning else "matching", accuracy=accuracy, early_stop=early_stop,
+                       brief=brief + ("" if winning else "; stops later than dense"),
                        reason=f"{reason}; {'winning' if winning else 'not winning'}: {es_text}")
+
+
+def _matching_only(draft: dict[str, Any]) -> dict[str, Any]:
+    """A draft judged for matching only (``can_win=False``): winning becomes matching, and the
+    early stop, which says nothing about a network retrained from trained weights, is left out."""
+    if draft["label"] not in ("matching", "winning"):
+        return draft
+    brief = draft["brief"].replace("; stops later than dense", "")
+    reason = draft["reason"].split("; ")[0] + "; not judged for winning: retrained from trained weights, not rewound"
+    return draft | {"label": "matching", "brief": brief, "reason": reason if draft["label"] == "winning" else draft["reason"]}
+
+
+def _decision_brief(decision: Decision, margin: float, looks: int) -> str:
+    """A design's decision in a few characters, with the look that made it when there are several."""
+    where = f"look {decision.look + 1}: " if looks > 1 and decision.look is not None else ""
+    if decision.status == "not_matching" and "futility" in decision.reason:
+        return f"{where}futility (cp {decision.conditional_power:.2f})"
+    bound = None if decision.lower_bound is None else decision.lower_bound / 100.0
+    return where + _bound_brief(bound, margin, decision.status == "matching")
+
+
+def _bound_brief(bound: float | None, margin: float, matching: bool) -> str:
+    """The margin rule in a few characters: "beats dense" when even the lower bound is above
+    dense, else "bound -0.56 < -0.5" (points)."""
+    if matching and bound is not None and bound > 0:
+        return f"beats dense by ≥ {100 * bound:.2f}"
+    return f"bound {signed_points(bound)} {'≥' if matching else '<'} −{100 * margin:g}"
+
+
+def signed_points(x: float | None) -> str:
+    """An accuracy fraction as signed points with a true minus sign ("−0.56", "+0.12")."""
+    return "n/a" if x is None else f"{100 * x:+.2f}".replace("-", "−")
 
 
 def _control_tests(

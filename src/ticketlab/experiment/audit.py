@@ -72,7 +72,7 @@ def scan(store: Store, config: Config) -> list[Finding]:
     store.warn_if_legacy()
     legacy = store.legacy
     findings: list[Finding] = [] if legacy else _top_findings(store)
-    for replicate in range(config.seeds):
+    for replicate in range(config.replicates):
         if store.replicate_dir(replicate).is_dir():
             findings += _replicate_findings(store, config, replicate, legacy)
     recorded = {} if legacy else store.finished_index()

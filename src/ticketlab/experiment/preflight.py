@@ -72,7 +72,7 @@ def unit_count(config: Config) -> int:
         controlled = sum(1 for level in set(config.control_levels) if config.has_controls(level) and level <= config.levels)
     else:
         controlled = tickets
-    return config.seeds * (1 + tickets + len(config.controls) * controlled)
+    return config.replicates * (1 + tickets + len(config.controls) * controlled)
 
 
 def check_resources(env: Environment, options: RunOptions) -> None:
@@ -81,7 +81,7 @@ def check_resources(env: Environment, options: RunOptions) -> None:
     units = unit_count(config)
     if units > MAX_UNITS:
         raise ConfigError(
-            f"{units:,} trainings ({config.seeds} seeds x {config.levels} levels x {1 + len(config.controls)} arms) "
+            f"{units:,} trainings ({config.replicates} seeds x {config.levels} levels x {1 + len(config.controls)} arms) "
             f"is more than {MAX_UNITS:,}; use fewer levels, seeds or controls"
         )
     params = sum(p.numel() for p in env.meta_model().parameters())
@@ -141,7 +141,7 @@ def stored_bytes(env: Environment, options: RunOptions) -> int:
     units = unit_count(config)
     top = 3 * SMALL_FILE + _blocks(200 * tensors) + _blocks(200 * units)  # config, plan, manifest and its index
     parallel = max(options.workers, options.batch, 1)
-    return units * unit + config.seeds * replicate + top + min(parallel, units) * training_state
+    return units * unit + config.replicates * replicate + top + min(parallel, units) * training_state
 
 
 def _stored_already(directory: Path) -> int:

@@ -41,12 +41,16 @@ class Executor(Protocol):
     def close(self) -> None: ...
 
 
-def all_units(config: Config) -> list[Unit]:
-    """Every unit of the experiment, in a sensible serial order (replicate, level, arm)."""
+def all_units(config: Config, replicates: range | None = None, top_level: int | None = None) -> list[Unit]:
+    """Every unit of the experiment, in a sensible serial order (replicate, level, arm).
+
+    ``replicates`` and ``top_level`` narrow it to some replicates and the levels up to one (a
+    sequential experiment's look trains new seeds only as deep as a level is still undecided).
+    """
     units = []
-    for replicate in range(config.seeds):
+    for replicate in replicates if replicates is not None else range(config.replicates):
         units.append(Unit(replicate, 0, "ticket"))
-        for level in range(1, config.levels + 1):
+        for level in range(1, (config.levels if top_level is None else top_level) + 1):
             if not config.trains(level):
                 continue
             units.append(Unit(replicate, level, "ticket"))
@@ -74,11 +78,15 @@ def run_graph(
     store: Store,
     executor: Executor,
     on_done: Callable[[Unit, dict], None] | None = None,
+    units: list[Unit] | None = None,
 ) -> list[dict]:
-    """Run every unit of ``config`` not yet done; return the summaries in ``all_units`` order
-    (units blocked by a diverged ticket have none)."""
+    """Run every unit of ``units`` (default: all of ``config``'s) not yet done; return the
+    summaries in that order (units blocked by a diverged ticket have none)."""
     config = env.config
-    units = all_units(config)
+    units = all_units(config) if units is None else units
+    depth: dict[int, int] = {}  # replicate -> its deepest level to run: the masks to make
+    for unit in units:
+        depth[unit.replicate] = max(unit.level, depth.get(unit.replicate, 0))
     index = {unit: i for i, unit in enumerate(units)}
     pending = dict.fromkeys(units)  # ordered, unlike a set
     summaries: dict[Unit, dict] = {}
@@ -102,8 +110,8 @@ def run_graph(
 
     def make_masks() -> None:
         """Every missing mask whose inputs (as the method declares them) now exist."""
-        for replicate in range(config.seeds):
-            for level in range(1, config.levels + 1):
+        for replicate, top in depth.items():
+            for level in range(1, top + 1):
                 if level > diverged.get(replicate, level):
                     break
                 if not config.trains(level):

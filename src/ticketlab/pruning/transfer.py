@@ -66,17 +66,17 @@ def check_source(env: "Environment", plan: "ParameterPlan") -> None:
 
     config = env.config
     source = _source(config)
-    needed = [(r, level) for r in range(config.seeds) for level in range(1, config.levels + 1) if config.trains(level)]
+    needed = [(r, level) for r in range(config.replicates) for level in range(1, config.levels + 1) if config.trains(level)]
     missing = [(r, level) for r, level in needed if not source.level_mask_path(r, level).is_file()]
     if missing:
         have = source.read_config()
         replicate, level = missing[0]
         raise ConfigError(
             f"transfer source {source.directory} has no level-{level} mask for replicate {replicate} (it has "
-            f"{have.seeds} seed(s) and {have.levels} level(s)); use --seeds and --levels within the source's, "
+            f"{have.replicates} seed(s) and {have.levels} level(s)); use --seeds and --levels within the source's, "
             "or finish the source with `ticketlab run` first"
         )
-    for replicate in range(config.seeds):
+    for replicate in range(config.replicates):
         init = source.init_path(replicate)
         if not init.is_file() or not _same_tensors(source.tensors(init), initial_weights(env, replicate)):
             raise ConfigError(

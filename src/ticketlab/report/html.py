@@ -146,7 +146,10 @@ def software_and_machine(result: Result) -> dict[str, str]:
 def _verdict_rules(verdicts: VerdictTable | None) -> str:
     """The criteria every verdict on the page was judged by, with their numbers."""
     criteria = verdicts.criteria if verdicts is not None else Criteria()
-    items = "".join(f"<li>{_e(statement)}</li>" for statement in criteria.statements())
+    family = verdicts is not None and bool(verdicts.claim_levels)  # its sentence replaces the fixed sequence's
+    statements = [line for line in criteria.statements() if not (family and line.startswith("sparsest matching"))]
+    statements += [verdicts.family_statement()] if verdicts is not None else []
+    items = "".join(f"<li>{_e(statement)}</li>" for statement in statements)
     return (
         "<p><b>How verdicts are decided.</b> Each pruned level's ticket is compared with the dense network "
         "(level 0) on test accuracy at the early-stopping iteration (minimum validation loss), <i>paired by "

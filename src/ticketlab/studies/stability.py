@@ -298,7 +298,7 @@ def run_stability(directory: str | Path, levels: Sequence[int], ks: Sequence[int
     resolve_names(config)
     env = environment(config, device)
     units = StabilityUnits(store, env, points)
-    chosen = list(range(config.seeds)) if replicates is None else list(replicates)
+    chosen = list(range(config.replicates)) if replicates is None else list(replicates)
     with Store(units.root) as _analysis_lock:  # one analysis at a time: it removes stale temporaries
         remove_stale_temporaries(units.root)
         records = []
