@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cloudpickle
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
+
+from torch import nn
 
 from ticketlab.experiment.audit import repair, scan
 from ticketlab.config import Config, RunOptions
@@ -36,18 +38,25 @@ class Result:
     directory: Path
     config: Config
     runs: list[dict[str, Any]]
+    factory: Any = field(default=None, repr=False, compare=False)  # the model, for ``model()``
 
     @classmethod
-    def load(cls, directory: str | Path, require_complete: bool = False, audit: bool = True) -> "Result":
+    def load(cls, directory: str | Path, require_complete: bool = False, audit: bool = True,
+             levels: int | None = None, model: Any = None) -> "Result":
         """Read whatever units of the experiment in ``directory`` have finished.
 
         With ``audit`` (the default) every file of the experiment is checked against its
         checksum first, and any damage is a StoreError naming the file; ``run`` passes False
         for the result it has just written and audited. Each unit's record has a ``status``:
-        ``ok``, or ``diverged`` (its accuracy fields are null).
+        ``ok``, or ``diverged`` (its accuracy fields are null). ``levels`` reads levels 0 to
+        ``levels`` only (default: every level ever trained; ``levels`` is not part of the
+        experiment's identity, so a chain may have been extended). ``model`` is the model
+        factory ``model()`` builds with, needed only for a model given as a Python object.
         """
         store = Store(directory)
         config = store.read_config()
+        if levels is not None:
+            config = dataclasses.replace(config, levels=levels)  # fewer levels than stored: no deletion
         if audit:
             findings = scan(store, config)
             if findings:
@@ -69,7 +78,7 @@ class Result:
                     raise StoreError(f"{directory}: {unit} has not finished; run the experiment again to complete it")
         if not runs:
             raise StoreError(f"{directory} has no finished training yet; run the experiment first")
-        return cls(Path(directory), config, runs)
+        return cls(Path(directory), config, runs, model)
 
     @property
     def store(self) -> Store:
@@ -110,6 +119,20 @@ class Result:
         ``test_acc_at_early_stop`` the tables and verdicts report. Absent for a diverged unit
         and for units trained by a ticketlab older than this file (``summary["weights"]``)."""
         return self.store.unit(replicate, level, arm).early_stop
+
+    def model(self, level: int, replicate: int = 0, arm: str = "ticket",
+              weights: Literal["early_stop", "final"] = "early_stop", model: Any = None) -> nn.Module:
+        """The trained network of one unit as an ``nn.Module`` (on the CPU, in eval mode).
+
+        It is built by the experiment's model factory, so tied parameters stay tied; the
+        weights (``early_stop``: the ones the tables report; or ``final``) load strictly, and
+        the unit's pruned weights are exactly zero. A model given to ``run`` as a Python object
+        is passed again as ``model`` here or to ``Result.load`` (a one-line error otherwise).
+        """
+        from ticketlab.experiment.trained_model import masked_model, model_factory
+
+        factory = model_factory(self.config, model if model is not None else self.factory)
+        return masked_model(self.store, factory, level, replicate, arm, weights)
 
     def select(self, arm: str | None = None, level: int | None = None) -> list[dict[str, Any]]:
         return [r for r in self.runs if (arm is None or r["arm"] == arm) and (level is None or r["level"] == level)]
@@ -178,7 +201,7 @@ def run(
                     ensure_level_mask(env, store, replicate, 0)
         executor = make_executor(config, str(store.directory), options, progress, blob if blob is not None else inputs)
         run_graph(env, store, executor, on_done)
-    return Result.load(store.directory, require_complete=True, audit=False)
+    return Result.load(store.directory, require_complete=True, audit=False, levels=config.levels, model=model)
 
 
 def _needs_transport(options: RunOptions) -> bool:
