@@ -45,9 +45,12 @@ def test_invalid_configs_name_the_problem(raw, fragment):
 def test_hash_ignores_defaults_and_tracks_changes():
     assert Config().canonical_dict() == {}
     assert Config.from_dict({"levels": 5}).digest() == Config().digest()  # 5 is the default
-    changed = Config.from_dict({"levels": 6})
-    assert changed.canonical_dict() == {"levels": 6}
+    changed = Config.from_dict({"seeds": 6})
+    assert changed.canonical_dict() == {"seeds": 6}
     assert changed.digest() != Config().digest()
+    longer = Config.from_dict({"levels": 6, "name": "mine"})  # how far the chain goes, and its label: not identity
+    assert longer.canonical_dict() == {} and longer.digest() == Config().digest()
+    assert longer.legacy_canonical_dict() == {"levels": 6}  # what directories written before were named by
     assert Config.from_dict({"train": {"lr": 0.01}}).canonical_dict() == {"train": {"lr": 0.01}}
 
 
