@@ -512,5 +512,34 @@ def verify_command(
                   soft_wrap=True)
 
 
+# ---------------------------------------------------------------------------- list
+@app.command("list")
+def list_command(
+    root: Path = typer.Argument(Path("experiments"), help="The folder holding experiment directories."),
+    margin: float = MARGIN,
+    matching_rule: str = MATCHING_RULE,
+    alpha: float = ALPHA,
+    min_seeds: int = MIN_SEEDS,
+) -> None:
+    """Every experiment under ROOT: status, method, dataset, model, levels, seeds, trainings done
+    and the headline verdict. Read-only; damaged or unfinished experiments are listed with a status."""
+    from rich.table import Table
+
+    from ticketlab.report.listing import list_experiments
+
+    criteria = _criteria(margin, matching_rule, alpha, min_seeds)
+    entries = list_experiments(root, criteria)
+    if not entries:
+        console.print(f"no experiments under {root}", highlight=False, markup=False)
+        return
+    table = Table(title=f"experiments under {root}")
+    columns = ("experiment", "status", "method", "dataset", "model", "levels", "seeds", "done", "headline")
+    for column in columns:  # the folder name whole (it is what the other commands take), the rest wraps
+        table.add_column(column, no_wrap=column == "experiment", overflow="fold")
+    for e in entries:
+        table.add_row(e.directory.name, e.status, e.method, e.dataset, e.model, e.levels, e.seeds, e.units, e.headline)
+    console.print(table)
+
+
 if __name__ == "__main__":
     main()
