@@ -20,6 +20,7 @@ from ticketlab.executors.local import start_worker_server
 from ticketlab.experiment.schedule import all_units, blocked, diverged_levels, run_graph
 from ticketlab.masks import Mask
 from ticketlab.experiment.preflight import preflight
+from ticketlab.experiment.progress import progress_lines
 from ticketlab.roles import SelectionNote, selection_note
 from ticketlab.store.layout import Store
 from ticketlab.experiment.inputs import prepare_inputs
@@ -165,6 +166,10 @@ def run(
     killed unit continues from its last checkpoint, and any damaged file is set aside and
     recomputed (``audit.repair``). A unit that diverges ends with status ``diverged`` (see
     ``Result.diverged``); its replicate's later levels are not trained.
+
+    Progress: without a ``progress`` callback of its own, the run logs one line per finished
+    training with the time left (logger ``ticketlab``, on stderr when logging is not
+    configured; see ``experiment.progress``); ``RunOptions(progress=False)`` keeps it quiet.
     """
     options = options or RunOptions()
     options.validate()
@@ -200,7 +205,8 @@ def run(
                     ensure_replicate_init(env, store, replicate)
                     ensure_level_mask(env, store, replicate, 0)
         executor = make_executor(config, str(store.directory), options, progress, blob if blob is not None else inputs)
-        run_graph(env, store, executor, on_done)
+        with progress_lines(config, store, on_done, enabled=options.progress and progress is None) as on_done:
+            run_graph(env, store, executor, on_done)
     return Result.load(store.directory, require_complete=True, audit=False, levels=config.levels, model=model)
 
 

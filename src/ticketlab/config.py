@@ -321,7 +321,7 @@ class RunOptions:
     precision: Literal["fp32", "bf16"] = "fp32"
     executor: Literal["local", "ray"] = "local"
     ray_address: str | None = None
-    progress: bool = True
+    progress: bool = True  # the CLI's bars on a terminal; elsewhere one log line per finished training
     probe_batch: bool = True  # measure --batch K against sequential first; never train slower
     stepper: Literal["auto", "dense", "sparse"] = "auto"  # sparse: pruned MLPs on survivors (sparse_stepper)
 

@@ -52,7 +52,13 @@ def find_experiment(config: Config, root: str | Path) -> Path | None:
     given later still finds it); the legacy name; any legacy-named directory of the same
     dataset and model whose recorded identity, ``levels`` aside, is this config's.
     """
-    root = Path(root)
+    try:
+        return _find(config, Path(root))
+    except OSError:  # an unusable root (too long a name, a link loop): nothing there; preflight says why
+        return None
+
+
+def _find(config: Config, root: Path) -> Path | None:
     if not root.is_dir():
         return None
     wanted = config.canonical_dict()
