@@ -226,11 +226,11 @@ class Store:
 
     def _record_extent(self, existing: Config, config: Config) -> None:
         """Keep config.json's full part covering every level ever trained (``levels`` is not part
-        of the identity, so a run may extend the chain) and the first ``name`` given; the
-        canonical part, the name and the format stay as written."""
+        of the identity, so a run may extend the chain). The canonical part, the directory's
+        name, the ``name`` it was created with and the format stay as written: a later run
+        under another name resumes this directory, which keeps its name."""
         merged = existing.to_dict()
         merged["levels"] = max(existing.levels, config.levels)
-        merged["name"] = existing.name or config.name
         if merged == existing.to_dict():
             return
         record = read_json(self.config_path)
