@@ -59,6 +59,10 @@ def test_the_estimate_counts_only_units_trained_in_this_run():
     estimate.finished(Unit(0, 2, "ticket"))
     estimate.finished(Unit(0, 3, "ticket"))
     assert estimate.eta() == "all done in 0:00:30"
+    diverging = Estimate(5, set(), clock=lambda: now[0])
+    diverging.finished(Unit(0, 1, "ticket"))
+    diverging.blocked([Unit(0, 1, "random"), Unit(0, 2, "ticket")])  # a ticket diverged: these never train
+    assert (diverging.total, diverging.done) == (3, 1)
 
 
 def test_the_cli_without_a_terminal_prints_the_lines_on_stderr(tmp_path, capsys):

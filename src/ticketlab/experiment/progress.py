@@ -49,14 +49,20 @@ class Estimate:
         self.started = clock()
         self.done = len(done_before)
         self.trained = 0
+        self.seen: set[Unit] = set(done_before)
 
     def finished(self, unit: Unit) -> bool:
         """Count ``unit`` as finished; False for one finished before this run (already counted)."""
         if unit in self.done_before:
             return False
+        self.seen.add(unit)
         self.done += 1
         self.trained += 1
         return True
+
+    def blocked(self, units: list[Unit]) -> None:
+        """``units`` will not train (their replicate's ticket diverged below them): not left to do."""
+        self.total -= sum(unit not in self.seen for unit in units)
 
     def eta(self) -> str:
         """``ETA h:mm:ss`` (``ETA -`` before any unit trained), or ``all done in h:mm:ss``."""
@@ -70,8 +76,8 @@ class Estimate:
 class UnitLines:
     """Logs one line per finished unit: ``[k/N] <unit> finished in S s (<score>); L left, ETA h:mm:ss``."""
 
-    def __init__(self, estimate: Estimate) -> None:
-        self.estimate = estimate
+    def __init__(self, estimate: Estimate, units: list[Unit]) -> None:
+        self.estimate, self.units = estimate, units
         if estimate.done_before and estimate.done < estimate.total:  # a finished experiment re-run stays silent
             logger.info("resuming: %d of %d trainings already finished", estimate.done, estimate.total)
 
@@ -79,6 +85,8 @@ class UnitLines:
         estimate = self.estimate
         if not estimate.finished(unit):
             return  # a resumed run's skipped unit: its stored summary only comes back
+        if unit.arm == "ticket" and summary.get("status", "ok") != "ok":  # as the scheduler drops them
+            estimate.blocked([u for u in self.units if u.replicate == unit.replicate and u.level > unit.level])
         left = estimate.total - estimate.done
         logger.info("[%d/%d] %s %s%s; %s", estimate.done, estimate.total, unit, _outcome(summary), _score(summary),
                     f"{left} left, {estimate.eta()}" if left else estimate.eta())
@@ -104,7 +112,8 @@ def progress_lines(config: Config, store: Store, on_done: OnDone | None, enabled
         yield on_done
         return
     with _shown():
-        lines = UnitLines(Estimate(len(all_units(config)), finished_units(config, store)))
+        units = all_units(config)
+        lines = UnitLines(Estimate(len(units), finished_units(config, store)), units)
 
         def both(unit: Unit, summary: dict) -> None:
             lines(unit, summary)
