@@ -74,7 +74,7 @@ def run_cli(args, capsys):
         (["run", "--model", "nope"], "unknown model 'nope'"),
         (["run", "--dataset", "mnist", "--data-dir", "/no/such"], "does not exist"),
         (["run", "--control-levels", "3,x"], "comma-separated integers"),
-        (["run", "--levels", "2", "--control-levels", "3"], "control_levels must increase"),
+        (["run", "--levels", "2", "--control-levels", "2,1"], "control_levels must increase"),
         (["show", "/nonexistent", "--margin", "nan"], "margin"),
         (["show", "/nonexistent", "--matching-rule", "loose"], "rule must be"),
         (["show", "/nonexistent", "--min-seeds", "1"], "min_seeds"),

@@ -14,6 +14,7 @@ import ticketlab
 from ticketlab.api import Result
 from ticketlab.config import Config
 from ticketlab.errors import ConfigError
+from ticketlab.experiment.schedule import all_units
 from ticketlab.store.layout import Store
 
 from conftest import cli, refused_in_one_line, tiny_config
@@ -52,6 +53,9 @@ def test_directory_names_carry_the_method_and_the_users_name_outside_the_identit
     assert tiny_config(**TINY, prune={"method": "oneshot"}).experiment_name().startswith("digits-mlp_32_16-oneshot-")
     with pytest.raises(ConfigError, match="name must be"):
         config.replace(name="../elsewhere")
+    fewer = tiny_config(**TINY, levels=1, controls=["random"], control_levels=[1, 3])  # a view of a longer chain
+    assert fewer.digest() == fewer.replace(levels=3).digest() and fewer.has_controls(1)
+    assert [(u.level, u.arm) for u in all_units(fewer)] == [(0, "ticket"), (1, "ticket"), (1, "random")]
 
 
 def test_a_name_given_later_resumes_the_same_experiment(options):

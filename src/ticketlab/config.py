@@ -109,7 +109,8 @@ class Config:
     and train as long again at the schedule's final learning rate). The last two need a method
     that prunes trained weights (IMP, one-shot); controls always train from scratch.
     ``control_levels`` trains the controls at those levels only (empty: every level), for long
-    studies where a control at every level costs more than the comparison needs.
+    studies where a control at every level costs more than the comparison needs; levels of
+    ``control_levels`` or ``ticket_levels`` past ``levels`` train once the chain reaches them.
 
     ``levels`` and ``name`` are *not* part of the experiment's identity (``IDENTITY_FREE``):
     ``levels`` says how far the chain is trained, so ``--levels 2`` then ``--levels 4`` is one
@@ -188,16 +189,17 @@ class Config:
                f"name must be 1-60 letters, digits, '_', '.' or '-' (a folder name), starting with a letter "
                f"or digit; got {self.name!r}")
         _check(len(set(self.controls)) == len(self.controls), f"controls repeat an arm: {list(self.controls)}")
+        # Levels past ``levels`` are allowed: they are part of the identity and ``levels`` is not, so a
+        # chain asked for fewer levels than it was (or will be) trained to keeps its level lists.
         _check(
-            list(self.control_levels) == sorted(set(self.control_levels))
-            and all(1 <= level <= self.levels for level in self.control_levels),
-            f"control_levels must increase and lie in 1..levels ({self.levels}), got {list(self.control_levels)}",
+            list(self.control_levels) == sorted(set(self.control_levels)) and all(level >= 1 for level in self.control_levels),
+            f"control_levels must increase and be >= 1 (those past levels train when the chain reaches them), "
+            f"got {list(self.control_levels)}",
         )
-
         _check(
-            list(self.ticket_levels) == sorted(set(self.ticket_levels))
-            and all(1 <= level <= self.levels for level in self.ticket_levels),
-            f"ticket_levels must increase and lie in 1..levels ({self.levels}), got {list(self.ticket_levels)}",
+            list(self.ticket_levels) == sorted(set(self.ticket_levels)) and all(level >= 1 for level in self.ticket_levels),
+            f"ticket_levels must increase and be >= 1 (those past levels train when the chain reaches them), "
+            f"got {list(self.ticket_levels)}",
         )
         _check(
             not self.ticket_levels or set(self.control_levels) <= set(self.ticket_levels),
