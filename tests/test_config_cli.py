@@ -51,9 +51,12 @@ def test_invalid_configs_name_the_problem(raw, fragment):
 def test_hash_ignores_defaults_and_tracks_changes():
     assert Config().canonical_dict() == {}
     assert Config.from_dict({"levels": 5}).digest() == Config().digest()  # 5 is the default
-    changed = Config.from_dict({"levels": 6})
-    assert changed.canonical_dict() == {"levels": 6}
+    changed = Config.from_dict({"seeds": 6})
+    assert changed.canonical_dict() == {"seeds": 6}
     assert changed.digest() != Config().digest()
+    longer = Config.from_dict({"levels": 6, "name": "mine"})  # how far the chain goes, and its label: not identity
+    assert longer.canonical_dict() == {} and longer.digest() == Config().digest()
+    assert longer.legacy_canonical_dict() == {"levels": 6}  # what directories written before were named by
     assert Config.from_dict({"train": {"lr": 0.01}}).canonical_dict() == {"train": {"lr": 0.01}}
 
 
@@ -77,7 +80,7 @@ def run_cli(args, capsys):
         (["run", "--model", "nope"], "unknown model 'nope'"),
         (["run", "--dataset", "mnist", "--data-dir", "/no/such"], "does not exist"),
         (["run", "--control-levels", "3,x"], "comma-separated integers"),
-        (["run", "--levels", "2", "--control-levels", "3"], "control_levels must increase"),
+        (["run", "--levels", "2", "--control-levels", "2,1"], "control_levels must increase"),
         (["show", "/nonexistent", "--margin", "nan"], "margin"),
         (["show", "/nonexistent", "--matching-rule", "loose"], "rule must be"),
         (["show", "/nonexistent", "--min-seeds", "1"], "min_seeds"),

@@ -291,6 +291,6 @@ def test_rerun_skips_finished_units(options):
 def test_store_refuses_a_directory_of_another_experiment(options, tmp_path):
     config = tiny_config(levels=1)
     result = ticketlab.run(config, options)
-    other = dataclasses.replace(config, levels=3)
+    other = dataclasses.replace(config, seed=3)  # (levels is not the identity: more levels extend the chain)
     with pytest.raises(ticketlab.StoreError, match="different experiment"):
         Store(result.directory).write_config(other)

@@ -94,7 +94,7 @@ def _edit(path: Path) -> None:
         return
     record = json.loads(path.read_text())
     if path.name == "config.json":
-        record["config"]["levels"] = 5
+        record["config"]["seed"] = 7  # part of the identity (levels is not: a chain may be extended)
     elif path.name == "summary.json":
         record["final_test_acc"] = 0.999
     else:  # manifest.json

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cloudpickle
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
+
+from torch import nn
 
 from ticketlab.experiment.audit import repair, scan
 from ticketlab.config import Config, RunOptions
@@ -18,6 +20,7 @@ from ticketlab.executors.local import start_worker_server
 from ticketlab.experiment.schedule import all_units, blocked, diverged_levels, run_graph
 from ticketlab.masks import Mask
 from ticketlab.experiment.preflight import preflight
+from ticketlab.experiment.progress import progress_lines
 from ticketlab.roles import SelectionNote, selection_note
 from ticketlab.store.layout import Store
 from ticketlab.experiment.inputs import prepare_inputs
@@ -37,18 +40,25 @@ class Result:
     directory: Path
     config: Config
     runs: list[dict[str, Any]]
+    factory: Any = field(default=None, repr=False, compare=False)  # the model, for ``model()``
 
     @classmethod
-    def load(cls, directory: str | Path, require_complete: bool = False, audit: bool = True) -> "Result":
+    def load(cls, directory: str | Path, require_complete: bool = False, audit: bool = True,
+             levels: int | None = None, model: Any = None) -> "Result":
         """Read whatever units of the experiment in ``directory`` have finished.
 
         With ``audit`` (the default) every file of the experiment is checked against its
         checksum first, and any damage is a StoreError naming the file; ``run`` passes False
         for the result it has just written and audited. Each unit's record has a ``status``:
-        ``ok``, or ``diverged`` (its accuracy fields are null).
+        ``ok``, or ``diverged`` (its accuracy fields are null). ``levels`` reads levels 0 to
+        ``levels`` only (default: every level ever trained; ``levels`` is not part of the
+        experiment's identity, so a chain may have been extended). ``model`` is the model
+        factory ``model()`` builds with, needed only for a model given as a Python object.
         """
         store = Store(directory)
         config = store.read_config()
+        if levels is not None:
+            config = dataclasses.replace(config, levels=levels)  # fewer levels than stored: no deletion
         if audit:
             findings = scan(store, config)
             if findings:
@@ -75,7 +85,7 @@ class Result:
                     raise StoreError(f"{directory}: {unit} has not finished; run the experiment again to complete it")
         if not runs:
             raise StoreError(f"{directory} has no finished training yet; run the experiment first")
-        return cls(Path(directory), config, runs)
+        return cls(Path(directory), config, runs, model)
 
     @property
     def store(self) -> Store:
@@ -131,6 +141,20 @@ class Result:
         and for units trained by a ticketlab older than this file (``summary["weights"]``)."""
         return self.store.unit(replicate, level, arm).early_stop
 
+    def model(self, level: int, replicate: int = 0, arm: str = "ticket",
+              weights: Literal["early_stop", "final"] = "early_stop", model: Any = None) -> nn.Module:
+        """The trained network of one unit as an ``nn.Module`` (on the CPU, in eval mode).
+
+        It is built by the experiment's model factory, so tied parameters stay tied; the
+        weights (``early_stop``: the ones the tables report; or ``final``) load strictly, and
+        the unit's pruned weights are exactly zero. A model given to ``run`` as a Python object
+        is passed again as ``model`` here or to ``Result.load`` (a one-line error otherwise).
+        """
+        from ticketlab.experiment.trained_model import masked_model, model_factory
+
+        factory = model_factory(self.config, model if model is not None else self.factory)
+        return masked_model(self.store, factory, level, replicate, arm, weights)
+
     def select(self, arm: str | None = None, level: int | None = None) -> list[dict[str, Any]]:
         return [r for r in self.runs if (arm is None or r["arm"] == arm) and (level is None or r["level"] == level)]
 
@@ -168,6 +192,10 @@ def run(
     With ``seeds = "auto"`` seeds are trained look by look (``ticketlab.experiment.looks``)
     under a design made from the config's ``max_seeds`` and ``sequential`` settings and
     ``criteria``'s margin and alpha (default :class:`Criteria`), stored at the first run.
+
+    Progress: without a ``progress`` callback of its own, the run logs one line per finished
+    training with the time left (logger ``ticketlab``, on stderr when logging is not
+    configured; see ``experiment.progress``); ``RunOptions(progress=False)`` keeps it quiet.
     """
     options = options or RunOptions()
     options.validate()
@@ -205,15 +233,17 @@ def run(
                     ensure_replicate_init(env, store, replicate)
                     ensure_level_mask(env, store, replicate, 0)
         transport = blob if blob is not None else inputs
+        with progress_lines(config, store, on_done, enabled=options.progress and progress is None) as on_done:
 
-        def run_units(units: list[Unit] | None = None) -> None:
-            run_graph(env, store, make_executor(config, str(store.directory), options, progress, transport), on_done, units)
+            def run_units(units: list[Unit] | None = None) -> None:
+                executor = make_executor(config, str(store.directory), options, progress, transport)
+                run_graph(env, store, executor, on_done, units)
 
-        if config.is_sequential:
-            _run_sequential(env, store, criteria or Criteria(), run_units)
-        else:
-            run_units()
-    return Result.load(store.directory, require_complete=True, audit=False)
+            if config.is_sequential:
+                _run_sequential(env, store, criteria or Criteria(), run_units)
+            else:
+                run_units()
+    return Result.load(store.directory, require_complete=True, audit=False, levels=config.levels, model=model)
 
 
 def _check_user_loop_options(options: RunOptions) -> None:

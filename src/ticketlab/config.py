@@ -172,7 +172,17 @@ class Config:
     and train as long again at the schedule's final learning rate). The last two need a method
     that prunes trained weights (IMP, one-shot); controls always train from scratch.
     ``control_levels`` trains the controls at those levels only (empty: every level), for long
-    studies where a control at every level costs more than the comparison needs.
+    studies where a control at every level costs more than the comparison needs; levels of
+    ``control_levels`` or ``ticket_levels`` past ``levels`` train once the chain reaches them.
+
+    ``levels`` and ``name`` are *not* part of the experiment's identity (``IDENTITY_FREE``):
+    ``levels`` says how far the chain is trained, so ``--levels 2`` then ``--levels 4`` is one
+    experiment whose levels 3 and 4 are trained on top of the stored 0..2 (as OpenLTH does),
+    and a smaller ``levels`` shows fewer levels without deleting any. ``name`` is a label the
+    user chooses for the experiment's directory (``<name>-<hash>``); it is a config field
+    rather than a run option because it belongs to the experiment (recorded in config.json,
+    shown by ``ticketlab list``), but like ``levels`` it never changes the hash, so the same
+    settings under another name resume the same experiment.
 
     ``seeds = "auto"`` adds seeds look by look, up to ``max_seeds``, under the group-sequential
     design ``sequential`` describes (``ticketlab.experiment.looks``): a fixed number of seeds is
@@ -216,6 +226,7 @@ class Config:
     task: str | None = recorded("a custom training task, in words (None: the default for the labels)")
     task_fingerprint: str | None = recorded("its identity: import paths, code fingerprint or version")
     train_loop: str | None = recorded("the user's training function (run(train=...)): label@fingerprint")
+    name: str | None = setting(None, "A label for the experiment's folder (<name>-<hash>); not part of its identity.")
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
@@ -257,17 +268,21 @@ class Config:
         require(self.levels >= 0, f"levels must be >= 0, got {self.levels}")
         self._validate_seeds()
         require(self.seed >= 0, f"seed must be >= 0, got {self.seed}")
+        require(self.name is None or bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,59}", self.name)),
+               f"name must be 1-60 letters, digits, '_', '.' or '-' (a folder name), starting with a letter "
+               f"or digit; got {self.name!r}")
         require(len(set(self.controls)) == len(self.controls), f"controls repeat an arm: {list(self.controls)}")
+        # Levels past ``levels`` are allowed: they are part of the identity and ``levels`` is not, so a
+        # chain asked for fewer levels than it was (or will be) trained to keeps its level lists.
         require(
-            list(self.control_levels) == sorted(set(self.control_levels))
-            and all(1 <= level <= self.levels for level in self.control_levels),
-            f"control_levels must increase and lie in 1..levels ({self.levels}), got {list(self.control_levels)}",
+            list(self.control_levels) == sorted(set(self.control_levels)) and all(level >= 1 for level in self.control_levels),
+            f"control_levels must increase and be >= 1 (those past levels train when the chain reaches them), "
+            f"got {list(self.control_levels)}",
         )
-
         require(
-            list(self.ticket_levels) == sorted(set(self.ticket_levels))
-            and all(1 <= level <= self.levels for level in self.ticket_levels),
-            f"ticket_levels must increase and lie in 1..levels ({self.levels}), got {list(self.ticket_levels)}",
+            list(self.ticket_levels) == sorted(set(self.ticket_levels)) and all(level >= 1 for level in self.ticket_levels),
+            f"ticket_levels must increase and be >= 1 (those past levels train when the chain reaches them), "
+            f"got {list(self.ticket_levels)}",
         )
         require(
             not self.ticket_levels or set(self.control_levels) <= set(self.ticket_levels),
@@ -379,15 +394,26 @@ class Config:
         return _plain(dataclasses.asdict(self))
 
     def canonical_dict(self) -> dict[str, Any]:
-        """Only the fields that differ from their defaults: what names the experiment."""
-        return _non_default(self, type(self)())
+        """Only the fields that differ from their defaults, less ``IDENTITY_FREE``: what
+        identifies the experiment (and is hashed into its directory's name)."""
+        return {k: v for k, v in _non_default(self, type(self)()).items() if k not in IDENTITY_FREE}
+
+    def legacy_canonical_dict(self) -> dict[str, Any]:
+        """The canonical part as ticketlab wrote it before ``levels`` left the identity
+        (``levels`` included when not the default); it names directories written then."""
+        return {k: v for k, v in _non_default(self, type(self)()).items() if k != "name"}
 
     def canonical_json(self) -> str:
-        return json.dumps(self.canonical_dict(), sort_keys=True, separators=(",", ":"))
+        return canonical_json(self.canonical_dict())
 
     def digest(self) -> str:
         """Short stable hash of the canonical JSON."""
-        return hashlib.sha256(self.canonical_json().encode()).hexdigest()[:12]
+        return canonical_digest(self.canonical_dict())
+
+    def legacy_experiment_name(self) -> str:
+        """The directory name ticketlab gave this experiment before the method and the user's
+        name were part of it, and ``levels`` was hashed: ``<dataset>-<model>-<legacy hash>``."""
+        return f"{_readable(self.data.dataset)}-{_readable(self.model)}-{canonical_digest(self.legacy_canonical_dict())}"
 
     def has_controls(self, level: int) -> bool:
         """Whether the control arms train at ``level`` (never at the dense level 0)."""
@@ -398,10 +424,15 @@ class Config:
         return level == 0 or not self.ticket_levels or level in self.ticket_levels
 
     def experiment_name(self) -> str:
-        """Directory name: readable prefix plus the config hash. Import paths and Python objects
-        contribute their last name (``mypkg.nets:make_net`` -> ``make_net``), so the name stays a
-        portable file name; the hash is what identifies the experiment."""
-        return f"{_readable(self.data.dataset)}-{_readable(self.model)}-{self.digest()}"
+        """Directory name: ``<dataset>-<model>-<method>-<hash>``, or ``<name>-<hash>`` with a
+        user-chosen ``name``. Import paths and Python objects contribute their last name
+        (``mypkg.nets:make_net`` -> ``make_net``), so the name stays a portable file name; the
+        hash is what identifies the experiment (the store also finds directories written under
+        the legacy name, see ``Store.for_config``)."""
+        if self.name:
+            return f"{self.name}-{self.digest()}"  # validated: already a portable folder name
+        prefix = "-".join(_readable(part) for part in (self.data.dataset, self.model, self.prune.method))
+        return f"{prefix}-{self.digest()}"
 
 
 @dataclass(frozen=True)
@@ -422,7 +453,7 @@ class RunOptions:
     precision: Precision = setting("fp32", "fp32, or bf16 autocast for forward passes (for GPUs).")
     executor: Executor = setting("local", "Where trainings run: local processes or tasks on a Ray cluster.")
     ray_address: str | None = setting(None, "Ray cluster address (default: start a local one).")
-    progress: bool = setting(True, "Show progress bars.")
+    progress: bool = setting(True, "Progress: bars on a terminal, elsewhere one log line per finished training.")
     probe_batch: bool = setting(True, "Measure --batch K against sequential first and never train slower.")
     stepper: Stepper = setting("auto", "auto (sparse where a probe measures it faster), dense, or sparse (pruned MLPs "
                                "trained on their survivors; see train.steppers).")
@@ -453,6 +484,20 @@ class RunOptions:
 
 
 # ---------------------------------------------------------------------------- helpers
+#: Top-level fields outside the experiment's identity (see ``Config``): how far the chain is
+#: trained, and the directory's label.
+IDENTITY_FREE = ("levels", "name")
+
+
+def canonical_json(canonical: dict[str, Any]) -> str:
+    return json.dumps(canonical, sort_keys=True, separators=(",", ":"))
+
+
+def canonical_digest(canonical: dict[str, Any]) -> str:
+    """The 12-hex-digit hash of a canonical part, which ends an experiment's directory name."""
+    return hashlib.sha256(canonical_json(canonical).encode()).hexdigest()[:12]
+
+
 def _readable(name: str) -> str:
     """``name``'s last component, with only letters, digits, ``_`` and ``.`` (at most 40)."""
     return re.sub(r"[^A-Za-z0-9_.]+", "_", name.rsplit(":", 1)[-1])[:40] or "user"

@@ -329,7 +329,7 @@ def _check_identity(bundle: Bundle) -> None:
     experiment's name, the level's range and each replicate's seed (``seed + replicate``, as
     training derives its data order from it), so an edited seed or level is refused, not printed."""
     config, where = bundle.config, bundle.path
-    if bundle.doc["experiment"] != config.experiment_name():
+    if bundle.doc["experiment"] not in (config.experiment_name(), config.legacy_experiment_name()):  # older bundles
         raise BundleError(f"{where} is inconsistent: it names experiment {bundle.doc['experiment']}, its config is "
                           f"experiment {config.experiment_name()}")
     if not 0 <= bundle.level <= config.levels:

@@ -129,7 +129,7 @@ def run_command(
     options = RunOptions(**flags.given(flags.OPTION_FLAGS, fields))
 
     started = time.perf_counter()
-    with _progress_display(config, enabled=options.progress) as (on_progress, on_done):
+    with _progress_display(config, enabled=options.progress, root=options.root) as (on_progress, on_done):
         result = run_experiment(config, options, progress=on_progress, on_done=on_done, criteria=criteria)
     _print_table(result, criteria, wide=options.wide)
     console.print(f"experiment: {result.directory}  (wall time {time.perf_counter() - started:.1f} s)")
@@ -262,32 +262,47 @@ def report_command(
 
 
 class _progress_display:
-    """Rich progress: one bar per level (units done) and one for the current training's iterations."""
+    """Rich progress on a terminal: one bar for all trainings with the time left, one per level
+    (units done), and one for the current training's iterations.
 
-    def __init__(self, config: Config, enabled: bool) -> None:
+    Units a resumed run skips are counted as done from the start, and the time left counts
+    only units trained now (``experiment.progress.Estimate``); rich's own estimate, from the
+    last seconds' rate, has nothing to go on while one unit trains for minutes. Elsewhere (no
+    terminal) the run logs one line per training instead (``api.run``).
+    """
+
+    def __init__(self, config: Config, enabled: bool, root: str | None = None) -> None:
         self.enabled = enabled and sys.stderr.isatty() or enabled == "force"
-        self.config = config
+        self.config, self.root = config, root
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), console=err_console, transient=False)
+                                 TimeElapsedColumn(), TextColumn("{task.fields[eta]}"), console=err_console,
+                                 transient=False)
         self.level_tasks: dict[int, Any] = {}
         self.unit_task: Any = None
 
     def __enter__(self):
         if not self.enabled:
             return None, None
-        per_level: dict[int, int] = {}
-        for unit in all_units(self.config):
-            per_level[unit.level] = per_level.get(unit.level, 0) + 1
-        for level, count in per_level.items():
-            self.level_tasks[level] = self.progress.add_task(f"level {level:2d}", total=count)
-        self.unit_task = self.progress.add_task("training", total=1, visible=False)
+        from ticketlab.experiment.progress import Estimate, finished_units
+
+        units = all_units(self.config)
+        before = finished_units(self.config, Store.for_config(self.config, self.root)) if self.root else set()
+        estimate = Estimate(len(units), before)
+        overall = self.progress.add_task("all trainings", total=len(units), completed=len(before), eta=estimate.eta())
+        for level in sorted({unit.level for unit in units}):
+            count = sum(unit.level == level for unit in units)
+            done = sum(unit.level == level for unit in before)
+            self.level_tasks[level] = self.progress.add_task(f"level {level:2d}", total=count, completed=done, eta="")
+        self.unit_task = self.progress.add_task("training", total=1, visible=False, eta="")
         self.progress.start()
 
         def on_progress(unit, step, end):
             self.progress.update(self.unit_task, description=str(unit), completed=step, total=end, visible=True)
 
         def on_done(unit, summary):
-            self.progress.advance(self.level_tasks[unit.level])
+            if estimate.finished(unit):
+                self.progress.advance(self.level_tasks[unit.level])
+                self.progress.update(overall, completed=estimate.done, eta=estimate.eta())
 
         return on_progress, on_done
 
@@ -338,6 +353,28 @@ def _sigterm_stops_cleanly() -> Iterator[None]:
     finally:
         if previous is not None:  # None: a handler set outside Python, which cannot be put back
             signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def _log_lines_on_stderr() -> Iterator[None]:
+    """The ``ticketlab`` logger's lines (progress without a terminal: ``experiment.progress``)
+    on stderr while a command runs, as ``ticketlab: <line>``. The CLI is the application, so
+    it decides where its log goes; the logger is restored after (for a CLI called in-process)."""
+    import logging
+
+    logger = logging.getLogger("ticketlab")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("ticketlab: %(message)s"))
+    saved = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
 
 
 def _error_line(message: str) -> None:
@@ -410,7 +447,7 @@ def main(argv: list[str] | None = None) -> None:
     command = typer.main.get_command(app)
     reset_warnings()
     try:
-        with _sigterm_stops_cleanly(), warnings.catch_warnings():
+        with _sigterm_stops_cleanly(), _log_lines_on_stderr(), warnings.catch_warnings():
             warnings.simplefilter("always", IntegrityWarning)
             warnings.showwarning = _warning_line
             command.main(args=argv, prog_name="ticketlab", standalone_mode=False)
@@ -509,6 +546,35 @@ def plan_command(
         return
     for line in planned.lines():
         console.print(line, highlight=False, markup=False, soft_wrap=True)
+
+
+# ---------------------------------------------------------------------------- list
+@app.command("list")
+def list_command(
+    root: Path = typer.Argument(Path("experiments"), help="The folder holding experiment directories."),
+    margin: float = MARGIN,
+    matching_rule: str = MATCHING_RULE,
+    alpha: float = ALPHA,
+    min_seeds: int = MIN_SEEDS,
+) -> None:
+    """Every experiment under ROOT: status, method, dataset, model, levels, seeds, trainings done
+    and the headline verdict. Read-only; damaged or unfinished experiments are listed with a status."""
+    from rich.table import Table
+
+    from ticketlab.report.listing import list_experiments
+
+    criteria = _criteria(margin, matching_rule, alpha, min_seeds)
+    entries = list_experiments(root, criteria)
+    if not entries:
+        console.print(f"no experiments under {root}", highlight=False, markup=False)
+        return
+    table = Table(title=f"experiments under {root}")
+    columns = ("experiment", "status", "method", "dataset", "model", "levels", "seeds", "done", "headline")
+    for column in columns:  # the folder name whole (it is what the other commands take), the rest wraps
+        table.add_column(column, no_wrap=column == "experiment", overflow="fold")
+    for e in entries:
+        table.add_row(e.directory.name, e.status, e.method, e.dataset, e.model, e.levels, e.seeds, e.units, e.headline)
+    console.print(table)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ def preflight(env: Environment, options: RunOptions) -> ParameterPlan:
     from ticketlab.experiment.inputs import probe
 
     config = env.config
-    check_out_dir(Path(options.root), config.experiment_name())
+    check_out_dir(Path(options.root), experiment_dir(config, options.root).name)
     check_resources(env, options)
     plan = parameter_plan(env)
     probe(env.inputs, config, env.device)
@@ -95,7 +95,7 @@ def check_resources(env: Environment, options: RunOptions) -> None:
             "use a smaller model" + (" or fewer --workers/--batch" if parallel > 1 else "")
         )
     stored = stored_bytes(env, options)
-    needed = stored - _stored_already(Path(options.root) / config.experiment_name())
+    needed = stored - _stored_already(experiment_dir(config, options.root))
     free = _free_disk(Path(options.root))
     if free is not None and needed > free:
         raise ConfigError(
@@ -142,6 +142,13 @@ def stored_bytes(env: Environment, options: RunOptions) -> int:
     top = 3 * SMALL_FILE + _blocks(200 * tensors) + _blocks(200 * units)  # config, plan, manifest and its index
     parallel = max(options.workers, options.batch, 1)
     return units * unit + config.replicates * replicate + top + min(parallel, units) * training_state
+
+
+def experiment_dir(config: Config, root: str) -> Path:
+    """Where the run will write: the experiment's existing directory, or its new one."""
+    from ticketlab.store.layout import Store
+
+    return Store.for_config(config, root).directory
 
 
 def _stored_already(directory: Path) -> int:

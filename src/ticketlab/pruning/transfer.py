@@ -139,6 +139,7 @@ def transfer_config(source: str | Path, overrides: dict) -> dict:
     raw = Store(directory).read_config().to_dict()
     raw["prune"] = {**raw["prune"], "method": "transfer", "source": str(directory)}
     raw["ticket_levels"] = []
+    raw["name"] = None  # the source's label names the source, not this retraining of it
     for key, value in overrides.items():
         raw[key] = {**raw[key], **value} if isinstance(value, dict) and isinstance(raw.get(key), dict) else value
     return raw

@@ -326,8 +326,9 @@ def _config_section(result: Result) -> str:
     canonical = json.dumps(result.config.canonical_dict(), indent=2, sort_keys=True)
     full = json.dumps(result.config.to_dict(), indent=2, sort_keys=True)
     return (
-        f"<p>Experiment <code>{_e(result.config.experiment_name())}</code>. The canonical config lists only "
-        "the settings that differ from the defaults; its hash names the experiment directory.</p>"
+        f"<p>Experiment <code>{_e(result.directory.name)}</code>. The canonical config lists only "
+        "the settings that differ from the defaults, less <code>levels</code> and <code>name</code> (how far the "
+        "chain is trained, and its label); its hash names the experiment directory.</p>"
         '<div class="columns">'
         f"<div><h3>canonical</h3><pre>{_e(canonical)}</pre></div>"
         f"<div><h3>full (defaults filled in)</h3><pre>{_e(full)}</pre></div>"

@@ -2,8 +2,9 @@
 
 Layout (``r`` = replicate, ``L`` = level)::
 
-    <root>/<dataset>-<model>-<hash>/
+    <root>/<dataset>-<model>-<method>-<hash>/   (or <name>-<hash>; older: <dataset>-<model>-<hash>)
         config.json                      canonical config (what the hash is of) + full config
+                                         (whose ``levels`` is the most ever trained)
         replicate_<r>/
             init.safetensors             the replicate's initial weights (before any training)
             rewind.safetensors           weights + optimizer state at iteration k (late rewinding)
@@ -67,13 +68,14 @@ from ticketlab.io import (
 )
 from ticketlab.masks import Mask
 from ticketlab.store.integrity import DamagedFileError, verified_bytes
+from ticketlab.store.lookup import identity_of, names_itself
 
 if TYPE_CHECKING:
     from ticketlab.roles import ParameterPlan
 
 FORMAT = 2
 UNITS = "units"  # the top-level manifest's index of finished trainings: unit folder -> its summary's entry
-_NAME = re.compile(r"^.+-[0-9a-f]{12}$")  # <dataset>-<model>-<hash>, as experiment_name() makes it
+_NAME = re.compile(r"^.+-[0-9a-f]{12}$")  # <prefix>-<hash>, as experiment_name() makes it
 _WARNED_LEGACY: set[Path] = set()  # the "no checksums" warning is given once per directory
 
 
@@ -136,7 +138,12 @@ class Store:
 
     @classmethod
     def for_config(cls, config: Config, root: str | Path) -> "Store":
-        return cls(Path(root) / config.experiment_name())
+        """The store of ``config``'s experiment under ``root``: the existing directory when
+        there is one (found by its hash, or under its legacy name: ``store.lookup``), else a
+        new one named ``config.experiment_name()``."""
+        from ticketlab.store.lookup import find_experiment
+
+        return cls(find_experiment(config, root) or Path(root) / config.experiment_name())
 
     # ------------------------------------------------------------------ paths
     @property
@@ -189,7 +196,7 @@ class Store:
             try:
                 existing = self.read_config()
             except StoreError:
-                if self.directory.name != config.experiment_name():
+                if not self._named_for(config):
                     raise
                 from ticketlab.store.integrity import set_aside
 
@@ -201,13 +208,34 @@ class Store:
                     raise StoreError(
                         f"{self.directory} holds a different experiment; choose another --out directory"
                     )
+                self._record_extent(existing, config)
                 return
-        record: dict[str, Any] = {"canonical": config.canonical_dict(), "name": config.experiment_name(),
-                                  "config": config.to_dict()}
+        legacy_name = self.directory.name == config.legacy_experiment_name() != config.experiment_name()
+        canonical = config.legacy_canonical_dict() if legacy_name else config.canonical_dict()
+        name = self.directory.name if names_itself(self.directory.name, canonical) else config.experiment_name()
+        record: dict[str, Any] = {"canonical": canonical, "name": name, "config": config.to_dict()}
         if not self._has_legacy_results():
             record["format"] = FORMAT
         write_json_atomic(self.config_path, record)
         self._legacy = "format" not in record
+
+    def _named_for(self, config: Config) -> bool:
+        """Whether this directory's name says it is ``config``'s (its hash, or its legacy name)."""
+        name = self.directory.name
+        return name.endswith(f"-{config.digest()}") or name == config.legacy_experiment_name()
+
+    def _record_extent(self, existing: Config, config: Config) -> None:
+        """Keep config.json's full part covering every level ever trained (``levels`` is not part
+        of the identity, so a run may extend the chain). The canonical part, the directory's
+        name, the ``name`` it was created with and the format stay as written: a later run
+        under another name resumes this directory, which keeps its name."""
+        merged = existing.to_dict()
+        merged["levels"] = max(existing.levels, config.levels)
+        if merged == existing.to_dict():
+            return
+        record = read_json(self.config_path)
+        record["config"] = merged
+        write_json_atomic(self.config_path, record)
 
     def _has_legacy_results(self) -> bool:
         """Results without any manifest were written by the old format: keep them legacy."""
@@ -230,7 +258,8 @@ class Store:
         except ConfigError as exc:
             raise StoreError(f"{path} is damaged ({exc}); restore it, or run the experiment "
                              "from its original config to rewrite it") from None
-        if (config.canonical_dict() != record["canonical"] or record["name"] != config.experiment_name()
+        if (identity_of(record["canonical"]) != config.canonical_dict()
+                or not isinstance(record["name"], str) or not names_itself(record["name"], record["canonical"])
                 or (_NAME.match(self.directory.name) and self.directory.name != record["name"])):
             raise StoreError(
                 f"{path} is damaged or edited (its config does not hash to the experiment's name "
