@@ -42,11 +42,21 @@ def check_stackable(env: Environment) -> None:
         )
 
 
+def optimizer_age(optimizer) -> float | None:
+    """The optimizer's step count (Adam's bias correction depends on it), None before its first
+    step: one stacked optimizer holds one count, so only units of the same age stack."""
+    for state in optimizer.state.values():
+        if "step" in state:
+            return float(state["step"])
+    return None
+
+
 def train_stack(units: Sequence[PreparedUnit]) -> None:
     """Train ``units`` (same start step and end) together; their states end up as if trained alone."""
     first = units[0]
-    if any(u.state.step != first.state.step or u.end != first.end or u.train != first.train for u in units):
-        raise ValueError("batched units must share their start step, training length and schedule")
+    if any(u.state.step != first.state.step or u.end != first.end or u.train != first.train
+           or optimizer_age(u.optimizer) != optimizer_age(first.optimizer) for u in units):
+        raise ValueError("stacked units must share their start step, training length, schedule and optimizer age")
     env = first.env
     for unit in units:  # stacked replicates draw no random numbers (Dropout is refused): nothing to save
         unit.events.fixed_rng = unit.rng
@@ -60,7 +70,8 @@ def train_stack(units: Sequence[PreparedUnit]) -> None:
 
 def run_stack(config: Config, store_dir: str, units: Sequence[Unit], device: str = "cpu",
                       inputs: bytes | Inputs | None = None) -> list[tuple[Unit, dict]]:
-    """Run ``units``: those sharing (start step, length, schedule) train together; return their summaries.
+    """Run ``units``: those sharing (start step, length, schedule, optimizer age) train together;
+    return their summaries.
 
     ``device`` is the run's option as given (``auto`` included), resolved here exactly as
     ``run_unit`` resolves it for one unit, so ``--batch K`` accepts every ``--device`` value.
@@ -73,7 +84,8 @@ def run_stack(config: Config, store_dir: str, units: Sequence[Unit], device: str
         if isinstance(prepared, dict):
             results.append((unit, prepared))
         else:
-            key = (prepared.state.step, prepared.end, prepared.capture_steps, prepared.masks is None, prepared.train)
+            key = (prepared.state.step, prepared.end, prepared.capture_steps, prepared.masks is None, prepared.train,
+                   optimizer_age(prepared.optimizer))  # a reinit from k (fresh optimizer) beside a ticket rewound to k
             groups[key].append(prepared)
     for group in groups.values():
         train_stack(group)
