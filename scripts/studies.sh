@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-studies}
+# The experiment directory a run printed ("experiment: <dir>  (wall time ...)"), for the analyses below.
+experiment_of() { tee /dev/stderr | sed -n 's/^experiment: \([^ ]*\).*/\1/p' | tail -1; }
 bash scripts/setup.sh
 export OMP_NUM_THREADS=1
 
@@ -12,19 +14,19 @@ export OMP_NUM_THREADS=1
 #    (Adam 1.2e-3, batch 60, layerwise 20% / output 10%, rewind to initialisation, evaluation every
 #    100 iterations), 18 levels (1.9% remaining), 3 seeds, 15,000 iterations, reinit and random
 #    controls at the levels of the paper's Figures 3-4 (51.3, 21.1, 7.0, 3.6, 1.9% remaining).
-.venv/bin/ticketlab run --dataset mnist --model lenet_300_100 --levels 18 --seeds 3 \
+PAPER=$(.venv/bin/ticketlab run --dataset mnist --model lenet_300_100 --levels 18 --seeds 3 \
     --controls reinit,random --control-levels 3,7,12,15,18 --iterations 15000 --eval-every 100 \
-    --workers 2 --out "$OUT" --no-progress
+    --workers 2 --out "$OUT" --no-progress | experiment_of)
 
 # 1b. Does training longer change the picture? Seed 0 of study 1 (same initialisation), twice as
 #     long (30,000 iterations), controls at the sparsest level.
-.venv/bin/ticketlab run --dataset mnist --model lenet_300_100 --levels 18 --seeds 1 \
+PAPER_LONG=$(.venv/bin/ticketlab run --dataset mnist --model lenet_300_100 --levels 18 --seeds 1 \
     --controls reinit,random --control-levels 18 --iterations 30000 --eval-every 100 \
-    --workers 2 --out "$OUT" --no-progress
+    --workers 2 --out "$OUT" --no-progress | experiment_of)
 
 # 2. LeNet-300-100 on the 5,000-digit mnist5k subset, 5 seeds, 16 levels, reinit and random controls.
-.venv/bin/ticketlab run --dataset mnist5k --model lenet_300_100 --levels 16 --seeds 5 \
-    --controls reinit,random --iterations 3000 --eval-every 50 --workers 2 --out "$OUT" --no-progress
+MNIST5K=$(.venv/bin/ticketlab run --dataset mnist5k --model lenet_300_100 --levels 16 --seeds 5 \
+    --controls reinit,random --iterations 3000 --eval-every 50 --workers 2 --out "$OUT" --no-progress | experiment_of)
 
 # 3. An MLP on MNIST-1D, 5 seeds, ticket vs random pruning down to >= 97% sparsity (18 levels),
 #    replicates and controls trained as one batched computation.
@@ -34,10 +36,10 @@ export OMP_NUM_THREADS=1
 
 # 4. The Transformer receipt: a one-layer Transformer on (a + b) mod 59, 3 seeds, global IMP to
 #    8.6% of the pruned weights (91.4% sparsity), reinit, random and weight_shuffle controls.
-.venv/bin/ticketlab run scripts/modadd_study.toml --workers 1 --threads 1 --out "$OUT" --no-progress
+MODADD=$(.venv/bin/ticketlab run scripts/modadd_study.toml --workers 1 --threads 1 --out "$OUT" --no-progress | experiment_of)
 
 # The rows beside the paper's Figures 3-4 (docs/results.md section 1), read from studies 1 and 1b.
-.venv/bin/python scripts/paper_comparison.py "$OUT"/mnist-lenet_300_100-0bb4160c2ecc "$OUT"/mnist-lenet_300_100-a584bfd462af
+.venv/bin/python scripts/paper_comparison.py "$PAPER" "$PAPER_LONG"
 
 # 5. Pruning at initialisation beside IMP (issue 10, part 1), on mnist5k with study 2's training
 #    setting: SNIP, GraSP, SynFlow, magnitude-at-init and random-at-init at IMP's 16 sparsities,
@@ -54,7 +56,7 @@ done
 #    sparsities of the paper's figures, ablations (within-layer shuffle, reinit) at 21.1% and 1.9%.
 COMMON6="--dataset mnist --model lenet_300_100 --levels 18 --seeds 3 --iterations 5000 --eval-every 250 \
     --controls reinit,random --control-levels 7,18 --workers 2 --out $OUT --no-progress"
-.venv/bin/ticketlab run $COMMON6
+FULL6=$(.venv/bin/ticketlab run $COMMON6 | experiment_of)
 for method in snip grasp synflow magnitude_init random_init; do
     .venv/bin/ticketlab run $COMMON6 --method "$method" --ticket-levels 3,7,12,15,18
 done
@@ -69,14 +71,14 @@ done
 
 # 8. Instability analysis: LeNet on the full MNIST (study 6's IMP run) and the Transformer (study 4),
 #    and the Transformer's IMP with late rewinding to k = 200.
-.venv/bin/ticketlab stability "$OUT"/mnist-lenet_300_100-6423e6477dda --levels 0,12,18 --k 0,100,1000
-.venv/bin/ticketlab stability "$OUT"/modadd-transformer_modadd-7ff2cb80da04 --levels 0,7,10 --k 0,50,200,600
+.venv/bin/ticketlab stability "$FULL6" --levels 0,12,18 --k 0,100,1000
+.venv/bin/ticketlab stability "$MODADD" --levels 0,7,10 --k 0,50,200,600
 .venv/bin/ticketlab run scripts/modadd_study.toml --rewind-iteration 200 --control-levels 7,10 --workers 1 \
     --threads 1 --out "$OUT" --no-progress
 
 # 9. Transfer: study 2's tickets (found with Adam) retrained with SGD (momentum 0.9, lr 0.01), beside
 #    IMP run natively with that SGD.
-.venv/bin/ticketlab run --transfer-from "$OUT"/mnist5k-lenet_300_100-aeac6bc260a9 --seeds 3 --levels 12 \
+.venv/bin/ticketlab run --transfer-from "$MNIST5K" --seeds 3 --levels 12 \
     --optimizer sgd --lr 0.01 --controls random --control-levels 8,12 --workers 2 --out "$OUT" --no-progress
 .venv/bin/ticketlab run --dataset mnist5k --model lenet_300_100 --levels 16 --seeds 3 --optimizer sgd --lr 0.01 \
     --eval-every 50 --controls random --control-levels 4,8,12,16 --workers 2 --out "$OUT" --no-progress

@@ -132,7 +132,7 @@ def run_command(
     with _progress_display(config, enabled=options.progress, root=options.root) as (on_progress, on_done):
         result = run_experiment(config, options, progress=on_progress, on_done=on_done, criteria=criteria)
     _print_table(result, criteria, wide=options.wide)
-    console.print(f"experiment: {result.directory}  (wall time {time.perf_counter() - started:.1f} s)")
+    console.print(f"experiment: {result.directory}  (wall time {time.perf_counter() - started:.1f} s)", soft_wrap=True)
     if report:
         console.print(f"report: {write_report(result.directory, criteria)}")
     diverged = result.diverged()
