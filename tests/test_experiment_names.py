@@ -3,7 +3,6 @@ legacy name still found, and ``levels`` outside the identity so a chain extends 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import tomllib
 from pathlib import Path
@@ -111,8 +110,6 @@ def test_a_bad_name_in_a_config_file_is_one_line(tmp_path, capsys):
     refused_in_one_line(["run", str(path), "--out", str(tmp_path / "out")], tmp_path / "out", "name must be", capsys)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("ticketlab.flags") is None,
-                    reason="--name comes with run's flags generated from the config fields (ticketlab.flags)")
 def test_name_flag_names_the_directory(tmp_path, capsys):
     path = tmp_path / "config.toml"
     path.write_text('model = "mlp_32_16"\nlevels = 0\n[data]\ndataset = "digits"\n[train]\niterations = 40\n'
