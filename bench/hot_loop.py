@@ -145,13 +145,18 @@ class Bare:
         else:
             self.masked = None
 
+    def next_index(self) -> torch.Tensor:
+        """The next minibatch's example indices: one randperm per epoch, sliced."""
+        if self.offset == 0:
+            self.order = torch.randperm(self.n, generator=self.generator)
+        index = self.order[self.offset * BATCH:(self.offset + 1) * BATCH]
+        self.offset = (self.offset + 1) % self.per_epoch
+        return index
+
     def run(self, steps: int) -> None:
         model, opt, x, y = self.model, self.optimizer, self.x, self.y
         for _ in range(steps):
-            if self.offset == 0:
-                self.order = torch.randperm(self.n, generator=self.generator)
-            index = self.order[self.offset * BATCH:(self.offset + 1) * BATCH]
-            self.offset = (self.offset + 1) % self.per_epoch
+            index = self.next_index()
             loss = F.cross_entropy(model(x[index]), y[index])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -180,10 +185,7 @@ class UserLoop(Bare):
     def run(self, steps: int) -> None:
         model, opt, x, y, unit = self.model, self.optimizer, self.x, self.y, self.unit
         for _ in range(steps):
-            if self.offset == 0:
-                self.order = torch.randperm(self.n, generator=self.generator)
-            index = self.order[self.offset * BATCH:(self.offset + 1) * BATCH]
-            self.offset = (self.offset + 1) % self.per_epoch
+            index = self.next_index()
             loss = F.cross_entropy(model(x[index]), y[index])
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -73,9 +73,10 @@ def pytest_sessionstart(session) -> None:
             reporter.write_line(line)
 
 
-def tiny_config(**changes) -> Config:
-    """A real but fast experiment: sklearn digits, a small MLP, a few hundred iterations."""
-    raw = {
+def tiny_raw(**changes) -> dict:
+    """A real but fast experiment as plain data: sklearn digits, a small MLP, a few hundred
+    iterations (tables in ``changes`` update the defaults' tables)."""
+    raw: dict = {
         "model": "mlp_64_32",
         "levels": 2,
         "data": {"dataset": "digits"},
@@ -86,7 +87,12 @@ def tiny_config(**changes) -> Config:
             raw.setdefault(key, {}).update(value)
         else:
             raw[key] = value
-    return Config.from_dict(raw)
+    return raw
+
+
+def tiny_config(**changes) -> Config:
+    """:func:`tiny_raw` as a validated Config."""
+    return Config.from_dict(tiny_raw(**changes))
 
 
 @pytest.fixture

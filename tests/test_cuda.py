@@ -29,6 +29,8 @@ import torch
 
 import ticketlab
 
+from conftest import tiny_raw
+
 DEVICE = os.environ.get("TICKETLAB_CUDA_TESTS_DEVICE", "cuda")
 MASK_TOLERANCE = 0.01
 ACCURACY_TOLERANCE = 0.02
@@ -40,20 +42,6 @@ def needs_cuda(test):
     skip = pytest.mark.skipif(DEVICE.startswith("cuda") and not torch.cuda.is_available(),
                               reason="no CUDA device: torch.cuda.is_available() is False")
     return pytest.mark.cuda(skip(test))
-
-
-def small_config(**changes: Any) -> dict[str, Any]:
-    """A real but fast IMP experiment: sklearn digits, an MLP, a few hundred iterations."""
-    raw: dict[str, Any] = {
-        "model": "mlp_64_32", "levels": 2, "data": {"dataset": "digits"},
-        "train": {"iterations": 300, "eval_every": 50, "checkpoint_every": 100, "batch_size": 32},
-    }
-    for key, value in changes.items():
-        if isinstance(value, dict):
-            raw.setdefault(key, {}).update(value)
-        else:
-            raw[key] = value
-    return raw
 
 
 def run_on(tmp_path, name: str, config: dict[str, Any], device: str = DEVICE, **options: Any) -> ticketlab.Result:
@@ -81,13 +69,13 @@ def assert_runs_close(a: ticketlab.Result, b: ticketlab.Result, levels: range) -
 
 @needs_cuda
 def test_cuda_masks_agree_with_cpu_after_a_small_imp_run(tmp_path):
-    config = small_config(levels=3)
+    config = tiny_raw(levels=3)
     assert_runs_close(run_on(tmp_path, "cpu", config, device="cpu"), run_on(tmp_path, "cuda", config), range(1, 4))
 
 
 @needs_cuda
 def test_rewound_weights_equal_init_on_survivors(tmp_path):
-    result = run_on(tmp_path, "rewind", small_config(levels=2))
+    result = run_on(tmp_path, "rewind", tiny_raw(levels=2))
     store = result.store
     init = store.tensors(store.init_path(0))
     for level in (1, 2):
@@ -108,7 +96,7 @@ class _Crash(Exception):
 
 @needs_cuda
 def test_resume_after_an_interrupted_unit_equals_an_uninterrupted_run(tmp_path):
-    config = small_config(levels=2)
+    config = tiny_raw(levels=2)
 
     def crash(unit, step, end):
         if unit.level == 1 and step >= 150:  # past the checkpoint at 100
@@ -133,7 +121,7 @@ def test_resume_after_an_interrupted_unit_equals_an_uninterrupted_run(tmp_path):
 
 @needs_cuda
 def test_stacked_replicates_agree_with_sequential_ones(tmp_path):
-    config = small_config(levels=1, seeds=4, controls=["reinit", "random"], train={"iterations": 200})
+    config = tiny_raw(levels=1, seeds=4, controls=["reinit", "random"], train={"iterations": 200})
     sequential = run_on(tmp_path, "sequential", config)
     stacked = run_on(tmp_path, "stacked", config, batch=8)
     assert_runs_close(sequential, stacked, range(1, 2))
@@ -148,7 +136,7 @@ def test_bf16_and_fp32_give_the_same_verdicts_on_a_small_study(tmp_path):
     bf16 -0.18 pp against the -0.5 pp threshold at 50% remaining), so the labels are compared at
     the levels where fp32's bound is decisive: more than ``DECISIVE`` from the threshold.
     """
-    config = small_config(levels=4, seeds=3, controls=["random"], control_levels=[2, 4],
+    config = tiny_raw(levels=4, seeds=3, controls=["random"], control_levels=[2, 4],
                           prune={"rate": 0.5, "output_rate": 0.5})
     fp32 = run_on(tmp_path, "fp32", config).verdicts()
     bf16 = run_on(tmp_path, "bf16", config, precision="bf16").verdicts()
