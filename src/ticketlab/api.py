@@ -199,6 +199,10 @@ def run(
     """
     options = options or RunOptions()
     options.validate()
+    if options.trackers:
+        from ticketlab.report.trackers import check_trackers
+
+        check_trackers(options.trackers)
     if train is not None:
         _check_user_loop_options(options)
     requested, options = options, options.resolved()
@@ -243,7 +247,13 @@ def run(
                 _run_sequential(env, store, criteria or Criteria(), run_units)
             else:
                 run_units()
-    return Result.load(store.directory, require_complete=True, audit=False, levels=config.levels, model=model)
+    result = Result.load(store.directory, require_complete=True, audit=False, levels=config.levels, model=model)
+    if options.trackers:
+        from ticketlab.evidence.tables import markdown_table
+        from ticketlab.report.trackers import log_to_trackers
+
+        log_to_trackers(result, options.trackers, markdown_table(result.runs, result.verdicts(criteria)))
+    return result
 
 
 def _check_user_loop_options(options: RunOptions) -> None:

@@ -34,6 +34,7 @@ Stepper = Literal["auto", "dense", "sparse"]
 EXECUTORS: tuple[str, ...] = get_args(Executor)
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 STEPPERS: tuple[str, ...] = get_args(Stepper)
+TRACKERS: tuple[str, ...] = ("tensorboard", "mlflow")  # report.trackers: extras tensorboard, mlflow
 
 
 def setting(default: Any, help: str) -> Any:
@@ -458,6 +459,8 @@ class RunOptions:
     stepper: Stepper = setting("auto", "auto (sparse where a probe measures it faster), dense, or sparse (pruned MLPs "
                                "trained on their survivors; see train.steppers).")
     wide: bool = setting(False, "Print the full verdict table instead of the compact 80-column one.")
+    trackers: tuple[str, ...] = setting((), "Also log every training's curves, per-layer sparsity and the verdict "
+                                        "table to: tensorboard, mlflow (off by default; extras of the same names).")
 
     def resolved(self) -> "RunOptions":
         """A copy with ``workers=0`` (auto) replaced by a number: parallel by default, one
@@ -481,6 +484,8 @@ class RunOptions:
             check_choice(getattr(self, name), name, choices)
         require(self.batch == 1 or self.precision == "fp32", "batch > 1 supports precision fp32 only")
         require(self.batch == 1 or self.stepper != "sparse", "--stepper sparse trains one unit at a time; use --batch 1")
+        for tracker in self.trackers:
+            check_choice(tracker, "trackers", TRACKERS)
 
 
 # ---------------------------------------------------------------------------- helpers
