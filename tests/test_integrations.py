@@ -71,13 +71,19 @@ def test_lightning_callback_masks_after_every_step(tmp_path):
         data = unit.data
         loader = DataLoader(TensorDataset(data.x_train, data.y_train), batch_size=32, shuffle=True,
                             generator=torch.Generator().manual_seed(unit.seed))
+        from lightning.pytorch.loggers import CSVLogger
+
+        logger = CSVLogger(str(tmp_path / "logs"), name=unit.name.replace(" ", "_"))  # the user's own logger
         trainer = lightning.Trainer(max_steps=unit.remaining, callbacks=[LotteryTicket(unit), Check(unit)],
-                                    accelerator="cpu", logger=False, enable_checkpointing=False,
+                                    accelerator="cpu", logger=logger, enable_checkpointing=False,
                                     enable_progress_bar=False, enable_model_summary=False)
         trainer.fit(model, loader)
 
     result = ticketlab.run(CONFIG, options(tmp_path), model=Module, data=blobs(), train=train)
     check_trained(result, nonzero, steps)
+    logged = sorted((tmp_path / "logs").rglob("metrics.csv"))
+    assert len(logged) == len(result.runs)  # ticketlab's evaluations reached the user's logger, per unit
+    assert all("ticketlab/val_loss" in path.read_text().splitlines()[0] for path in logged)
     rewind = load_tensors(result.store.rewind_path(0))
     assert any(k.startswith("optim/momentum_buffer/") for k in rewind)  # the tracked optimizer's state at k
 

@@ -25,6 +25,17 @@ import lightning
 from ticketlab.train.user_loop import TrainingUnit
 
 
+def _to_logger(trainer: lightning.Trainer, record: dict) -> None:
+    """ticketlab's evaluation to the user's own Lightning logger (TensorBoard, MLflow, CSV, ...),
+    under ``ticketlab/``, so the unit's curves sit beside the module's own."""
+    if trainer.logger is None:
+        return
+    values = {f"ticketlab/{key}": value for key, value in record.items()
+              if key not in ("step",) and isinstance(value, (int, float)) and value is not None}
+    if values:
+        trainer.logger.log_metrics(values, step=trainer.global_step)
+
+
 def _loss_of(outputs: Any):
     """The step's loss from what ``training_step`` returned (a tensor, or a dict with ``loss``)."""
     if isinstance(outputs, Mapping):
@@ -60,7 +71,7 @@ class LotteryTicket(lightning.Callback):
         if unit.start + trainer.global_step > unit.iteration:  # an optimizer step happened in this batch
             unit.step(_loss_of(outputs))
             if self.metrics is None and unit.eval_due and not unit.diverged:
-                unit.evaluate()
+                _to_logger(trainer, unit.evaluate())
         if unit.done:
             trainer.should_stop = True
 
@@ -72,4 +83,4 @@ class LotteryTicket(lightning.Callback):
         if missing:
             raise KeyError(f"LotteryTicket(metrics={self.metrics}): the module did not log {missing[0]!r} in "
                            f"validation (logged: {sorted(logged)})")
-        self.unit.evaluate(val=tuple(float(logged[name]) for name in self.metrics))
+        _to_logger(trainer, self.unit.evaluate(val=tuple(float(logged[name]) for name in self.metrics)))
