@@ -150,10 +150,20 @@ def data_fingerprint(data: Dataset, version: str | None = None) -> str:
         digest.update(f"version:{version}".encode())
         return digest.hexdigest()[:16]
     if not isinstance(data, Dataset):
-        raise ConfigError("streamed data needs data_version='...' (a name for this version of the data), "
-                          "so that changed data is a new experiment")
+        raise ConfigError("streamed data needs a version (data.version = '...' in the config, --data-version, or "
+                          "run(data_version='...')): a name for this version of the data, so changed data is a new experiment")
     names = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
     return _tensors_digest(digest, {name: getattr(data, name) for name in names})
+
+
+def version_of(config: Any, data_version: str | None = None) -> str | None:
+    """The data's version: ``run(data_version=...)`` or the config's ``data.version``; given
+    both, they must agree (ConfigError), so neither silently overrides the other."""
+    configured = config.data.version
+    if data_version is not None and configured is not None and data_version != configured:
+        raise ConfigError(f"data_version={data_version!r} and the config's data.version={configured!r} disagree; "
+                          "give one, or the same in both")
+    return data_version if data_version is not None else configured
 
 
 def model_fingerprint(model: nn.Module) -> str:
@@ -299,7 +309,7 @@ def prepare_inputs(config: Any, model: Any = None, data: Any = None, task: Task 
             load_state(built, load_init_weights(config.init_weights, built))
         changes["model_fingerprint"] = model_fingerprint(built)
     if user_data:
-        changes["data"] = {"fingerprint": data_fingerprint(dataset, data_version)}
+        changes["data"] = {"fingerprint": data_fingerprint(dataset, version_of(config, data_version))}
     if task is not None:  # a changed loss or score is another experiment (the default names none)
         identity = task.identity(dataset.train_targets())
         changes["task"], changes["task_fingerprint"] = identity if identity else (None, None)
