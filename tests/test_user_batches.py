@@ -65,3 +65,60 @@ def test_data_version_is_a_cli_flag_under_both_names():
 
     command = typer.main.get_command(app).commands["run"]
     assert {"--data.version", "--data-version"} <= {name for param in command.params for name in param.opts}
+
+
+# ---------------------------------------------------------------------------- streams without a length
+class Stream(torch.utils.data.IterableDataset):
+    """Examples one by one, shuffled each pass from torch's RNG, and no ``__len__``."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.x, self.y = x, y
+
+    def __iter__(self):
+        for i in torch.randperm(len(self.y)).tolist():
+            yield self.x[i], self.y[i]
+
+
+def _streams(seed: int = 0):
+    from torch.utils.data import DataLoader, TensorDataset
+
+    splits = models.classification_data(seed=seed)
+    (x, y) = splits.pop("train")
+    return {"train": lambda: DataLoader(Stream(x, y), batch_size=32),
+            **{name: (lambda x=x, y=y: DataLoader(TensorDataset(x, y), batch_size=64)) for name, (x, y) in splits.items()}}
+
+
+STREAMED = {"levels": 1, "seeds": 1, "controls": ["random"], "data": {"version": "s1"},
+            "train": {"iterations": 40, "eval_every": 20, "checkpoint_every": 20, "batch_size": 32, "lr": 0.01}}
+
+
+def test_an_iterable_dataset_without_len_trains_for_iterations(tmp_path):
+    from ticketlab.experiment.inputs import user_dataset
+
+    assert user_dataset(_streams()).batches_per_epoch is None  # never counted: a stream may not end
+    result = ticketlab.run(STREAMED, opts(tmp_path), model=models.WithDropout, data=_streams())
+    assert all(r["status"] == "ok" for r in result.runs) and result.runs[0]["final_test_acc"] > 0.5
+    again = ticketlab.run(STREAMED, opts(tmp_path / "again"), model=models.WithDropout, data=_streams())
+    assert again.metrics(1) == result.metrics(1)  # each pass seeded: the same batches every run
+
+
+def test_a_stream_restarts_when_it_ends_and_a_resume_replays_it_to_its_step():
+    from ticketlab.experiment.inputs import user_dataset
+    from ticketlab.train.loop import TrainingBatches
+
+    data = user_dataset(_streams())  # 420 examples: 14 batches a pass, so 40 steps read three passes
+    straight = TrainingBatches(data, 32, [7])
+    batches = [straight.batch_at(step) for step in range(40)]
+    assert sum(b[1].shape[0] for b in batches) == 38 * 32 + 2 * 4  # each pass ends in a batch of 4
+    resumed = TrainingBatches(data, 32, [7])
+    for step in range(25, 40):
+        x, y = resumed.batch_at(step)
+        assert torch.equal(x, batches[step][0]) and torch.equal(y, batches[step][1])
+    assert not torch.equal(batches[0][1], batches[14][1])  # the next pass, in the next epoch's order
+
+
+def test_epochs_with_a_stream_without_len_is_one_config_error_before_anything_is_written(tmp_path):
+    config = {**STREAMED, "train": {**STREAMED["train"], "iterations": None, "epochs": 2}}
+    with pytest.raises(ConfigError, match=r"^train.epochs needs a train loader with a length.*train.iterations"):
+        ticketlab.run(config, opts(tmp_path / "out"), model=models.WithDropout, data=_streams())
+    assert not (tmp_path / "out").exists()
