@@ -122,3 +122,37 @@ def test_epochs_with_a_stream_without_len_is_one_config_error_before_anything_is
     with pytest.raises(ConfigError, match=r"^train.epochs needs a train loader with a length.*train.iterations"):
         ticketlab.run(config, opts(tmp_path / "out"), model=models.WithDropout, data=_streams())
     assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------------------- the causal-LM convention
+def _copying(split):
+    x, _ = split
+    return (x, x.clone())  # Hugging Face's labels = input_ids, unshifted
+
+
+@pytest.mark.parametrize("how", ["in memory", "streamed"])
+def test_labels_equal_to_the_inputs_are_one_config_error_before_anything_is_written(tmp_path, how):
+    from torch.utils.data import DataLoader, TensorDataset
+
+    data = {name: _copying(split) for name, split in models.sequence_data().items()}
+    config = {"levels": 1, **({"data": {"version": "v1"}} if how == "streamed" else {}),
+              "train": {"iterations": 20, "eval_every": 10, "batch_size": 32}}
+    if how == "streamed":
+        data = {name: (lambda x=x, y=y: DataLoader(TensorDataset(x, y), batch_size=32)) for name, (x, y) in data.items()}
+    with pytest.raises(ConfigError, match=r"^data 'train.*labels equal the inputs .*labels = input_ids.*"
+                                          r"learn to copy its input: give the next tokens as labels"):
+        ticketlab.run(config, opts(tmp_path / "out"), model=models.TinyGPT, data=data)
+    assert not (tmp_path / "out").exists()
+
+
+def test_shifted_labels_a_custom_loss_and_autoencoders_pass_the_copy_check():
+    from ticketlab.experiment.inputs import check_not_copying
+    from ticketlab.train.task import Task
+
+    x, y = models.sequence_data()["train"]
+    check_not_copying(x, y, "train", Task(kind="classification"))  # the next tokens: fine
+    check_not_copying(x, x.clone(), "train", Task(loss=lambda pred, target: pred.sum()))  # a loss that may shift
+    floats = torch.randn(8, 4)
+    check_not_copying(floats, floats.clone(), "train", Task(kind="regression"))  # an autoencoder
+    with pytest.raises(ConfigError, match="labels equal the inputs"):
+        check_not_copying(x, x.clone(), "train", Task(kind="classification"))

@@ -356,10 +356,24 @@ def check_finite(values: torch.Tensor, split: str, what: str) -> None:
                           "remove or fix those examples before training")
 
 
+def check_not_copying(x: torch.Tensor, y: torch.Tensor, split: str, task: Task) -> None:
+    """ConfigError when token labels equal the inputs (Hugging Face's ``labels = input_ids``,
+    which its causal-LM models shift internally): ticketlab's cross-entropy compares each
+    position's output with its own label, so the model would silently learn to copy its input.
+    A custom loss (which may shift) and float data (an autoencoder reconstructs its input) pass."""
+    if (task.kind == "classification" and task.loss is None and x.shape == y.shape and x.dim() >= 2
+            and not torch.is_floating_point(x) and not torch.is_floating_point(y) and torch.equal(x, y)):
+        raise ConfigError(f"data {split!r} labels equal the inputs (Hugging Face's labels = input_ids, which its "
+                          "models shift internally); ticketlab's loss compares each output with its own label, so "
+                          "the model would learn to copy its input: give the next tokens as labels (inputs "
+                          "ids[:, :-1], labels ids[:, 1:]) or a Task(loss=...) that shifts them")
+
+
 def check_data(data: "Dataset | StreamingData", task: Task, outputs: int | None) -> None:
     """ConfigError naming the split and example when inputs or labels cannot train: NaN or
     infinite values anywhere, or (classification with the default loss) labels that are not
-    class indices 0..outputs-1 of the model's ``outputs`` classes.
+    class indices 0..outputs-1 of the model's ``outputs`` classes, or token labels equal to the
+    inputs (``check_not_copying``).
 
     Without it such data trains on: a NaN label makes the loss NaN and the unit is reported as
     diverged ("lower the learning rate"), a label above the classes fails mid-run, and a label
@@ -369,6 +383,7 @@ def check_data(data: "Dataset | StreamingData", task: Task, outputs: int | None)
     for split, x, y in _splits(data):
         check_finite(x, split, "inputs")
         check_finite(y, split, "labels")
+        check_not_copying(x, y, split, task)
         if task.kind != "classification" or task.loss is not None or torch.is_floating_point(y) or not y.numel():
             continue  # float labels under classification: Task.check says so; a custom loss reads its own labels
         if y.dtype == torch.bool or y.is_complex():
