@@ -156,3 +156,56 @@ def test_shifted_labels_a_custom_loss_and_autoencoders_pass_the_copy_check():
     check_not_copying(floats, floats.clone(), "train", Task(kind="regression"))  # an autoencoder
     with pytest.raises(ConfigError, match="labels equal the inputs"):
         check_not_copying(x, x.clone(), "train", Task(kind="classification"))
+
+
+# ---------------------------------------------------------------------------- the command line
+def streamed_splits():
+    """``--dataset test_user_batches:streamed_splits``: length-less streamed data from an import path."""
+    return _streams()
+
+
+def test_the_cli_streams_length_less_data_named_by_data_version(tmp_path, capsys):
+    from conftest import cli
+
+    base = ["run", "--dataset", "test_user_batches:streamed_splits", "--model", "user_code.models:WithDropout",
+            "--levels", "1", "--controls", "random", "--eval-every", "10", "--batch-size", "32", "--device", "cpu",
+            "--no-progress", "--no-report", "--out", str(tmp_path / "out")]
+    code, _, err = cli(base + ["--iterations", "20"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "--data-version" in err, err
+    code, _, err = cli(base + ["--iterations", "none", "--epochs", "1", "--data-version", "s1"], capsys)
+    assert code == 2 and err.strip().splitlines() == [
+        "error: train.epochs needs a train loader with a length, and this one has no len() "
+        "(an IterableDataset without __len__); give train.iterations instead"], err
+    assert not (tmp_path / "out").exists()
+    code, out, err = cli(base + ["--iterations", "20", "--data.version", "s1"], capsys)
+    assert code == 0, err
+
+
+def test_a_killed_unit_on_a_length_less_stream_resumes_to_the_same_numbers(tmp_path):
+    from ticketlab.experiment.runner import run_unit
+    from ticketlab.experiment.unit import Unit
+    from ticketlab.io import update_manifest
+
+    config = {**STREAMED, "controls": [], "train": {**STREAMED["train"], "checkpoint_every": 10}}
+    straight = ticketlab.run(config, opts(tmp_path), model=models.WithDropout, data=_streams())
+    store = straight.store
+    unit = store.unit(0, 1, "ticket")
+    names = ("summary.json", "final.safetensors", "metrics.jsonl")
+    for name in names:
+        (unit.directory / name).unlink()
+    update_manifest(unit.directory, {n: None for n in names})
+
+    class Crash(Exception):
+        pass
+
+    def crash(unit, step, end):
+        if step >= 25:  # past a checkpoint in the second pass over the stream
+            raise Crash
+
+    config_obj, inputs = prepare_inputs(config, models.WithDropout, _streams())
+    with pytest.raises(Crash):
+        run_unit(config_obj, str(store.directory), Unit(0, 1, "ticket"), "cpu", progress=crash, inputs=inputs)
+    assert unit.checkpoint.is_file()
+    resumed = run_unit(config_obj, str(store.directory), Unit(0, 1, "ticket"), "cpu", inputs=inputs)
+    assert resumed["final_test_acc"] == straight.select("ticket", 1)[0]["final_test_acc"]
+    assert store.jsonl(unit.metrics) == straight.metrics(1)
