@@ -8,7 +8,7 @@ import torch
 
 import ticketlab
 from ticketlab.config import Config
-from ticketlab.errors import ConfigError
+from ticketlab.errors import ConfigError, UserCodeError
 from ticketlab.experiment.inputs import prepare_inputs
 
 from user_code import models
@@ -140,7 +140,7 @@ def test_labels_equal_to_the_inputs_are_one_config_error_before_anything_is_writ
     if how == "streamed":
         data = {name: (lambda x=x, y=y: DataLoader(TensorDataset(x, y), batch_size=32)) for name, (x, y) in data.items()}
     with pytest.raises(ConfigError, match=r"^data 'train.*labels equal the inputs .*labels = input_ids.*"
-                                          r"learn to copy its input: give the next tokens as labels"):
+                                          r"learn to copy its input: give the next tokens as labels.*Task\(loss='model'\)"):
         ticketlab.run(config, opts(tmp_path / "out"), model=models.TinyGPT, data=data)
     assert not (tmp_path / "out").exists()
 
@@ -209,3 +209,68 @@ def test_a_killed_unit_on_a_length_less_stream_resumes_to_the_same_numbers(tmp_p
     resumed = run_unit(config_obj, str(store.directory), Unit(0, 1, "ticket"), "cpu", inputs=inputs)
     assert resumed["final_test_acc"] == straight.select("ticket", 1)[0]["final_test_acc"]
     assert store.jsonl(unit.metrics) == straight.metrics(1)
+
+
+# ---------------------------------------------------------------------------- the model's own loss
+class ShiftingLM(torch.nn.Module):
+    """A causal LM in Hugging Face's convention: ``forward(input_ids, labels=None)`` returns a
+    dict with ``logits`` and, given labels (= input_ids), the loss of each next token."""
+
+    def __init__(self, vocab: int = 13, width: int = 16) -> None:
+        super().__init__()
+        self.wte = torch.nn.Embedding(vocab, width)
+        self.mix = torch.nn.Linear(width, width)
+        self.lm_head = torch.nn.Linear(width, vocab)
+
+    def forward(self, input_ids, labels=None):
+        logits = self.lm_head(torch.relu(self.mix(self.wte(input_ids))))
+        out = {"logits": logits}
+        if labels is not None:
+            out["loss"] = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten())
+        return out
+
+
+class NoLoss(ShiftingLM):
+    def forward(self, input_ids, labels=None):
+        return super().forward(input_ids)  # logits only, labels or not
+
+
+def _lm_data():
+    return {name: (x, x.clone()) for name, (x, _) in models.sequence_data().items()}  # labels = input_ids
+
+
+LM = {"levels": 1, "controls": ["random"], "train": {"iterations": 150, "eval_every": 50, "batch_size": 32, "lr": 0.02}}
+
+
+def test_the_models_own_loss_trains_a_causal_lm_given_labels_equal_to_the_inputs(tmp_path):
+    result = ticketlab.run(LM, opts(tmp_path), model=ShiftingLM, data=_lm_data(), task=ticketlab.Task(loss="model"))
+    assert all(r["status"] == "ok" for r in result.runs)
+    dense = result.select("ticket", 0)[0]
+    assert dense["final_test_acc"] > 0.9  # next-token accuracy: t is followed by t + 1, which a copy never gets
+    assert "loss=model" in result.config.task
+
+
+def test_the_models_own_loss_refuses_what_it_cannot_do_in_one_line(tmp_path):
+    task = ticketlab.Task(loss="model")
+    with pytest.raises(ConfigError, match=r"^--batch cannot train Task\(loss='model'\).*--batch 1$"):
+        ticketlab.run({**LM, "seeds": 2}, opts(tmp_path / "a", batch=2), model=ShiftingLM, data=_lm_data(), task=task)
+    with pytest.raises(ConfigError, match=r"^Task\(loss='model'\) needs the model to return a loss"):
+        ticketlab.run(LM, opts(tmp_path / "b"), model=NoLoss, data=_lm_data(), task=task)
+    with pytest.raises(UserCodeError, match=r"^the model's forward pass failed: TypeError: .*'labels'"):
+        ticketlab.run(LM, opts(tmp_path / "b"), model=models.TinyGPT, data=_lm_data(), task=task)
+    with pytest.raises(ConfigError, match="takes a function loss"):
+        ticketlab.Task(loss="mse")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_the_models_own_score_shifts_only_when_the_labels_are_the_inputs():
+    task = ticketlab.Task(loss="model").bind(torch.zeros(3, dtype=torch.long))
+    tokens = torch.tensor([[1, 2, 3], [4, 5, 6]])
+    logits = torch.nn.functional.one_hot(tokens, 8).float()  # predicts each position's own token
+    assert task.model_score({"logits": logits}, tokens, tokens) == 0.0  # as next tokens: all wrong
+    assert task.model_score({"logits": logits}, tokens + 1, tokens) == 1.0  # token labels, unshifted: all right
+    shifted = torch.nn.functional.one_hot(tokens + 1, 8).float()
+    ignored = tokens.clone()
+    assert task.model_score({"logits": shifted}, tokens, tokens) == 1.0
+    ignored[0, 2] = -100
+    assert task.model_score({"logits": shifted}, ignored, ignored) == 1.0  # -100 is left out

@@ -366,7 +366,8 @@ def check_not_copying(x: torch.Tensor, y: torch.Tensor, split: str, task: Task) 
         raise ConfigError(f"data {split!r} labels equal the inputs (Hugging Face's labels = input_ids, which its "
                           "models shift internally); ticketlab's loss compares each output with its own label, so "
                           "the model would learn to copy its input: give the next tokens as labels (inputs "
-                          "ids[:, :-1], labels ids[:, 1:]) or a Task(loss=...) that shifts them")
+                          "ids[:, :-1], labels ids[:, 1:]), or use Task(loss='model') when the model shifts "
+                          "labels internally and returns its loss")
 
 
 def check_data(data: "Dataset | StreamingData", task: Task, outputs: int | None) -> None:
@@ -408,12 +409,12 @@ def probe(inputs: Inputs, config: Any, device: torch.device) -> None:
     from ticketlab.train.task import prediction
 
     with user_code("the model's forward pass"):
-        output = model(x)
+        output = inputs.task.output_of(model, x, y)
     pred = prediction(output)
     check_data(inputs.data, inputs.task, pred.shape[-1] if pred.dim() >= 2 else None)  # every split, first
     inputs.task.check(pred.detach(), y)
     with user_code("the loss"):
-        loss = inputs.task.loss_of(pred, y)
+        loss = inputs.task.loss_from(output, y)
     if loss.dim() != 0:
         raise ConfigError(f"the loss must be a scalar (the batch mean), got shape {list(loss.shape)}")
     with user_code("the backward pass"):
