@@ -274,3 +274,9 @@ def test_the_models_own_score_shifts_only_when_the_labels_are_the_inputs():
     assert task.model_score({"logits": shifted}, tokens, tokens) == 1.0
     ignored[0, 2] = -100
     assert task.model_score({"logits": shifted}, ignored, ignored) == 1.0  # -100 is left out
+
+
+def test_pruning_methods_that_compute_a_loss_refuse_the_models_own_in_one_line(tmp_path):
+    with pytest.raises(ConfigError, match=r"^Task\(loss='model'\) is the model's own loss.*\(snip, grasp\) need Task"):
+        ticketlab.run({**LM, "prune": {"method": "snip"}}, opts(tmp_path), model=ShiftingLM, data=_lm_data(),
+                      task=ticketlab.Task(loss="model"))

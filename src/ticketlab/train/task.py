@@ -144,8 +144,8 @@ class Task:
     def loss_of(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Mean loss over the batch (a scalar)."""
         if self.model_loss:
-            raise ConfigError("Task(loss='model') takes the model's own loss, which only the dense stepper "
-                              "computes (--batch 1; pruning methods that read the loss need a loss function)")
+            raise ConfigError("Task(loss='model') is the model's own loss, which only the dense stepper computes; "
+                              "pruning methods that compute a loss themselves (snip, grasp) need Task(loss=fn)")
         if self.loss is not None:
             return self.loss(pred, target)
         if self.kind == "classification":
