@@ -179,7 +179,8 @@ def run(
     split a pair of tensors or a torch ``Dataset``) and ``task`` (``ticketlab.Task``: the loss and
     score; by default classification or regression from the labels' dtype) replace the config's
     built-in names. They reach worker processes and Ray tasks by value (cloudpickle), and their
-    fingerprints (``data_version`` replaces hashing the data) name the experiment.
+    fingerprints (``data_version``, or the config's ``data.version``, replaces hashing the data;
+    given both, they must agree) name the experiment.
 
     Everything is validated before anything is written: the config, the run options, the
     device, the data, the output folder, the prune roles and patterns, the rewind point,

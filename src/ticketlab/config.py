@@ -65,6 +65,8 @@ class DataConfig:
     dataset: str = setting("mnist", "mnist (full), mnist5k, mnist1d, digits, cifar10, modadd, or package.module:splits.")
     data_dir: str | None = setting(None, "Folder with dataset files (MNIST IDX, CIFAR-10 binary).")
     split_seed: int = setting(0, "Seed of the split into train and validation examples.")
+    version: str | None = setting(None, "A name for this version of your data (package.module:splits or Python "
+                                  "objects): its fingerprint instead of hashing the data; streamed data needs one.")
     fingerprint: str | None = recorded("content hash (or version) of data given as Python objects")
 
 

@@ -197,10 +197,12 @@ def _check_init(bundle: Bundle, env) -> None:
 
 
 def _check_data(bundle: Bundle, env, data_version: str | None) -> None:
-    from ticketlab.experiment.inputs import data_fingerprint
+    from ticketlab.experiment.inputs import data_fingerprint, version_of
 
     claimed = bundle.doc["data"]["fingerprint"]
-    here = data_fingerprint(env.data, data_version) if env.config.data.fingerprint is None else env.config.data.fingerprint
+    here = env.config.data.fingerprint
+    if here is None:
+        here = data_fingerprint(env.data, version_of(env.config, data_version))
     if here != claimed:
         raise BundleError(f"the data here (fingerprint {here}) is not the data the ticket was trained on "
                           f"({bundle.doc['data']['dataset']}, fingerprint {claimed}); verification needs the same data")

@@ -35,7 +35,7 @@ from ticketlab.errors import ConfigError
 
 #: Flags older than the dotted names, each kept working beside its field's dotted flag.
 SHORT_NAMES: dict[str, str] = {
-    "data.dataset": "--dataset", "data.data_dir": "--data-dir",
+    "data.dataset": "--dataset", "data.data_dir": "--data-dir", "data.version": "--data-version",
     "train.optimizer": "--optimizer", "train.lr": "--lr", "train.weight_decay": "--weight-decay",
     "train.batch_size": "--batch-size", "train.iterations": "--iterations", "train.epochs": "--epochs",
     "train.eval_every": "--eval-every", "train.test_every_eval": "--test-every-eval",

@@ -6,6 +6,12 @@ Each epoch the training factory is called under a torch RNG seeded from (data-or
 epoch), so a shuffling DataLoader gives the same order in every run, and a resumed run skips
 to exactly the batch an uninterrupted one would train on next. Batches move to the device as
 they arrive. The all-on-device tensors (``Dataset``) stay the fast path wherever data fits.
+
+A training loader without a length (a ``DataLoader`` over an ``IterableDataset`` that has no
+``__len__``, a generator) is never counted up front, as it may never end: training reads it
+as one stream of batches, calling the factory again (the next epoch's seed) whenever it ends,
+and a resumed run replays the stream to its step. Such data trains for ``train.iterations``;
+``train.epochs`` needs a length (ConfigError).
 """
 
 from __future__ import annotations
@@ -20,6 +26,15 @@ from ticketlab.errors import ConfigError, UserCodeError
 from ticketlab.seeding import derive_seed, torch_seed
 
 BatchFactory = Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]]
+
+
+def _length(loader: object) -> int | None:
+    """``len(loader)``, or None where it has none (``DataLoader`` over an ``IterableDataset``
+    without ``__len__`` raises TypeError)."""
+    try:
+        return len(loader)  # type: ignore[arg-type]
+    except TypeError:
+        return None
 
 
 def _pair(batch: object, split: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -37,7 +52,7 @@ class StreamingData:
     val: BatchFactory
     test: BatchFactory
     example: tuple[torch.Tensor, torch.Tensor]  # the first training batch (CPU): tracing, probing, task
-    batches_per_epoch: int
+    batches_per_epoch: int | None  # None: the training loader has no length (a stream)
     test_size: int
     num_classes: int
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
@@ -47,8 +62,7 @@ class StreamingData:
         """Check each factory once (it yields pairs) and count the training batches per epoch."""
         try:
             first = _pair(next(iter(splits["train"]())), "train")
-            train_loader = splits["train"]()
-            per_epoch = len(train_loader) if hasattr(train_loader, "__len__") else sum(1 for _ in train_loader)
+            per_epoch = _length(splits["train"]())
             test_size = sum(_pair(b, "test")[1].shape[0] for b in splits.get("test", splits["val"])())
         except (ConfigError, UserCodeError):
             raise
@@ -59,7 +73,8 @@ class StreamingData:
         labels = first[1]
         classes = int(labels.max()) + 1 if not torch.is_floating_point(labels) and labels.numel() else 1
         return cls("stream", splits["train"], splits["val"], splits.get("test", splits["val"]),
-                   (first[0].cpu(), first[1].cpu()), max(1, per_epoch), test_size, classes)
+                   (first[0].cpu(), first[1].cpu()), None if per_epoch is None else max(1, per_epoch),
+                   test_size, classes)
 
     # The parts of the Dataset interface the engine uses.
     @property
@@ -92,6 +107,22 @@ class StreamingData:
             head = next(iterator, None)
         batches = itertools.chain([] if head is None else [head], iterator)
         return self._moved(itertools.islice(batches, skip, None), "train")
+
+    def stream(self, data_seed: int, skip: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Training batches as one stream for a loader without a length: epoch after epoch
+        (each in its seed's order) chained, the first ``skip`` batches left out."""
+
+        def epochs() -> Iterator:
+            for epoch in itertools.count():
+                with torch_seed(derive_seed(data_seed, "epoch", epoch)):
+                    iterator = iter(self.train())
+                    head = next(iterator, None)
+                if head is None:
+                    raise ConfigError(f"the train loader yielded no batches in epoch {epoch}")
+                yield head
+                yield from iterator
+
+        return self._moved(itertools.islice(epochs(), skip, None), "train")
 
     def split(self, name: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         return self._moved((self.val if name == "val" else self.test)(), name)

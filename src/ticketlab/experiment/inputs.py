@@ -150,10 +150,20 @@ def data_fingerprint(data: Dataset, version: str | None = None) -> str:
         digest.update(f"version:{version}".encode())
         return digest.hexdigest()[:16]
     if not isinstance(data, Dataset):
-        raise ConfigError("streamed data needs data_version='...' (a name for this version of the data), "
-                          "so that changed data is a new experiment")
+        raise ConfigError("streamed data needs a version (data.version = '...' in the config, --data-version, or "
+                          "run(data_version='...')): a name for this version of the data, so changed data is a new experiment")
     names = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
     return _tensors_digest(digest, {name: getattr(data, name) for name in names})
+
+
+def version_of(config: Any, data_version: str | None = None) -> str | None:
+    """The data's version: ``run(data_version=...)`` or the config's ``data.version``; given
+    both, they must agree (ConfigError), so neither silently overrides the other."""
+    configured = config.data.version
+    if data_version is not None and configured is not None and data_version != configured:
+        raise ConfigError(f"data_version={data_version!r} and the config's data.version={configured!r} disagree; "
+                          "give one, or the same in both")
+    return data_version if data_version is not None else configured
 
 
 def model_fingerprint(model: nn.Module) -> str:
@@ -299,7 +309,7 @@ def prepare_inputs(config: Any, model: Any = None, data: Any = None, task: Task 
             load_state(built, load_init_weights(config.init_weights, built))
         changes["model_fingerprint"] = model_fingerprint(built)
     if user_data:
-        changes["data"] = {"fingerprint": data_fingerprint(dataset, data_version)}
+        changes["data"] = {"fingerprint": data_fingerprint(dataset, version_of(config, data_version))}
     if task is not None:  # a changed loss or score is another experiment (the default names none)
         identity = task.identity(dataset.train_targets())
         changes["task"], changes["task_fingerprint"] = identity if identity else (None, None)
@@ -346,10 +356,25 @@ def check_finite(values: torch.Tensor, split: str, what: str) -> None:
                           "remove or fix those examples before training")
 
 
+def check_not_copying(x: torch.Tensor, y: torch.Tensor, split: str, task: Task) -> None:
+    """ConfigError when token labels equal the inputs (Hugging Face's ``labels = input_ids``,
+    which its causal-LM models shift internally): ticketlab's cross-entropy compares each
+    position's output with its own label, so the model would silently learn to copy its input.
+    A custom loss (which may shift) and float data (an autoencoder reconstructs its input) pass."""
+    if (task.kind == "classification" and task.loss is None and x.shape == y.shape and x.dim() >= 2
+            and not torch.is_floating_point(x) and not torch.is_floating_point(y) and torch.equal(x, y)):
+        raise ConfigError(f"data {split!r} labels equal the inputs (Hugging Face's labels = input_ids, which its "
+                          "models shift internally); ticketlab's loss compares each output with its own label, so "
+                          "the model would learn to copy its input: give the next tokens as labels (inputs "
+                          "ids[:, :-1], labels ids[:, 1:]), or use Task(loss='model') when the model shifts "
+                          "labels internally and returns its loss")
+
+
 def check_data(data: "Dataset | StreamingData", task: Task, outputs: int | None) -> None:
     """ConfigError naming the split and example when inputs or labels cannot train: NaN or
     infinite values anywhere, or (classification with the default loss) labels that are not
-    class indices 0..outputs-1 of the model's ``outputs`` classes.
+    class indices 0..outputs-1 of the model's ``outputs`` classes, or token labels equal to the
+    inputs (``check_not_copying``).
 
     Without it such data trains on: a NaN label makes the loss NaN and the unit is reported as
     diverged ("lower the learning rate"), a label above the classes fails mid-run, and a label
@@ -359,6 +384,7 @@ def check_data(data: "Dataset | StreamingData", task: Task, outputs: int | None)
     for split, x, y in _splits(data):
         check_finite(x, split, "inputs")
         check_finite(y, split, "labels")
+        check_not_copying(x, y, split, task)
         if task.kind != "classification" or task.loss is not None or torch.is_floating_point(y) or not y.numel():
             continue  # float labels under classification: Task.check says so; a custom loss reads its own labels
         if y.dtype == torch.bool or y.is_complex():
@@ -383,12 +409,12 @@ def probe(inputs: Inputs, config: Any, device: torch.device) -> None:
     from ticketlab.train.task import prediction
 
     with user_code("the model's forward pass"):
-        output = model(x)
+        output = inputs.task.output_of(model, x, y)
     pred = prediction(output)
     check_data(inputs.data, inputs.task, pred.shape[-1] if pred.dim() >= 2 else None)  # every split, first
     inputs.task.check(pred.detach(), y)
     with user_code("the loss"):
-        loss = inputs.task.loss_of(pred, y)
+        loss = inputs.task.loss_from(output, y)
     if loss.dim() != 0:
         raise ConfigError(f"the loss must be a scalar (the batch mean), got shape {list(loss.shape)}")
     with user_code("the backward pass"):

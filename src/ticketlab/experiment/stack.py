@@ -34,6 +34,9 @@ def check_stackable(env: Environment) -> None:
     if not isinstance(env.data, Dataset):
         raise ConfigError("--batch needs the data in memory (tensors or a torch Dataset), not streamed loaders; "
                           "use --batch 1")
+    if env.task.model_loss:
+        raise ConfigError("--batch cannot train Task(loss='model') (the model's own loss), which only the dense "
+                          "stepper computes; use --batch 1")
     where = randomness_in(env.meta_model())
     if where:
         raise ConfigError(

@@ -41,9 +41,9 @@ EVAL_CHUNK = 4096
 METRICS = ("val_loss", "val_acc", "test_loss", "test_acc")
 
 
-def steps_per_epoch(dataset: "Dataset | StreamingData", batch_size: int) -> int:
+def steps_per_epoch(dataset: "Dataset | StreamingData", batch_size: int) -> int | None:
     """Full batches per epoch (the last partial batch is dropped so every step has equal size);
-    for streamed data, the batches its training loader yields."""
+    for streamed data, the batches its training loader yields (None: it has no length)."""
     if isinstance(dataset, StreamingData):
         return dataset.batches_per_epoch
     return max(1, dataset.x_train.shape[0] // batch_size)
@@ -70,7 +70,7 @@ class TrainingBatches:
             self.batch = min(batch_size, self.n)
             self.device = data.x_train.device
         self.per_epoch = steps_per_epoch(data, batch_size if self.streamed else self.batch)
-        self.epoch, self.order, self.stream = -1, None, None
+        self.epoch, self.order, self.stream, self.next_step = -1, None, None, None
         self.batch_at = self._streamed if self.streamed else self._in_memory  # chosen once, not per step
 
     def _in_memory(self, step: int) -> torch.Tensor:
@@ -81,6 +81,11 @@ class TrainingBatches:
         return self.order[:, offset * self.batch : (offset + 1) * self.batch]
 
     def _streamed(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.per_epoch is None:  # no length: one stream, replayed to ``step`` on a resume
+            if step != self.next_step:
+                self.stream = self.data.stream(self.seeds[0], skip=step)
+            self.next_step = step + 1
+            return next(self.stream)
         epoch, offset = divmod(step, self.per_epoch)
         if epoch != self.epoch:
             self.epoch = epoch
@@ -96,7 +101,11 @@ def total_iterations(train: TrainConfig, dataset: Dataset) -> int:
     """Training length in iterations; epochs are converted with the dataset's batches per epoch."""
     if train.iterations is not None:
         return train.iterations
-    return train.epochs * steps_per_epoch(dataset, train.batch_size)
+    per_epoch = steps_per_epoch(dataset, train.batch_size)
+    if per_epoch is None:
+        raise ConfigError("train.epochs needs a train loader with a length, and this one has no len() "
+                          "(an IterableDataset without __len__); give train.iterations instead")
+    return train.epochs * per_epoch
 
 
 def epoch_permutation(data_seed: int, epoch: int, n: int, device: torch.device) -> torch.Tensor:

@@ -7,6 +7,12 @@ R² = 1 - MSE / variance of the training targets); ``Task(loss=..., score=...)``
 user's own. ``check`` compares labels with the model's output before anything is trained, so
 regression targets with cross-entropy are an error, not a silent 0.0.
 
+``Task(loss="model")`` trains on the model's own loss: the labels go to its forward as
+``labels=`` (as Hugging Face models take them) and its output's ``loss`` (a ``ModelOutput``
+attribute or a dict entry) is the loss; a causal LM given ``labels = input_ids`` shifts them
+itself, and its default score is then the next-token accuracy (``logits[:, :-1]`` against
+``labels[:, 1:]``, positions labelled -100 left out). Only the dense stepper trains it.
+
 Scores are "higher is better" and are what the verdict tables compare (they are stored under
 the ``*_acc`` fields for every task, with the task's ``metric`` name in each summary).
 """
@@ -55,12 +61,45 @@ class Task:
     """Loss and score of one training step; ``kind`` picks the defaults, ``loss``/``score`` replace them."""
 
     kind: Literal["classification", "regression", "auto"] = "auto"
-    loss: LossFn | None = None
+    loss: LossFn | Literal["model"] | None = None  # "model": the model's own output.loss
     score: LossFn | None = None
     metric: str | None = None  # the score's name in tables (default: accuracy or r2)
     target_variance: float = field(default=1.0, repr=False)
     #: the user's name for this version of the loss and score: replaces fingerprinting their code
     version: str | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.loss, str) and self.loss != "model":
+            raise ConfigError(f"Task(loss=...) takes a function loss(output, labels) or 'model' (the model's own "
+                              f"loss), got {self.loss!r}")
+
+    @property
+    def model_loss(self) -> bool:
+        """Whether the loss is the model's own (``Task(loss="model")``)."""
+        return isinstance(self.loss, str) and self.loss == "model"
+
+    def output_of(self, model: Any, x: torch.Tensor, y: torch.Tensor) -> Any:
+        """The model's output on ``x``; the labels go in as ``labels=`` for the model's own loss."""
+        return model(x, labels=y) if self.model_loss else model(x)
+
+    def loss_from(self, output: Any, target: torch.Tensor) -> torch.Tensor:
+        """The batch's mean loss from the model's output: its own ``loss``, or the task's."""
+        if not self.model_loss:
+            return self.loss_of(prediction(output), target)
+        loss = output.get("loss") if isinstance(output, dict) else getattr(output, "loss", None)
+        if not isinstance(loss, torch.Tensor):
+            raise ConfigError(f"Task(loss='model') needs the model to return a loss (a dict or ModelOutput with "
+                              f"'loss' when called with labels=), got {type(output).__name__} without one")
+        return loss
+
+    def model_score(self, output: Any, x: Any, target: torch.Tensor) -> torch.Tensor:
+        """The score under the model's own loss: with labels equal to the inputs (the causal-LM
+        convention: the model shifted them) the next-token accuracy, else ``score_of``."""
+        pred = prediction(output).float()
+        if (self.score is None and isinstance(x, torch.Tensor) and x.shape == target.shape and target.dim() >= 2
+                and pred.dim() == target.dim() + 1 and torch.equal(x, target)):
+            return _next_token_accuracy(pred, target)
+        return self.score_of(pred, target)
 
     def bind(self, y_train: torch.Tensor) -> "Task":
         """This task with ``auto`` decided by the labels' dtype and R²'s variance measured."""
@@ -79,8 +118,10 @@ class Task:
         changes); one without (a lambda, a function in ``__main__`` or a notebook) by a
         fingerprint of its code and of the values it reads. ``version`` replaces fingerprints.
         """
-        parts = {"loss": self.loss, "score": self.score}
+        parts = {"loss": None if self.model_loss else self.loss, "score": self.score}
         described = {k: _label(v) for k, v in parts.items() if v is not None}
+        if self.model_loss:
+            described["loss"] = "model"
         if self.metric is not None:
             described["metric"] = self.metric
         if self.kind != "auto" and self.kind != _auto_kind(y_train):
@@ -102,6 +143,9 @@ class Task:
 
     def loss_of(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Mean loss over the batch (a scalar)."""
+        if self.model_loss:
+            raise ConfigError("Task(loss='model') is the model's own loss, which only the dense stepper computes; "
+                              "pruning methods that compute a loss themselves (snip, grasp) need Task(loss=fn)")
         if self.loss is not None:
             return self.loss(pred, target)
         if self.kind == "classification":
@@ -133,6 +177,14 @@ class Task:
         elif pred.numel() != target.numel():
             raise ConfigError(f"regression needs one output per target: outputs {list(pred.shape)}, "
                               f"targets {list(target.shape)}")
+
+
+def _next_token_accuracy(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Accuracy of position t's prediction against label t + 1, labels -100 left out."""
+    labels = target[:, 1:]
+    kept = labels != -100
+    right = (pred[:, :-1].argmax(-1) == labels) & kept
+    return right.sum().float() / kept.sum().clamp(min=1)
 
 
 def _auto_kind(y_train: torch.Tensor) -> str:

@@ -38,6 +38,8 @@ class SingleStepper(MaskedOptimizer):
         model.train()
 
     def _loss(self, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        if self.task.model_loss:  # Task(loss="model"): the labels go in, the model's loss comes out
+            return self.task.loss_from(self.model(xb, labels=yb), yb)
         pred = prediction(self.model(xb))
         if self.fast_loss and pred.dim() == 2:
             return F.cross_entropy(pred, yb)
@@ -61,9 +63,26 @@ class SingleStepper(MaskedOptimizer):
     def evaluate(self, batches) -> tuple[torch.Tensor, torch.Tensor]:
         self.model.eval()
         device = next(self.model.parameters()).device
-        result = mean_loss_and_score(batches, lambda x: prediction(self.model(x)), self.task, self.fast_loss, device)
+        if self.task.model_loss:
+            result = self._own_loss_and_score(batches, device)
+        else:
+            result = mean_loss_and_score(batches, lambda x: prediction(self.model(x)), self.task, self.fast_loss,
+                                         device)
         self.model.train()
         return result
+
+    def _own_loss_and_score(self, batches, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """``mean_loss_and_score`` for the model's own loss: each batch's ``output.loss`` (a batch
+        mean) weighted by its examples, and its score (``Task.model_score``)."""
+        loss_total, score_total, count = torch.zeros((), device=device), torch.zeros((), device=device), 0
+        for x, target in batches:
+            output = self.model(x, labels=target)
+            n = target.shape[0]
+            count += n
+            loss_total += self.task.loss_from(output, target).float() * n
+            score_total += self.task.model_score(output, x, target) * n
+        n = max(1, count)
+        return (loss_total / n).view(-1), (score_total / n).view(-1)
 
     @torch.no_grad()
     def evaluate_weights(self, k: int, weights: dict[str, torch.Tensor], batches) -> tuple[torch.Tensor, torch.Tensor]:
