@@ -9,7 +9,7 @@ import pytest
 
 import ticketlab
 
-from conftest import cli, refused_in_one_line, tiny_config
+from conftest import refused_in_one_line, tiny_config
 
 SHORT = {"iterations": 40, "eval_every": 20}
 needs = pytest.mark.skipif(importlib.util.find_spec("tensorboard") is None or importlib.util.find_spec("mlflow") is None,
