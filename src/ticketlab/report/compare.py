@@ -139,15 +139,24 @@ class Table:
         return "\n".join(lines)
 
 
-AT_INIT = ("snip", "grasp", "synflow", "magnitude_init", "random_init")
+def prunes_at_init(method: str) -> bool:
+    """Whether ``method`` makes its masks from untrained weights, as its own ``needs`` declare
+    (False for a plug-in whose code is not importable here)."""
+    from ticketlab.pruning.base import pruned_from_level
+    from ticketlab.pruning.registry import resolve_method
+
+    try:
+        return pruned_from_level(resolve_method(method), 1) is None and method != "transfer"
+    except ConfigError:
+        return False
 
 
 def at_init_note(columns: list[Column]) -> str:
     """What a reader must know before comparing a method at initialisation with IMP, layerwise:
     such a method keeps IMP's *total* count but ranks its scores across layers, so the output
     layer gets no rate of its own (IMP prunes it at ``prune.output_rate``)."""
-    at_init = [c.label for c in columns if c.method in AT_INIT]
-    layerwise = [c for c in columns if c.method not in AT_INIT and c.result.config.prune.strategy == "layerwise"]
+    at_init = [c.label for c in columns if prunes_at_init(c.method)]
+    layerwise = [c for c in columns if not prunes_at_init(c.method) and c.result.config.prune.strategy == "layerwise"]
     if not at_init or not layerwise:
         return ""
     rate = layerwise[0].result.config.prune.output_rate

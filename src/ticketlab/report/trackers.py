@@ -24,13 +24,12 @@ if TYPE_CHECKING:
     from ticketlab.api import Result
 
 CURVES = ("train_loss", "val_loss", "val_acc", "test_loss", "test_acc")
-PACKAGES = {"tensorboard": "tensorboard", "mlflow": "mlflow"}
 
 
 def check_trackers(trackers: tuple[str, ...]) -> None:
     """One line, before anything trains, when a tracker's library is not installed."""
     for tracker in trackers:
-        if importlib.util.find_spec(PACKAGES[tracker]) is None:
+        if importlib.util.find_spec(tracker) is None:  # each tracker's package has its name
             raise ConfigError(f"--trackers {tracker} needs the {tracker} package: pip install 'ticketlab[{tracker}]'")
 
 
