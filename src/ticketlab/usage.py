@@ -29,6 +29,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
+from ticketlab.data.batch import call
 # Operations whose result is (a view or copy of) their first tensor: a parameter seen through them
 # is still that parameter (``w.t()`` in ``x @ w.t()`` is the weight ``w``).
 VIEW_OPS = frozenset({
@@ -183,7 +184,7 @@ def forward_with_hooks(model: nn.Module, example: Any, handles: list[Any]) -> An
     (FLOPs, which modules run) never leaves the model changed."""
     try:
         with torch.no_grad():
-            return model(example)
+            return call(model, example)
     finally:
         for handle in handles:
             handle.remove()

@@ -80,3 +80,56 @@ class DictHead(nn.Module):
     def forward(self, x):
         hidden = self.body(x)
         return {"logits": self.head(hidden), "hidden": hidden}
+
+
+class TwoInputs(nn.Module):
+    """A model of two inputs, ``forward(left, right)``: fed from tuples ``(left, right, labels)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.left, self.right = nn.Linear(4, 16), nn.Linear(4, 16)
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, left, right):
+        return self.head(torch.relu(self.left(left) + self.right(right)))
+
+
+class MaskedBag(nn.Module):
+    """Hugging Face's calling convention: ``forward(input_ids, attention_mask)`` -> ``{"logits"}``,
+    the mean of the embeddings of the tokens the attention mask keeps."""
+
+    def __init__(self, vocab: int = 13, width: int = 16) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, width)
+        self.mix = nn.Linear(width, width)
+        self.classifier = nn.Linear(width, 2)
+
+    def forward(self, input_ids, attention_mask):
+        keep = attention_mask.unsqueeze(-1).float()
+        pooled = (self.embed(input_ids) * keep).sum(1) / keep.sum(1).clamp(min=1)
+        return {"logits": self.classifier(torch.relu(self.mix(pooled)))}
+
+
+def two_input_data(n: int = 600, seed: int = 0):
+    """Splits of ``(left, right, labels)`` tuples: the label needs both inputs."""
+    g = torch.Generator().manual_seed(seed)
+    left, right = torch.randn(n, 4, generator=g), torch.randn(n, 4, generator=g)
+    y = (left[:, 0] > 0).long() + (right[:, 1] > 0).long()
+    cut = [0, int(0.7 * n), int(0.85 * n), n]
+    return {name: (left[a:b], right[a:b], y[a:b]) for name, a, b in zip(("train", "val", "test"), cut, cut[1:])}
+
+
+def token_data(n: int = 600, length: int = 8, vocab: int = 13, seed: int = 0):
+    """Hugging Face-style splits, dicts of ``input_ids``, ``attention_mask`` and ``labels``: the
+    label says whether token 1 occurs among the tokens the mask keeps (padding is token 1 too)."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(2, vocab, (n, length), generator=g)
+    lengths = torch.randint(2, length + 1, (n,), generator=g)
+    mask = (torch.arange(length) < lengths[:, None]).long()
+    marked = torch.rand(n, generator=g) < 0.5
+    where = (torch.rand(n, generator=g) * (lengths - 1)).long()
+    ids[marked, where[marked]] = 1
+    ids[mask == 0] = 1  # padding: only the attention mask tells it from a real token 1
+    cut = [0, int(0.7 * n), int(0.85 * n), n]
+    return {name: {"input_ids": ids[a:b], "attention_mask": mask[a:b], "labels": marked[a:b].long()}
+            for name, a, b in zip(("train", "val", "test"), cut, cut[1:])}

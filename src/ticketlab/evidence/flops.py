@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from ticketlab.data.batch import ModelInputs, call, rows
 from ticketlab.usage import forward_with_hooks
 
 TRAINING_STEP_FORWARDS = 3  # forward + backward (input gradient + weight gradient)
@@ -41,7 +42,7 @@ class ForwardFlops:
         return self.total - removed
 
 
-def weight_flops(model: nn.Module, example: torch.Tensor,
+def weight_flops(model: nn.Module, example: ModelInputs,
                  mask: Mapping[str, torch.Tensor] | None = None) -> dict[str, tuple[int, int]]:
     """Per weight: (dense FLOPs, FLOPs of its surviving entries) of one forward pass on
     ``example`` (the whole batch). Survivors are the mask's where it names the weight, else the
@@ -87,15 +88,15 @@ def weight_flops(model: nn.Module, example: torch.Tensor,
 
 
 def dense_and_sparse_flops(model: nn.Module, mask: Mapping[str, torch.Tensor] | None,
-                           example: torch.Tensor) -> tuple[int, int]:
+                           example: ModelInputs) -> tuple[int, int]:
     """(dense, sparse) weight-multiply FLOPs per example of one forward pass (``example``'s
     batch divided out): what the exports report against the dense model."""
     counts = weight_flops(model, example, mask).values()
-    batch = max(int(example.shape[0]), 1)
+    batch = max(rows(example), 1)
     return sum(c[0] for c in counts) // batch, sum(c[1] for c in counts) // batch
 
 
-def forward_flops(model: nn.Module, example: torch.Tensor) -> ForwardFlops:
+def forward_flops(model: nn.Module, example: ModelInputs) -> ForwardFlops:
     """Measure ``model``'s forward FLOPs on ``example`` (one example, with its batch dimension):
     the total by ``FlopCounterMode``, each prunable weight's part by :func:`weight_flops`.
 
@@ -104,5 +105,5 @@ def forward_flops(model: nn.Module, example: torch.Tensor) -> ForwardFlops:
     model = copy.deepcopy(model).train()
     per_weight = {name: dense for name, (dense, _) in weight_flops(model, example).items()}
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(example)
+        call(model, example)
     return ForwardFlops(max(int(counter.get_total_flops()), sum(per_weight.values())), per_weight)

@@ -16,6 +16,7 @@ from torch import nn
 
 from ticketlab.config import Config
 from ticketlab.data import Dataset
+from ticketlab.data.batch import call, moved
 from ticketlab.errors import ConfigError
 from ticketlab.experiment.inputs import Inputs, builtin_inputs, user_code
 from ticketlab.roles import ParameterPlan, plan_parameters
@@ -131,8 +132,9 @@ def parameter_plan(env: Environment) -> ParameterPlan:
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     if device.type == "meta":
         try:
-            return plan_parameters(model, env.config.prune, trace=lambda m: prediction(m(example.to("meta"))))
+            on_meta = moved(example, "meta")
+            return plan_parameters(model, env.config.prune, trace=lambda m: prediction(call(m, on_meta)))
         except (NotImplementedError, RuntimeError, TypeError, ValueError, IndexError):
             model = env.build(0, "cpu")
     with user_code("the model's forward pass", active=True):
-        return plan_parameters(model.eval(), env.config.prune, trace=lambda m: prediction(m(example)))
+        return plan_parameters(model.eval(), env.config.prune, trace=lambda m: prediction(call(m, example)))

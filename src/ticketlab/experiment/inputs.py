@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ticketlab.data import Dataset, load_dataset
+from ticketlab.data.batch import ModelInputs, checked, map_inputs, moved, named_tensors, rows, split_item, stack_items, token_ids
 from ticketlab.errors import ConfigError, UserCodeError
 from ticketlab.plugins import object_label
 from ticketlab.seeding import torch_seed
@@ -83,36 +84,53 @@ class user_code:
 
 
 # ---------------------------------------------------------------------------- data
-def _as_tensors(split: Any, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x, y) from a pair of tensors or a map-style torch Dataset of (x, y) items (stacked once)."""
-    if isinstance(split, (tuple, list)) and len(split) == 2 and all(isinstance(t, torch.Tensor) for t in split):
-        x, y = split
-    elif isinstance(split, torch.utils.data.Dataset):
+def _as_tensors(split: Any, name: str) -> tuple[ModelInputs, torch.Tensor]:
+    """(inputs, labels) from a split as users have it (stacked once): an ``(inputs, labels)``
+    pair, a tuple ``(x1, ..., labels)`` or a dict with ``labels`` of tensors (inputs one tensor,
+    a tuple or a dict: ``data.batch``), or a map-style dataset of such items (a torch Dataset,
+    a Hugging Face dataset: anything with ``len`` and integer indexing)."""
+    if isinstance(split, (tuple, list, dict)):
+        x, y = split_item(split, f"data[{name!r}]")
+    elif hasattr(split, "__getitem__") and hasattr(split, "__len__"):
         try:
-            items = [split[i] for i in range(len(split))]  # type: ignore[arg-type]
-            x = torch.stack([torch.as_tensor(item[0]) for item in items])
-            y = torch.stack([torch.as_tensor(item[1]) for item in items])
+            count = len(split)
+            items = [split[i] for i in range(count)]
         except Exception as exc:  # noqa: BLE001 - the user's Dataset
-            raise UserCodeError(f"the {name} dataset could not be read as (input, label) items: "
+            raise UserCodeError(f"the {name} dataset could not be read item by item: "
+                                f"{type(exc).__name__}: {exc}") from exc
+        if not items:
+            raise ConfigError(f"data[{name!r}] is empty")
+        try:
+            x, y = stack_items(items, f"the {name} dataset")
+        except ConfigError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - items that do not stack
+            raise UserCodeError(f"the {name} dataset's items could not be stacked into tensors: "
                                 f"{type(exc).__name__}: {exc}") from exc
     else:
-        raise ConfigError(f"data[{name!r}] must be an (inputs, labels) pair of tensors or a torch Dataset, "
-                          f"got {type(split).__name__}")
-    if x.shape[0] != y.shape[0]:
-        raise ConfigError(f"data[{name!r}] has {x.shape[0]} inputs but {y.shape[0]} labels")
-    if x.shape[0] == 0:
+        raise ConfigError(f"data[{name!r}] must be an (inputs, labels) pair of tensors, a dict of tensors with "
+                          f"'labels', or a dataset of such items, got {type(split).__name__}")
+    if not isinstance(y, torch.Tensor):
+        raise ConfigError(f"data[{name!r}] labels must be a tensor, got {type(y).__name__}")
+    x = checked(x, f"data[{name!r}] inputs")
+    if rows(x) != y.shape[0]:
+        raise ConfigError(f"data[{name!r}] has {rows(x)} inputs but {y.shape[0]} labels")
+    if y.shape[0] == 0:
         raise ConfigError(f"data[{name!r}] is empty")
-    check_finite(x, name, "inputs")
-    return x.detach().cpu(), y.detach().cpu()
+    for part, tensor in named_tensors(x, "inputs"):
+        check_finite(tensor, name, part)
+    return map_inputs(lambda t: t.detach().cpu(), x), y.detach().cpu()
 
 
 def user_dataset(data: Any, num_classes: int | None = None) -> "Dataset | StreamingData":
     """Data from the user's ``{"train": ..., "val": ..., "test": ...}`` (``val`` drives early
     stopping; without ``test`` the validation split is also reported as the test split).
 
-    Each split is an ``(inputs, labels)`` pair of tensors or a torch ``Dataset`` (stacked once
-    into tensors: the all-on-device fast path), or, for data that does not fit, a zero-argument
-    factory returning an iterable of batches, e.g. ``lambda: DataLoader(...)`` (streamed).
+    Each split is an ``(inputs, labels)`` pair of tensors (inputs may be a tuple or a dict of
+    tensors; a dict with ``labels`` is its own pair), or a map-style dataset of such items (a
+    torch ``Dataset``, a Hugging Face dataset), stacked once into tensors: the all-on-device
+    fast path. For data that does not fit in memory, a split is a zero-argument factory
+    returning an iterable of such batches, e.g. ``lambda: DataLoader(...)`` (streamed).
     """
     from ticketlab.data.stream import StreamingData
 
@@ -124,7 +142,8 @@ def user_dataset(data: Any, num_classes: int | None = None) -> "Dataset | Stream
     unknown = sorted(set(data) - {"train", "val", "test"})
     if unknown:
         raise ConfigError(f"data has an unknown split {unknown[0]!r}; use train, val and test")
-    factories = [callable(v) and not isinstance(v, torch.utils.data.Dataset) for v in data.values()]
+    factories = [callable(v) and not isinstance(v, torch.utils.data.Dataset) and not hasattr(v, "__getitem__")
+                 for v in data.values()]
     if any(factories):
         if not all(factories):
             raise ConfigError("give every split as a loader factory, or none: streaming and in-memory splits do not mix")
@@ -153,7 +172,7 @@ def data_fingerprint(data: Dataset, version: str | None = None) -> str:
         raise ConfigError("streamed data needs a version (data.version = '...' in the config, --data-version, or "
                           "run(data_version='...')): a name for this version of the data, so changed data is a new experiment")
     names = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
-    return _tensors_digest(digest, {name: getattr(data, name) for name in names})
+    return _tensors_digest(digest, {key: tensor for name in names for key, tensor in named_tensors(getattr(data, name), name)})
 
 
 def version_of(config: Any, data_version: str | None = None) -> str | None:
@@ -326,7 +345,7 @@ def _check_train_function(config: Any, train: TrainFunction | None) -> None:
                           "pass it again (ticketlab.run(..., train=...)) to run or resume it")
 
 
-def _splits(data: "Dataset | StreamingData") -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+def _splits(data: "Dataset | StreamingData") -> list[tuple[str, ModelInputs, torch.Tensor]]:
     """Every split held in memory as (name, inputs, labels); streamed data shows its first batch
     only (reading all of it up front would cost an epoch)."""
     if isinstance(data, Dataset):
@@ -356,11 +375,12 @@ def check_finite(values: torch.Tensor, split: str, what: str) -> None:
                           "remove or fix those examples before training")
 
 
-def check_not_copying(x: torch.Tensor, y: torch.Tensor, split: str, task: Task) -> None:
+def check_not_copying(x: ModelInputs, y: torch.Tensor, split: str, task: Task) -> None:
     """ConfigError when token labels equal the inputs (Hugging Face's ``labels = input_ids``,
     which its causal-LM models shift internally): ticketlab's cross-entropy compares each
     position's output with its own label, so the model would silently learn to copy its input.
     A custom loss (which may shift) and float data (an autoencoder reconstructs its input) pass."""
+    x = token_ids(x)
     if (task.kind == "classification" and task.loss is None and x.shape == y.shape and x.dim() >= 2
             and not torch.is_floating_point(x) and not torch.is_floating_point(y) and torch.equal(x, y)):
         raise ConfigError(f"data {split!r} labels equal the inputs (Hugging Face's labels = input_ids, which its "
@@ -382,7 +402,8 @@ def check_data(data: "Dataset | StreamingData", task: Task, outputs: int | None)
     before anything is written.
     """
     for split, x, y in _splits(data):
-        check_finite(x, split, "inputs")
+        for part, tensor in named_tensors(x, "inputs"):
+            check_finite(tensor, split, part)
         check_finite(y, split, "labels")
         check_not_copying(x, y, split, task)
         if task.kind != "classification" or task.loss is not None or torch.is_floating_point(y) or not y.numel():
@@ -405,7 +426,7 @@ def probe(inputs: Inputs, config: Any, device: torch.device) -> None:
     model = inputs.build(0, device)
     model.train()
     x, y = inputs.data.sample(config.train.batch_size)
-    x, y = x.to(device), y.to(device)
+    x, y = moved(x, device), y.to(device)
     from ticketlab.train.task import prediction
 
     with user_code("the model's forward pass"):

@@ -22,6 +22,7 @@ from ticketlab.config import Config
 from ticketlab.data import Dataset
 from ticketlab.errors import ConfigError
 from ticketlab.experiment.environment import Environment, environment, resolve_device
+from ticketlab.data.batch import is_single
 from ticketlab.experiment.inputs import Inputs, user_code
 from ticketlab.experiment.runner import PreparedUnit, finish_unit, prepare_unit
 from ticketlab.experiment.unit import Unit
@@ -34,6 +35,9 @@ def check_stackable(env: Environment) -> None:
     if not isinstance(env.data, Dataset):
         raise ConfigError("--batch needs the data in memory (tensors or a torch Dataset), not streamed loaders; "
                           "use --batch 1")
+    if not is_single(env.data.x_train):
+        raise ConfigError("--batch stacks replicates on one input tensor, and this data has several inputs (a tuple "
+                          "or dict); use --batch 1 (sequential, or --workers for parallel processes)")
     if env.task.model_loss:
         raise ConfigError("--batch cannot train Task(loss='model') (the model's own loss), which only the dense "
                           "stepper computes; use --batch 1")

@@ -136,12 +136,21 @@ class ChainNet(nn.Module):
         return self.body(x)
 
 
-def describe_input(example: torch.Tensor) -> dict[str, Any]:
-    return {"shape": list(example.shape[1:]), "dtype": str(example.dtype).removeprefix("torch.")}
+def describe_input(example: Any) -> dict[str, Any]:
+    """The per-example shape and dtype of ``example``; of each tensor (by name) for a model
+    that takes several (a tuple or dict: ``data.batch``)."""
+    from ticketlab.data.batch import is_single, named_tensors
+
+    if is_single(example):
+        return {"shape": list(example.shape[1:]), "dtype": str(example.dtype).removeprefix("torch.")}
+    return {"inputs": {name: describe_input(t) for name, t in named_tensors(example)}, "kind": type(example).__name__}
 
 
-def example_from(description: dict[str, Any], batch: int = 2) -> torch.Tensor:
+def example_from(description: dict[str, Any], batch: int = 2) -> Any:
     """A zero input of the recorded per-example shape and dtype (ONNX tracing, smoke checks)."""
+    if "inputs" in description:
+        parts = {name: example_from(d, batch) for name, d in description["inputs"].items()}
+        return tuple(parts.values()) if description.get("kind") == "tuple" else parts
     dtype = getattr(torch, description["dtype"])
     return torch.zeros(batch, *description["shape"], dtype=dtype)
 

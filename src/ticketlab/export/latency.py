@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ticketlab.data.batch import ModelInputs, call, map_inputs, take
 from ticketlab.errors import TicketlabError
 from ticketlab.export.prune_interop import apply_mask
 from ticketlab.masks import Mask
@@ -62,16 +63,16 @@ def export_sides(model: nn.Module, mask: Mask, example: torch.Tensor, threads: i
     return sides
 
 
-def _calls_for(call: Callable, x: torch.Tensor, seconds: float) -> int:
+def _calls_for(fn: Callable, x: ModelInputs, seconds: float) -> int:
     """How many calls take about ``seconds`` (at least 3)."""
     start, calls = time.perf_counter(), 0
     while time.perf_counter() - start < seconds / 5 or calls < 3:
-        call(x)
+        call(fn, x)
         calls += 1
     return max(3, calls * 5)
 
 
-def interleaved_times(calls: dict[str, Callable], x: torch.Tensor, rounds: int, seconds: float) -> dict[str, list[float]]:
+def interleaved_times(calls: dict[str, Callable], x: ModelInputs, rounds: int, seconds: float) -> dict[str, list[float]]:
     """Seconds per call of each side, one value per round; the order rotates every round."""
     names = list(calls)
     with torch.inference_mode():
@@ -81,7 +82,7 @@ def interleaved_times(calls: dict[str, Callable], x: torch.Tensor, rounds: int, 
             for n in names[r % len(names):] + names[: r % len(names)]:
                 start = time.perf_counter()
                 for _ in range(repeats[n]):
-                    calls[n](x)
+                    call(calls[n], x)
                 times[n].append((time.perf_counter() - start) / repeats[n])
     return times
 
@@ -91,13 +92,13 @@ def paired_speedups(times: dict[str, list[float]], baseline: str = "dense") -> d
     return {n: [b / t for b, t in zip(times[baseline], side)] for n, side in times.items()}
 
 
-def latency_table(sides: Sides, example: torch.Tensor, batches: Sequence[int], rounds: int,
+def latency_table(sides: Sides, example: ModelInputs, batches: Sequence[int], rounds: int,
                   seconds: float) -> list[str]:
     """Markdown lines: per batch size, each side's median time and paired speedup over dense."""
     lines = ["| side | file bytes | dense / file |", "|---|---:|---:|"]
     lines += [f"| {n} | {b:,} | {sides.file_bytes['dense'] / b:.1f}x |" for n, b in sides.file_bytes.items()]
     for batch in batches:
-        x = example[:batch].contiguous()
+        x = map_inputs(torch.Tensor.contiguous, take(example, slice(0, batch)))
         times = interleaved_times(sides.calls, x, rounds, seconds)
         speedups = paired_speedups(times)
         lines += ["", f"| batch {batch} | median us/call | dense / side (median of {rounds} paired rounds) | range |",

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ticketlab.data.batch import ModelInputs, call
 from ticketlab.errors import ConfigError
 from ticketlab.export.outputs import for_inference, output_tensors
 from ticketlab.io import write_bytes_atomic
@@ -39,21 +40,36 @@ def _require(module: str):
         raise ConfigError(f"the ONNX export needs the {module!r} package: pip install 'ticketlab[export]'") from None
 
 
-def export_onnx(model: nn.Module, example_input: torch.Tensor, path: str | Path) -> None:
+def onnx_input_names(example: ModelInputs) -> list[str]:
+    """The graph's input names: ``input`` for one tensor, a dict's keys, ``input_<i>`` for a tuple."""
+    if isinstance(example, torch.Tensor):
+        return ["input"]
+    if isinstance(example, dict):
+        return list(example)
+    return [f"input_{i}" for i in range(len(example))]
+
+
+def export_onnx(model: nn.Module, example_input: ModelInputs, path: str | Path) -> None:
     """Write ``model`` (eval mode, weights as they are) to ``path`` as ONNX, atomically; every
-    tensor of a dict / ``ModelOutput`` / tuple output becomes one ONNX output, in order."""
+    tensor of a dict / ``ModelOutput`` / tuple output becomes one ONNX output, in order. A model
+    of several inputs (a tuple: positional; a dict: keyword) gets one graph input per tensor."""
 
     _require("onnx")
     buffer = io.BytesIO()
     model = for_inference(model)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer warnings about Python control flow on shapes
-        count = len(output_tensors(model(example_input)))
+        count = len(output_tensors(call(model, example_input)))
         names = ["logits"] if count == 1 else [f"output_{i}" for i in range(count)]
-        axes = {name: {0: "batch"} for name in ["input", *names]}
+        inputs = onnx_input_names(example_input)
+        axes = {name: {0: "batch"} for name in [*inputs, *names]}
+        if isinstance(example_input, dict):
+            args, kwargs = (), dict(example_input)
+        else:
+            args, kwargs = (example_input,) if isinstance(example_input, torch.Tensor) else tuple(example_input), None
         try:
             with _math_attention(), _captured_stderr():
-                torch.onnx.export(model, (example_input,), buffer, input_names=["input"], output_names=names,
+                torch.onnx.export(model, args, buffer, kwargs=kwargs, input_names=inputs, output_names=names,
                                   dynamic_axes=axes, opset_version=OPSET, dynamo=False)
         except Exception as exc:  # noqa: BLE001 - the exporter's own error types, on the user's model
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
@@ -105,9 +121,12 @@ class OnnxRunner:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.input = self.session.get_inputs()[0].name
+        self.inputs = [i.name for i in self.session.get_inputs()]
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
-        """The output tensor, or, for a model with several outputs, all of them in order."""
-        outs = [torch.from_numpy(out) for out in self.session.run(None, {self.input: np.ascontiguousarray(x.numpy())})]
+    def __call__(self, *args: torch.Tensor, **kwargs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        """The output tensor, or, for a model with several outputs, all of them in order; called
+        like the module: positional inputs in order, keyword inputs by name."""
+        feed = dict(zip(self.inputs, args)) | kwargs
+        arrays = {name: np.ascontiguousarray(t.detach().cpu().numpy()) for name, t in feed.items() if name in self.inputs}
+        outs = [torch.from_numpy(out) for out in self.session.run(None, arrays)]
         return outs[0] if len(outs) == 1 else tuple(outs)

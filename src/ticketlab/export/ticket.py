@@ -27,6 +27,7 @@ import torch
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
+from ticketlab.data.batch import call, is_single, moved, take
 from ticketlab.errors import ConfigError, StoreError, TicketlabError
 from ticketlab.export import FORMATS, check_format  # noqa: F401  (FORMATS: read here before it moved)
 from ticketlab.export._files import filled, read_export, write_export
@@ -114,7 +115,7 @@ def export_model(
     dense = dense_footprint(model, example)
     masked = for_inference(apply_mask(copy.deepcopy(model), mask))
     with torch.no_grad():
-        reference = output_tensors(masked(example))
+        reference = output_tensors(call(masked, example))
     if not reference:
         raise ConfigError(f"{type(model).__name__} returns no tensor (nor a dict, ModelOutput or tuple holding "
                           f"one) to check the export against")
@@ -191,7 +192,7 @@ def _check(run: Callable[[torch.Tensor], Any], example: torch.Tensor, reference:
     """The largest difference between the reloaded export's outputs and the masked model's;
     TicketlabError when it exceeds 1e-5 of the outputs' scale or the outputs do not correspond."""
     with torch.no_grad():
-        got = output_tensors(run(example))
+        got = output_tensors(call(run, example))
     shapes = [tuple(t.shape) for t in reference]
     if [tuple(t.shape) for t in got] != shapes:
         raise TicketlabError(f"the {fmt} export for {out} does not reproduce the masked model: it returns tensors "
@@ -403,9 +404,11 @@ def _load_ticket(experiment: str | Path, level: int, replicate: int, examples: i
     except RuntimeError as exc:  # another model's weights: wrong names or shapes
         raise ConfigError(f"--weights {path} are not weights of this experiment's model {result.config.model!r} "
                           f"({str(exc).splitlines()[0]})") from None
-    spec = {"name": result.config.model, "input_shape": list(env.data.input_shape),
+    single = is_single(env.data.x_train)
+    spec = {"name": result.config.model, "input_shape": list(env.data.input_shape) if single else None,
             "num_classes": env.data.num_classes}
-    return model, result.mask(level, replicate), env.data.x_val[:examples].cpu(), spec, lambda: env.build(0, "cpu")
+    example = moved(take(env.data.x_val, slice(0, examples)), "cpu")
+    return model, result.mask(level, replicate), example, spec, lambda: env.build(0, "cpu")
 
 
 def export_ticket(

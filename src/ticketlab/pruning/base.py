@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import torch
 from torch import nn
 
+from ticketlab.data.batch import take
 from ticketlab.masks import Mask
 from ticketlab.seeding import derive_seed
 
@@ -103,7 +104,7 @@ class MaskContext:
         out = []
         for step in range(count):
             batch = batch_at(step)
-            out.append(batch if isinstance(batch, tuple) else (data.x_train[batch[0]], data.y_train[batch[0]]))
+            out.append(batch if isinstance(batch, tuple) else (take(data.x_train, batch[0]), data.y_train[batch[0]]))
         return out
 
     def loss(self, output: Any, target: torch.Tensor) -> torch.Tensor:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ticketlab.api import Result
+from ticketlab.data.batch import moved, take
 from ticketlab.errors import ConfigError
 from ticketlab.evidence.stats import Interval, mean_ci
 from ticketlab.evidence.flops import TRAINING_STEP_FORWARDS, ForwardFlops
@@ -91,7 +92,7 @@ def column_flops(result: Result) -> "ForwardFlops | None":
     from ticketlab.experiment.environment import environment
 
     env = environment(config)
-    return forward_flops(env.build(0, "cpu"), env.data.x_train[:1].cpu())
+    return forward_flops(env.build(0, "cpu"), moved(take(env.data.x_train, slice(0, 1)), "cpu"))
 
 
 def load_columns(directories: list[str | Path]) -> list[Column]:

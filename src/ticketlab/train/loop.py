@@ -27,6 +27,7 @@ import torch
 
 from ticketlab.config import TrainConfig
 from ticketlab.data import Dataset
+from ticketlab.data.batch import rows, take
 from ticketlab.data.stream import StreamingData
 from ticketlab.errors import ConfigError
 from ticketlab.seeding import derive_seed
@@ -46,7 +47,7 @@ def steps_per_epoch(dataset: "Dataset | StreamingData", batch_size: int) -> int 
     for streamed data, the batches its training loader yields (None: it has no length)."""
     if isinstance(dataset, StreamingData):
         return dataset.batches_per_epoch
-    return max(1, dataset.x_train.shape[0] // batch_size)
+    return max(1, rows(dataset.x_train) // batch_size)
 
 
 def eval_batches(data: "Dataset | StreamingData", split: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -55,8 +56,8 @@ def eval_batches(data: "Dataset | StreamingData", split: str) -> Iterator[tuple[
         yield from data.split(split)
         return
     x, y = (data.x_val, data.y_val) if split == "val" else (data.x_test, data.y_test)
-    for start in range(0, x.shape[0], EVAL_CHUNK):
-        yield x[start : start + EVAL_CHUNK], y[start : start + EVAL_CHUNK]
+    for start in range(0, rows(x), EVAL_CHUNK):
+        yield take(x, slice(start, start + EVAL_CHUNK)), y[start : start + EVAL_CHUNK]
 
 
 class TrainingBatches:
@@ -66,9 +67,9 @@ class TrainingBatches:
         self.data, self.seeds = data, list(data_seeds)
         self.streamed = isinstance(data, StreamingData)
         if not self.streamed:
-            self.n = data.x_train.shape[0]
+            self.n = rows(data.x_train)
             self.batch = min(batch_size, self.n)
-            self.device = data.x_train.device
+            self.device = data.y_train.device
         self.per_epoch = steps_per_epoch(data, batch_size if self.streamed else self.batch)
         self.epoch, self.order, self.stream, self.next_step = -1, None, None, None
         self.batch_at = self._streamed if self.streamed else self._in_memory  # chosen once, not per step
@@ -225,7 +226,7 @@ def run_loop(
         raise ValueError("replicates stepped together must share their start step")
     if isinstance(data, StreamingData) and len(states) > 1:
         raise ValueError("streamed data trains one replicate at a time")
-    device = data.device if isinstance(data, StreamingData) else data.x_train.device
+    device = data.device if isinstance(data, StreamingData) else data.y_train.device
     test_saved_later = (not train.test_every_eval and stepper.scores_other_weights
                         and all(e.keeps_early_stop_weights for e in events))
     if not states[0].history:

@@ -78,9 +78,12 @@ class Task:
         """Whether the loss is the model's own (``Task(loss="model")``)."""
         return isinstance(self.loss, str) and self.loss == "model"
 
-    def output_of(self, model: Any, x: torch.Tensor, y: torch.Tensor) -> Any:
-        """The model's output on ``x``; the labels go in as ``labels=`` for the model's own loss."""
-        return model(x, labels=y) if self.model_loss else model(x)
+    def output_of(self, model: Any, x: Any, y: torch.Tensor) -> Any:
+        """The model's output on ``x`` (one tensor, a tuple or a dict: ``data.batch.call``); the
+        labels go in as ``labels=`` for the model's own loss."""
+        from ticketlab.data.batch import call
+
+        return call(model, x, labels=y) if self.model_loss else call(model, x)
 
     def loss_from(self, output: Any, target: torch.Tensor) -> torch.Tensor:
         """The batch's mean loss from the model's output: its own ``loss``, or the task's."""
@@ -95,8 +98,11 @@ class Task:
     def model_score(self, output: Any, x: Any, target: torch.Tensor) -> torch.Tensor:
         """The score under the model's own loss: with labels equal to the inputs (the causal-LM
         convention: the model shifted them) the next-token accuracy, else ``score_of``."""
+        from ticketlab.data.batch import token_ids
+
         pred = prediction(output).float()
-        if (self.score is None and isinstance(x, torch.Tensor) and x.shape == target.shape and target.dim() >= 2
+        x = token_ids(x)
+        if (self.score is None and x.shape == target.shape and target.dim() >= 2
                 and pred.dim() == target.dim() + 1 and torch.equal(x, target)):
             return _next_token_accuracy(pred, target)
         return self.score_of(pred, target)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from ticketlab.data.batch import call
 from ticketlab.masks import Mask
 from ticketlab.pruning.at_init.common import ScoredAtInit, score_inputs
 from ticketlab.pruning.base import MaskContext, Need
@@ -23,11 +24,11 @@ def hessian_gradient(model: torch.nn.Module, names: list[str], batches, loss) ->
     weights = [params[n] for n in names]
     fixed = [torch.zeros_like(w) for w in weights]
     for x, y in batches:
-        grads = torch.autograd.grad(loss(model(x), y), weights)
+        grads = torch.autograd.grad(loss(call(model, x), y), weights)
         fixed = [f + g.detach() for f, g in zip(fixed, grads)]
     product = [torch.zeros_like(w) for w in weights]
     for x, y in batches:
-        grads = torch.autograd.grad(loss(model(x), y), weights, create_graph=True)
+        grads = torch.autograd.grad(loss(call(model, x), y), weights, create_graph=True)
         dot = sum((g * f).sum() for g, f in zip(grads, fixed))
         product = [p + h.detach() for p, h in zip(product, torch.autograd.grad(dot, weights))]
     return dict(zip(names, product))

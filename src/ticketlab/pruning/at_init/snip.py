@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from ticketlab.data.batch import call
 from ticketlab.masks import Mask
 from ticketlab.pruning.at_init.common import ScoredAtInit, score_inputs
 from ticketlab.pruning.base import MaskContext, Need
@@ -18,7 +19,7 @@ def snip_scores(model: torch.nn.Module, names: list[str], batches, loss) -> dict
     params = dict(model.named_parameters())
     model.zero_grad(set_to_none=True)
     for x, y in batches:
-        loss(model(x), y).backward()
+        loss(call(model, x), y).backward()
     return {n: (params[n].grad * params[n]).abs().detach() for n in names}
 
 

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ticketlab.data.batch import ModelInputs, call, take
 from ticketlab.train.steppers.base import MaskedOptimizer, mean_loss_and_score
 from ticketlab.train.task import Task, prediction
 from ticketlab.weights import cloned_state, load_state
@@ -37,10 +38,10 @@ class SingleStepper(MaskedOptimizer):
         self.apply_masks_()
         model.train()
 
-    def _loss(self, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+    def _loss(self, xb: ModelInputs, yb: torch.Tensor) -> torch.Tensor:
         if self.task.model_loss:  # Task(loss="model"): the labels go in, the model's loss comes out
-            return self.task.loss_from(self.model(xb, labels=yb), yb)
-        pred = prediction(self.model(xb))
+            return self.task.loss_from(call(self.model, xb, labels=yb), yb)
+        pred = prediction(call(self.model, xb))
         if self.fast_loss and pred.dim() == 2:
             return F.cross_entropy(pred, yb)
         return self.task.loss_of(pred, yb)
@@ -50,11 +51,11 @@ class SingleStepper(MaskedOptimizer):
             xb, yb = batch
         else:
             rows = batch[0]
-            xb, yb = self.x[rows], self.y[rows]
+            xb, yb = take(self.x, rows), self.y[rows]
         if self.autocast is None:
             loss = self._loss(xb, yb)
         else:
-            with torch.autocast(device_type=xb.device.type, dtype=self.autocast):
+            with torch.autocast(device_type=yb.device.type, dtype=self.autocast):
                 loss = self._loss(xb, yb)
         self.descend(loss)
         return loss.detach()
@@ -66,7 +67,7 @@ class SingleStepper(MaskedOptimizer):
         if self.task.model_loss:
             result = self._own_loss_and_score(batches, device)
         else:
-            result = mean_loss_and_score(batches, lambda x: prediction(self.model(x)), self.task, self.fast_loss,
+            result = mean_loss_and_score(batches, lambda x: prediction(call(self.model, x)), self.task, self.fast_loss,
                                          device)
         self.model.train()
         return result
@@ -76,7 +77,7 @@ class SingleStepper(MaskedOptimizer):
         mean) weighted by its examples, and its score (``Task.model_score``)."""
         loss_total, score_total, count = torch.zeros((), device=device), torch.zeros((), device=device), 0
         for x, target in batches:
-            output = self.model(x, labels=target)
+            output = call(self.model, x, labels=target)
             n = target.shape[0]
             count += n
             loss_total += self.task.loss_from(output, target).float() * n

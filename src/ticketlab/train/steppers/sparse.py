@@ -66,6 +66,8 @@ def sparse_ineligible(model: nn.Module, task, data, masks, device: torch.device,
         return "the task is not the default classification (cross-entropy, accuracy)"
     if getattr(data, "x_train", None) is None:
         return "the data is streamed"
+    if not isinstance(data.x_train, torch.Tensor):
+        return "the inputs are several tensors (a tuple or dict)"
     if autocast_dtype is not None:
         return "bf16 autocast is on"
     if device.type != "cpu":
