@@ -280,3 +280,4 @@ def test_pruning_methods_that_compute_a_loss_refuse_the_models_own_in_one_line(t
     with pytest.raises(ConfigError, match=r"^Task\(loss='model'\) is the model's own loss.*\(snip, grasp\) need Task"):
         ticketlab.run({**LM, "prune": {"method": "snip"}}, opts(tmp_path), model=ShiftingLM, data=_lm_data(),
                       task=ticketlab.Task(loss="model"))
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())  # refused before the experiment's folder

@@ -56,9 +56,13 @@ def check_method(env: Environment, plan: ParameterPlan) -> None:
     """The pruning method's own checks of this run's inputs (``preflight(env, plan)``, optional):
     what only the built model or another experiment can show, e.g. a transfer source that does
     not fit, refused before the first write instead of at the first level's mask."""
+    from ticketlab.pruning.base import Need
     from ticketlab.pruning.registry import resolve_method
 
-    method_preflight = getattr(resolve_method(env.config.prune.method), "preflight", None)
+    method = resolve_method(env.config.prune.method)
+    if any(Need.BATCHES in method.needs(level) for level in range(1, env.config.levels + 1)):
+        env.task.check_loss_computable()  # the method scores weights by the loss's gradients on a few batches
+    method_preflight = getattr(method, "preflight", None)
     if method_preflight is not None:
         method_preflight(env, plan)
 

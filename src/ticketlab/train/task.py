@@ -147,11 +147,16 @@ class Task:
     def metric_name(self) -> str:
         return self.metric or ("accuracy" if self.kind == "classification" else "r2")
 
-    def loss_of(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Mean loss over the batch (a scalar)."""
+    def check_loss_computable(self) -> None:
+        """ConfigError unless the loss can be computed from a prediction and labels alone, as
+        pruning methods that score weights by the loss's gradients (SNIP, GraSP) compute it."""
         if self.model_loss:
             raise ConfigError("Task(loss='model') is the model's own loss, which only the dense stepper computes; "
                               "pruning methods that compute a loss themselves (snip, grasp) need Task(loss=fn)")
+
+    def loss_of(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Mean loss over the batch (a scalar)."""
+        self.check_loss_computable()
         if self.loss is not None:
             return self.loss(pred, target)
         if self.kind == "classification":
