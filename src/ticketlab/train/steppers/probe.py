@@ -1,8 +1,8 @@
 """Choosing how a unit trains: the dense or the sparse stepper, and how many replicates to stack.
 
-Both choices must never make a run slower, and the first must not make two runs of one config
-differ needlessly, so each is a fixed rule first and a short measured probe only where the rule
-cannot decide.
+Both choices must never make a run slower. The stepper is a fixed rule (two runs of one config
+must train the same way); the stacking width ``--batch K`` is measured by a short probe, since
+whether stacking pays depends on the machine, and the user asked for it.
 """
 
 from __future__ import annotations
@@ -18,27 +18,16 @@ from ticketlab.experiment.environment import Environment
 from ticketlab.train.steppers.sparse import (
     DENSE_UNIT,
     SparseStepper,
-    same_optimizer,
     sparse_ineligible,
 )
 from ticketlab.train.steppers.stacked import StackedStepper
 
 # ---------------------------------------------------------------------------- choosing a stepper
-# Above this fraction of weights kept, "auto" stays dense without probing. The hand-written step
-# also wins there (its layers are dense matmuls without autograd or a re-mask of every weight:
-# 1.09x at 100%, 1.20x at 51% of LeNet's weights kept in bench/sparse_step.py), but by margins
-# so close to PROBE_MIN_SPEEDUP that a timed probe would flip between runs, and each flip makes
-# two runs of one config differ in the last float bits. ``--stepper sparse`` takes it anyway.
-AUTO_MAX_DENSITY = 0.3
-
-
-PROBE_MIN_STEPS = 1000  # "auto" probes only units with at least this many steps left to train
-
-
-PROBE_ROUNDS, PROBE_STEPS = 3, 8  # interleaved rounds of steps per side (after 3 warm-up steps each)
-
-
-PROBE_MIN_SPEEDUP = 1.1
+# ``auto`` is a rule, not a timing: a timed probe near its threshold decides differently from one
+# run to the next, and the two steppers agree only to floating-point rounding, so two runs of one
+# config would differ in the last bits. The hand-written step wins at every density it runs
+# (1.09x at 100%, 1.20x at 51% of LeNet's weights kept, 1.4-4.7x from 21% down: bench/sparse_step.py
+# and the full-MNIST pilot in docs/results.md), so the rule is simply "wherever it can train".
 
 
 def _synchronize(device: torch.device) -> None:
@@ -71,40 +60,14 @@ def timed_sides(sides: Sequence[Callable[[int], object]], steps: int, warmup: in
     return times
 
 
-def _probe_speedup(prepared, masks, batch_size: int) -> tuple[float, torch.Tensor]:
-    """Steps/s of the sparse stepper over the dense-masked one on this unit's own data, measured
-    in interleaved rounds on copies (the unit's model and optimizer are left untouched)."""
-    import copy
-
-    from ticketlab.train.optim import load_optimizer_state, optimizer_state_tensors
-    from ticketlab.train.steppers.dense import SingleStepper
-
-    env = prepared.env
-    model = copy.deepcopy(prepared.model)
-    optimizer = same_optimizer(prepared.optimizer, model.parameters())
-    load_optimizer_state(optimizer, model, optimizer_state_tensors(prepared.optimizer, prepared.model))
-    sides = [SingleStepper(model, optimizer, env.task, env.data, masks),
-             SparseStepper(prepared.model, prepared.optimizer, env.task, env.data, masks)]
-    generator = torch.Generator().manual_seed(0)
-    n = env.data.x_train.shape[0]
-    batches = [torch.randint(0, n, (1, min(batch_size, n)), generator=generator).to(env.device)
-               for _ in range(PROBE_STEPS)]
-
-    def timed(stepper):  # one host sync per step, on both sides alike
-        return lambda i: float(stepper.step(batches[i]))
-
-    times = timed_sides([timed(side) for side in sides], PROBE_STEPS, 3, PROBE_ROUNDS, env.device)
-    return times[0] / max(times[1], 1e-9), sides[1].x
-
-
 def choose_stepper(prepared, requested: str = "auto", precision: str = "fp32"):
     """The stepper that trains ``prepared`` and what to record of the choice in its summary.
 
     ``dense``: the dense-masked :class:`SingleStepper`. ``sparse``: :class:`SparseStepper` (a
-    one-line ConfigError when the unit cannot train sparsely). ``auto``: sparse only for an
-    eligible pruned unit at most :data:`AUTO_MAX_DENSITY` dense with at least
-    :data:`PROBE_MIN_STEPS` steps to go, and only when a short probe on its own data measures it
-    at least :data:`PROBE_MIN_SPEEDUP` times faster; dense otherwise (level 0 always).
+    one-line ConfigError when the unit cannot train sparsely). ``auto``: a fixed rule, so that
+    two runs of one config on one device always train the same way: the sparse stepper for every
+    pruned unit it can train (a built-in MLP, the default classification task, data in memory,
+    the CPU, fp32), the dense one otherwise and at level 0.
     """
     from ticketlab.train.steppers.dense import SingleStepper
 
@@ -113,9 +76,9 @@ def choose_stepper(prepared, requested: str = "auto", precision: str = "fp32"):
     masks = prepared.masks
     check_choice(requested, "stepper", STEPPERS)  # RunOptions checked it; a resumed summary's value is checked here
 
-    def dense(note: str | None = None, speedup: float | None = None):
+    def dense(note: str | None = None):
         stepper = SingleStepper(prepared.model, prepared.optimizer, env.task, env.data, masks, autocast_dtype=autocast)
-        info = {"stepper": "dense", "stepper_speedup": speedup}
+        info = {"stepper": "dense"}
         if note:
             info["stepper_note"] = note
         return stepper, info
@@ -123,27 +86,14 @@ def choose_stepper(prepared, requested: str = "auto", precision: str = "fp32"):
     if requested == "dense":
         return dense("requested")
     why = sparse_ineligible(prepared.model, env.task, env.data, masks, env.device, autocast)
-    if requested == "sparse":
-        if why == DENSE_UNIT:  # the model could train sparsely; level 0 has nothing pruned
-            return dense("level 0 is dense")
-        if why:
-            raise ConfigError(f"--stepper sparse cannot train {prepared.unit}: {why}; use --stepper dense or auto")
-        return SparseStepper(prepared.model, prepared.optimizer, env.task, env.data, masks), \
-            {"stepper": "sparse", "stepper_speedup": None, "stepper_note": "requested"}
+    if why == DENSE_UNIT:  # the model could train sparsely; level 0 has nothing pruned
+        return dense("level 0 is dense")
     if why:
+        if requested == "sparse":
+            raise ConfigError(f"--stepper sparse cannot train {prepared.unit}: {why}; use --stepper dense or auto")
         return dense(f"not sparse: {why}")
-    density = prepared.mask.fraction_remaining()
-    if density > AUTO_MAX_DENSITY:
-        return dense(f"not probed: {100 * density:.1f}% of weights kept (> {100 * AUTO_MAX_DENSITY:.0f}%)")
-    left = prepared.end - prepared.state.step
-    if left < PROBE_MIN_STEPS:
-        return dense(f"not probed: {left} steps to train (< {PROBE_MIN_STEPS})")
-    speedup, live_x = _probe_speedup(prepared, masks, prepared.train.batch_size)
-    speedup = round(speedup, 2)
-    if speedup < PROBE_MIN_SPEEDUP:
-        return dense(f"probe: sparse {speedup}x dense (< {PROBE_MIN_SPEEDUP}x)", speedup)
-    return SparseStepper(prepared.model, prepared.optimizer, env.task, env.data, masks, live_x=live_x), \
-        {"stepper": "sparse", "stepper_speedup": speedup, "stepper_note": "probe"}
+    return SparseStepper(prepared.model, prepared.optimizer, env.task, env.data, masks), \
+        {"stepper": "sparse", "stepper_note": requested if requested == "sparse" else "rule"}
 
 
 def measure_speedup(env: Environment, k: int, steps: int = 20, warmup: int = 3) -> float:
