@@ -10,7 +10,19 @@ experiment_of() { tee /dev/stderr | sed -n 's/^experiment: \([^ ]*\).*/\1/p' | t
 bash scripts/setup.sh
 export OMP_NUM_THREADS=1
 
-# 1. The paper's receipts: LeNet-300-100 on the full MNIST (55k/5k/10k), the paper's setting
+# 1. The paper's study, decided (issue 20): LeNet-300-100 on the full MNIST, the paper's setting,
+#    18 levels, 15,000 iterations. A 2-seed pilot without controls; `ticketlab plan` on it (90%
+#    power, planned with the 80% upper confidence bound of the pooled sd); then fresh seeds (base
+#    seed 10) added look by look under the design with the plan's seeds as max_seeds, reinit and
+#    random controls at the levels of the paper's Figures 3-4.
+PILOT=$(.venv/bin/ticketlab run --dataset mnist --model lenet_300_100 --levels 18 --seeds 2 --iterations 15000 \
+    --eval-every 100 --workers 2 --name paper-pilot --out "$OUT" --no-progress | experiment_of)
+.venv/bin/ticketlab plan "$PILOT" --upper-confidence 0.8
+.venv/bin/ticketlab run --dataset mnist --model lenet_300_100 --levels 18 --seeds auto --max-seeds 5 --seed 10 \
+    --controls reinit,random --control-levels 3,7,12,15,18 --iterations 15000 --eval-every 100 --workers 2 \
+    --name paper-sequential --out "$OUT" --no-progress
+
+# 1c. The earlier fixed-design run of the paper's receipts: LeNet-300-100 on the full MNIST (55k/5k/10k), the paper's setting
 #    (Adam 1.2e-3, batch 60, layerwise 20% / output 10%, rewind to initialisation, evaluation every
 #    100 iterations), 18 levels (1.9% remaining), 3 seeds, 15,000 iterations, reinit and random
 #    controls at the levels of the paper's Figures 3-4 (51.3, 21.1, 7.0, 3.6, 1.9% remaining).
@@ -23,6 +35,25 @@ PAPER=$(.venv/bin/ticketlab run --dataset mnist --model lenet_300_100 --levels 1
 PAPER_LONG=$(.venv/bin/ticketlab run --dataset mnist --model lenet_300_100 --levels 18 --seeds 1 \
     --controls reinit,random --control-levels 18 --iterations 30000 --eval-every 100 \
     --workers 2 --out "$OUT" --no-progress | experiment_of)
+
+# 2b. Study 2's setting decided the same way: a 3-seed pilot, plan, and fresh seeds look by look
+#     (max_seeds: the plan's, at most 30), controls at 51.3, 21.1, 7.0 and 2.9% remaining.
+M5="--dataset mnist5k --model lenet_300_100 --levels 16 --iterations 3000 --eval-every 50 --workers 2 --out $OUT"
+M5PILOT=$(.venv/bin/ticketlab run $M5 --seeds 3 --name mnist5k-pilot --no-progress | experiment_of)
+.venv/bin/ticketlab plan "$M5PILOT" --upper-confidence 0.8
+M5SEEDS=$(.venv/bin/ticketlab plan "$M5PILOT" --upper-confidence 0.8 --json \
+    | .venv/bin/python -c "import json, sys; print(min(30, json.load(sys.stdin)['plan']['claim_seeds']))")
+.venv/bin/ticketlab run $M5 --seeds auto --max-seeds "$M5SEEDS" --seed 10 --controls reinit,random \
+    --control-levels 3,7,12,16 --name mnist5k-sequential --no-progress
+
+# 4b. Study 4's Transformer decided the same way (max_seeds: the plan's, at most 20).
+MAPILOT=$(.venv/bin/ticketlab run scripts/modadd_study.toml --controls "" --workers 2 --threads 1 --out "$OUT" \
+    --name modadd-pilot --no-progress | experiment_of)
+.venv/bin/ticketlab plan "$MAPILOT" --upper-confidence 0.8
+MASEEDS=$(.venv/bin/ticketlab plan "$MAPILOT" --upper-confidence 0.8 --json \
+    | .venv/bin/python -c "import json, sys; print(min(20, json.load(sys.stdin)['plan']['claim_seeds']))")
+.venv/bin/ticketlab run scripts/modadd_study.toml --seeds auto --max-seeds "$MASEEDS" --seed 10 --workers 2 \
+    --threads 1 --out "$OUT" --name modadd-sequential --no-progress
 
 # 2. LeNet-300-100 on the 5,000-digit mnist5k subset, 5 seeds, 16 levels, reinit and random controls.
 MNIST5K=$(.venv/bin/ticketlab run --dataset mnist5k --model lenet_300_100 --levels 16 --seeds 5 \

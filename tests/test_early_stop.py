@@ -57,7 +57,7 @@ def test_killed_and_resumed_unit_keeps_the_same_early_stop_weights(tmp_path):
     # first checkpoint at or past that step, so the early-stopped weights were saved before the kill
     # and the resumed run must keep them. The step is read from an uninterrupted run, not assumed:
     # where a trajectory early-stops moves with the CPU's kernels and the packages' versions.
-    config = tiny_config(levels=1, train={"lr": 0.03, "iterations": 500})
+    config = tiny_config(levels=1, train={"lr": 0.03, "iterations": 1000})
     clean = Store.for_config(config, tmp_path / "clean")
     clean.write_config(config)
     run_unit(config, str(clean.directory), Unit(0, 0, "ticket"), "cpu")
