@@ -51,20 +51,6 @@ def named_tensors(x: ModelInputs, prefix: str = "") -> Iterator[tuple[str, torch
         yield f"{prefix}.{key}" if prefix else str(key), value
 
 
-def from_named(tensors: dict[str, torch.Tensor], prefix: str) -> ModelInputs | None:
-    """The inputs ``named_tensors(x, prefix)`` wrote (None when there are none): the tensor
-    named ``prefix``, a tuple where every key after ``prefix.`` is a number, else a dict."""
-    if prefix in tensors:
-        return tensors[prefix]
-    head = prefix + "."
-    parts = {name[len(head):]: value for name, value in tensors.items() if name.startswith(head)}
-    if not parts:
-        return None
-    if all(key.isdigit() for key in parts):
-        return tuple(parts[key] for key in sorted(parts, key=int))
-    return parts
-
-
 def rows(x: ModelInputs) -> int:
     """The number of examples in ``x`` (the first dimension of its tensors)."""
     first = next(named_tensors(x))[1]
