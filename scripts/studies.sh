@@ -55,6 +55,28 @@ MASEEDS=$(.venv/bin/ticketlab plan "$MAPILOT" --upper-confidence 0.8 --json \
 .venv/bin/ticketlab run scripts/modadd_study.toml --seeds auto --max-seeds "$MASEEDS" --seed 10 --workers 2 \
     --threads 1 --out "$OUT" --name modadd-sequential --no-progress
 
+# 3b. Study 3's MNIST-1D MLP decided the same way (max_seeds: the plan's, at most 20), random
+#     controls at 6, 12 and 18.
+M1="--dataset mnist1d --model mlp_100_100 --levels 18 --iterations 4000 --lr 2e-3 --batch-size 100 --eval-every 100 \
+    --workers 2 --out $OUT"
+M1PILOT=$(.venv/bin/ticketlab run $M1 --seeds 3 --name mnist1d-pilot --no-progress | experiment_of)
+.venv/bin/ticketlab plan "$M1PILOT" --upper-confidence 0.8
+M1SEEDS=$(.venv/bin/ticketlab plan "$M1PILOT" --upper-confidence 0.8 --json \
+    | .venv/bin/python -c "import json, sys; print(min(20, json.load(sys.stdin)['plan']['claim_seeds']))")
+.venv/bin/ticketlab run $M1 --seeds auto --max-seeds "$M1SEEDS" --seed 10 --controls random --control-levels 6,12,18 \
+    --name mnist1d-sequential --no-progress
+
+# 5b/6b. SNIP and GraSP again under their reference scoring (the defaults since issue 20: one batch
+#     of 100 in eval mode; GraSP's temperature 200), in study 6's and study 5's settings.
+for method in snip grasp; do
+    .venv/bin/ticketlab run --dataset mnist --model lenet_300_100 --levels 18 --seeds 3 --iterations 5000 \
+        --eval-every 250 --controls reinit,random --control-levels 7,18 --workers 2 --out "$OUT" --no-progress \
+        --method "$method" --ticket-levels 3,7,12,15,18 --name "full-$method-reference"
+    .venv/bin/ticketlab run --dataset mnist5k --model lenet_300_100 --levels 16 --seeds 3 --method "$method" \
+        --controls reinit,random --control-levels 7,16 --iterations 3000 --eval-every 50 --workers 2 \
+        --out "$OUT" --no-progress --name "mnist5k-$method-reference"
+done
+
 # 2. LeNet-300-100 on the 5,000-digit mnist5k subset, 5 seeds, 16 levels, reinit and random controls.
 MNIST5K=$(.venv/bin/ticketlab run --dataset mnist5k --model lenet_300_100 --levels 16 --seeds 5 \
     --controls reinit,random --iterations 3000 --eval-every 50 --workers 2 --out "$OUT" --no-progress | experiment_of)
