@@ -147,3 +147,17 @@ def test_trainings_counts_dense_tickets_and_controls() -> None:
     assert trainings(5, 18, controls=2, controlled_levels=3) == 5 * (1 + 18 + 6)
     with pytest.raises(ConfigError):
         trainings(5, 18, controls=1, controlled_levels=19)
+
+
+def test_a_pilot_whose_sparsest_levels_collapsed_plans_the_claim_it_can_make() -> None:
+    """Like the Transformer pilot: the first levels match closely, the last two collapse. Their
+    own spread puts them out of reach; the plan claims the levels before them, not nothing."""
+    close = [[0.1, -0.2, 0.3], [0.0, 0.2, -0.1], [0.2, 0.1, -0.3]]
+    collapsed = [[-6.0, -30.0, 0.1], [-60.0, -90.0, -40.0]]
+    own = plan(close + collapsed, pool=False)
+    assert own.level_seeds[3:] == (None, None) and all(n is not None for n in own.level_seeds[:3])
+    assert own.reach == 3 and own.claim_seeds == seeds_for_claim(list(own.sd.planning[:3]))
+    assert own.to_dict()["claim_reach"] == 3
+    pooled = plan(close + collapsed)  # the collapsed levels' spread swamps the pooled sd
+    assert pooled.reach < 3 and (pooled.claim_seeds is None or pooled.claim_seeds > own.claim_seeds)
+    assert plan(close).reach == 3 and plan(close).claim_reach is None  # nothing out of reach: the whole claim

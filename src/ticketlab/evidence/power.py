@@ -346,9 +346,13 @@ def trainings(seeds: int, levels: int, controls: int = 0, controlled_levels: int
 class Plan:
     """Seeds a stated power needs, per level and for the whole claim, from a pilot.
 
-    ``level_seeds[l]`` is what level ``l`` needs on its own; ``claim_seeds`` what every level
-    needs together (``claim_method`` says how the joint power was computed), and
-    ``claim_power`` the joint power at ``claim_seeds``.
+    ``level_seeds[l]`` is what level ``l`` needs on its own (None: more than :data:`MAX_SEEDS`);
+    ``claim_seeds`` what the claim's levels need together (``claim_method`` says how the joint
+    power was computed), and ``claim_power`` the joint power at ``claim_seeds``. The claim is the
+    first ``claim_reach`` levels of the fixed sequence: all of them where the pilot's spread lets
+    every level be reached, else the longest reachable run from dense (0 levels: ``claim_seeds``
+    and ``claim_power`` are None), so a pilot whose sparsest levels collapsed still plans the
+    claim it can make, and says where it ends.
     """
 
     sd: PilotSd
@@ -356,11 +360,17 @@ class Plan:
     margin: float
     alpha: float
     assumed_diff: float
-    level_seeds: tuple[int, ...]
-    claim_seeds: int
-    claim_power: float
+    level_seeds: tuple[int | None, ...]
+    claim_seeds: int | None
+    claim_power: float | None
     claim_method: str
     correlation: float
+    claim_reach: int | None = None  # None: every level
+
+    @property
+    def reach(self) -> int:
+        """How many levels, from dense, the claim covers."""
+        return self.levels if self.claim_reach is None else self.claim_reach
 
     @property
     def levels(self) -> int:
@@ -368,7 +378,7 @@ class Plan:
 
     def trainings(self, controls: int = 0, controlled_levels: int | None = None) -> int:
         """Trainings the whole claim costs at :attr:`claim_seeds` (see :func:`trainings`)."""
-        return trainings(self.claim_seeds, self.levels, controls, controlled_levels)
+        return trainings(self.claim_seeds or 0, self.levels, controls, controlled_levels)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -382,6 +392,7 @@ class Plan:
             "claim_power": self.claim_power,
             "claim_method": self.claim_method,
             "correlation": self.correlation,
+            "claim_reach": self.reach,
         }
 
 
@@ -401,14 +412,31 @@ def plan(
     seed: int = 0,
 ) -> Plan:
     """Plan seeds from pilot differences (ticket - dense, accuracy points, one list per level)."""
+    _check_test(margin, alpha, power)  # bad settings are an error, not "out of reach"
     spread = pilot_sd(pilot_differences, pool=pool, upper_confidence=upper_confidence, sd_floor=sd_floor)
-    per_level = tuple(seeds_for_level(sd, power, margin, alpha, assumed_diff) for sd in spread.planning)
+    per_level = tuple(_seeds_or_none(sd, power, margin, alpha, assumed_diff) for sd in spread.planning)
     options = {"correlation": correlation, "method": method, "sims": sims, "seed": seed}
-    claim_n = seeds_for_claim(spread.planning, power, margin, alpha, assumed_diff, **options)
-    joint = claim_power(claim_n, spread.planning, margin, alpha, assumed_diff, **options)
+    reach = next((i for i, n in enumerate(per_level) if n is None), len(per_level))
+    claim_n = joint = None
+    while reach > 0:  # the longest run of levels from dense whose claim some number of seeds reaches
+        try:
+            claim_n = seeds_for_claim(spread.planning[:reach], power, margin, alpha, assumed_diff, **options)
+        except ConfigError:
+            reach -= 1
+            continue
+        joint = claim_power(claim_n, spread.planning[:reach], margin, alpha, assumed_diff, **options)
+        break
     return Plan(sd=spread, power=power, margin=margin, alpha=alpha, assumed_diff=assumed_diff,
                 level_seeds=per_level, claim_seeds=claim_n, claim_power=joint, claim_method=method,
-                correlation=correlation)
+                correlation=correlation, claim_reach=None if reach == len(per_level) else reach)
+
+
+def _seeds_or_none(sd: float, power: float, margin: float, alpha: float, assumed_diff: float) -> int | None:
+    """:func:`seeds_for_level`, or None where no number up to :data:`MAX_SEEDS` reaches ``power``."""
+    try:
+        return seeds_for_level(sd, power, margin, alpha, assumed_diff)
+    except ConfigError:
+        return None
 
 
 # --------------------------------------------------------------------------
@@ -431,10 +459,10 @@ class LevelPlan:
     percent_remaining: float
     differences: tuple[float, ...]
     sd: float
-    seeds: int
+    seeds: int | None  # None: more than MAX_SEEDS
     seeds_at_observed: int | None
-    trainings: int
-    seconds: float
+    trainings: int | None
+    seconds: float | None
 
     @property
     def mean(self) -> float:
@@ -478,19 +506,42 @@ class ExperimentPlan:
                 f"clears -{p.margin:g} pp if the true difference is {p.assumed_diff:+g} pp; {spread}")
         rows = [f"{'level':>5} {'% left':>7} {'pilot n':>7} {'mean d':>7} {'sd':>6} {'seeds':>6} "
                 f"{'at mean d':>9} {'trainings':>9} {'time':>8}"]
+        beyond = f">{MAX_SEEDS}"
         for lvl in self.levels:
             observed = "no" if lvl.seeds_at_observed is None else str(lvl.seeds_at_observed)
+            seeds = beyond if lvl.seeds is None else str(lvl.seeds)
+            cost = "-" if lvl.trainings is None else str(lvl.trainings)
+            time = "-" if lvl.seconds is None else _duration(lvl.seconds)
             rows.append(f"{lvl.level:>5} {lvl.percent_remaining:>7.1f} {len(lvl.differences):>7} {lvl.mean:>+7.2f} "
-                        f"{lvl.sd:>6.2f} {lvl.seeds:>6} {observed:>9} {lvl.trainings:>9} {_duration(lvl.seconds):>8}")
-        family = (f"Holm family of claim levels {', '.join(map(str, self.claim_levels))}, each planned at alpha "
-                  f"{p.alpha:g}/{len(self.claim_levels)}" if self.claim_levels
-                  else f"fixed sequence over {len(self.levels)} level(s)")
-        claim = (f"whole claim ({family}, {p.claim_method} joint power "
-                 f"{100 * p.claim_power:.1f}%): {p.claim_seeds} seeds = {self.trainings} trainings, "
-                 f"{max(self.trainings - self.already, 0)} more than the pilot's {self.already}; about "
-                 f"{_duration(self.remaining_seconds)} of training left on this machine "
-                 f"({_duration(self.seconds)} in all, serial: divide by parallel workers)")
+                        f"{lvl.sd:>6.2f} {seeds:>6} {observed:>9} {cost:>9} {time:>8}")
+        reached = self.levels[: p.reach]
+        if self.claim_levels:
+            family = (f"Holm family of claim levels {', '.join(map(str, self.claim_levels))}, each planned at alpha "
+                      f"{p.alpha:g}/{len(self.claim_levels)}")
+        elif p.reach == len(self.levels):
+            family = f"fixed sequence over {len(self.levels)} level(s)"
+        else:
+            family = (f"fixed sequence over levels {reached[0].level}-{reached[-1].level}, down to "
+                      f"{reached[-1].percent_remaining:.1f}%" if reached else "fixed sequence")
+        if p.claim_seeds is None:
+            claim = (f"no claim is reachable: already level {self.levels[0].level} needs more than {MAX_SEEDS} seeds "
+                     "at this spread")
+        else:
+            claim = (f"{'whole claim' if p.reach == len(self.levels) else 'claim'} ({family}, {p.claim_method} joint "
+                     f"power {100 * p.claim_power:.1f}%): {p.claim_seeds} seeds = {self.trainings} trainings, "
+                     f"{max(self.trainings - self.already, 0)} more than the pilot's {self.already}; about "
+                     f"{_duration(self.remaining_seconds)} of training left on this machine "
+                     f"({_duration(self.seconds)} in all, serial: divide by parallel workers)")
         notes = [f"levels {', '.join(map(str, self.skipped))}: fewer than 2 paired seeds, not planned"] if self.skipped else []
+        out_of_reach = [lvl.level for lvl in self.levels[p.reach:]] if not self.claim_levels else []
+        if out_of_reach:
+            notes.append(f"level(s) {', '.join(map(str, out_of_reach))}: not in the claim; at this spread it cannot "
+                         f"reach them with {MAX_SEEDS} seeds or fewer (as a fixed sequence it stops before them)")
+        wide = [lvl.level for lvl, own in zip(self.levels, p.sd.per_level)
+                if p.sd.pool and len(self.levels) > 1 and own > 2 * p.sd.pooled]
+        if wide:
+            notes.append(f"level(s) {', '.join(map(str, wide))} spread more than twice the pooled sd, so pooling "
+                         "misstates the others: --own-sd plans each level with its own")
         notes.append("'at mean d': seeds if the true difference is the pilot's mean ('no': at or below -delta, "
                      "out of reach); pilot means of 2-3 seeds are rough")
         return [head, *rows, claim, *notes]
@@ -598,7 +649,7 @@ def plan_from_experiment(
     )
     units = _chain_units(result.config, max(levels))
     pilot_seeds = len({r["seed"] for r in result.runs})
-    claim_n = the_plan.claim_seeds
+    claim_n = the_plan.claim_seeds or 0  # None: no claim reachable, nothing to cost
     per_seed = sum(seconds(level, arm) for level, arm in units)
     already = sum(1 for r in result.runs if (int(r["level"]), r["arm"]) in set(units))
     return ExperimentPlan(plan=the_plan, levels=level_plans, pilot_seeds=pilot_seeds, metric=metric,
@@ -618,10 +669,10 @@ def _family_claim(the_plan: Plan, levels: list[int], claim_levels: tuple[int, ..
     options = {"correlation": the_plan.correlation, "method": method, "sims": sims}
     n = seeds_for_claim(sds, the_plan.power, the_plan.margin, share, the_plan.assumed_diff, **options)
     joint = claim_power(n, sds, the_plan.margin, share, the_plan.assumed_diff, **options)
-    return dataclasses.replace(the_plan, claim_seeds=n, claim_power=joint)
+    return dataclasses.replace(the_plan, claim_seeds=n, claim_power=joint, claim_reach=None)
 
 
-def _level_plan(level: int, percent: float, differences: tuple[float, ...], sd: float, n: int,
+def _level_plan(level: int, percent: float, differences: tuple[float, ...], sd: float, n: int | None,
                 units: list[tuple[int, str]], seconds: Callable[[int, str], float], the_plan: Plan) -> LevelPlan:
     mean = float(np.mean(differences))
     try:
@@ -629,5 +680,5 @@ def _level_plan(level: int, percent: float, differences: tuple[float, ...], sd: 
     except ConfigError:  # the observed mean is at or below -margin: no number of seeds is expected to pass
         observed = None
     return LevelPlan(level=level, percent_remaining=percent, differences=differences, sd=sd, seeds=n,
-                     seeds_at_observed=observed, trainings=n * len(units),
-                     seconds=n * sum(seconds(lvl, arm) for lvl, arm in units))
+                     seeds_at_observed=observed, trainings=None if n is None else n * len(units),
+                     seconds=None if n is None else n * sum(seconds(lvl, arm) for lvl, arm in units))
