@@ -46,11 +46,13 @@ M5SEEDS=$(.venv/bin/ticketlab plan "$M5PILOT" --upper-confidence 0.8 --json \
 .venv/bin/ticketlab run $M5 --seeds auto --max-seeds "$M5SEEDS" --seed 10 --controls reinit,random \
     --control-levels 3,7,12,16 --name mnist5k-sequential --no-progress
 
-# 4b. Study 4's Transformer decided the same way (max_seeds: the plan's, at most 20).
+# 3c. Study 4's Transformer decided the same way: each level's own sd (its two sparsest levels
+#     collapse, and their spread, pooled, would put every level out of reach); max_seeds: the
+#     plan's, at most 20.
 MAPILOT=$(.venv/bin/ticketlab run scripts/modadd_study.toml --controls "" --workers 2 --threads 1 --out "$OUT" \
     --name modadd-pilot --no-progress | experiment_of)
-.venv/bin/ticketlab plan "$MAPILOT" --upper-confidence 0.8
-MASEEDS=$(.venv/bin/ticketlab plan "$MAPILOT" --upper-confidence 0.8 --json \
+.venv/bin/ticketlab plan "$MAPILOT" --upper-confidence 0.8 --own-sd
+MASEEDS=$(.venv/bin/ticketlab plan "$MAPILOT" --upper-confidence 0.8 --own-sd --json \
     | .venv/bin/python -c "import json, sys; print(min(20, json.load(sys.stdin)['plan']['claim_seeds']))")
 .venv/bin/ticketlab run scripts/modadd_study.toml --seeds auto --max-seeds "$MASEEDS" --seed 10 --workers 2 \
     --threads 1 --out "$OUT" --name modadd-sequential --no-progress

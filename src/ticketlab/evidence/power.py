@@ -449,8 +449,9 @@ class LevelPlan:
     """One pruned level of a pilot: its paired differences (points), and what it needs on its own.
 
     ``seeds`` is planned at ``assumed_diff`` (the ticket as good as dense, by default);
-    ``seeds_at_observed`` at the pilot's own mean difference (``None``: out of reach, the observed
-    mean is at or below ``-margin``), so a level that looks lost says so. ``trainings`` and
+    ``seeds_at_observed`` at the pilot's own mean difference (``None``: out of reach with
+    :data:`MAX_SEEDS` seeds or fewer, as it always is when the observed mean is at or below
+    ``-margin``), so a level that looks lost says so. ``trainings`` and
     ``seconds`` are what ``seeds`` seeds of the chain up to this level cost (IMP reaches a level
     only through every level before it), serial seconds on the pilot's machine.
     """
@@ -542,8 +543,8 @@ class ExperimentPlan:
         if wide:
             notes.append(f"level(s) {', '.join(map(str, wide))} spread more than twice the pooled sd, so pooling "
                          "misstates the others: --own-sd plans each level with its own")
-        notes.append("'at mean d': seeds if the true difference is the pilot's mean ('no': at or below -delta, "
-                     "out of reach); pilot means of 2-3 seeds are rough")
+        notes.append(f"'at mean d': seeds if the true difference is the pilot's mean ('no': out of reach with "
+                     f"{MAX_SEEDS} seeds or fewer, always so at or below -delta); pilot means of 2-3 seeds are rough")
         return [head, *rows, claim, *notes]
 
     def to_dict(self) -> dict[str, Any]:
@@ -677,7 +678,7 @@ def _level_plan(level: int, percent: float, differences: tuple[float, ...], sd: 
     mean = float(np.mean(differences))
     try:
         observed: int | None = seeds_for_level(sd, the_plan.power, the_plan.margin, the_plan.alpha, mean)
-    except ConfigError:  # the observed mean is at or below -margin: no number of seeds is expected to pass
+    except ConfigError:  # no number of seeds up to MAX_SEEDS is expected to pass at the observed mean
         observed = None
     return LevelPlan(level=level, percent_remaining=percent, differences=differences, sd=sd, seeds=n,
                      seeds_at_observed=observed, trainings=None if n is None else n * len(units),
