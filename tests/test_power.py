@@ -161,3 +161,23 @@ def test_a_pilot_whose_sparsest_levels_collapsed_plans_the_claim_it_can_make() -
     pooled = plan(close + collapsed)  # the collapsed levels' spread swamps the pooled sd
     assert pooled.reach < 3 and (pooled.claim_seeds is None or pooled.claim_seeds > own.claim_seeds)
     assert plan(close).reach == 3 and plan(close).claim_reach is None  # nothing out of reach: the whole claim
+
+
+def test_the_longest_reachable_claim_is_the_one_a_level_by_level_scan_finds() -> None:
+    """Where every level is within reach alone but the whole claim is not (a wide pooled sd), the
+    plan's bisection stops at the longest prefix some seeds carry, with the seeds that prefix
+    needs: what trying each prefix from the longest down finds."""
+    sds, options = [4.4, 4.6, 4.8, 4.9, 5.0], {"sims": 2000}
+    result = plan([[s, -s, 0.0] for s in sds], pool=False, **options)  # each level's sd is its s
+
+    def scan() -> tuple[int, int | None]:
+        for prefix in range(len(sds), 0, -1):
+            try:
+                return prefix, seeds_for_claim(list(result.sd.planning[:prefix]), **options)
+            except ConfigError:
+                continue
+        return 0, None
+
+    assert all(n is not None for n in result.level_seeds)
+    assert 0 < result.reach < len(sds) and result.claim_reach == result.reach
+    assert (result.reach, result.claim_seeds) == scan()

@@ -417,18 +417,49 @@ def plan(
     per_level = tuple(_seeds_or_none(sd, power, margin, alpha, assumed_diff) for sd in spread.planning)
     options = {"correlation": correlation, "method": method, "sims": sims, "seed": seed}
     reach = next((i for i, n in enumerate(per_level) if n is None), len(per_level))
-    claim_n = joint = None
-    while reach > 0:  # the longest run of levels from dense whose claim some number of seeds reaches
-        try:
-            claim_n = seeds_for_claim(spread.planning[:reach], power, margin, alpha, assumed_diff, **options)
-        except ConfigError:
-            reach -= 1
-            continue
-        joint = claim_power(claim_n, spread.planning[:reach], margin, alpha, assumed_diff, **options)
-        break
+    reach, claim_n = _longest_claim(spread.planning, reach, power, margin, alpha, assumed_diff, options)
+    joint = None if claim_n is None else claim_power(claim_n, spread.planning[:reach], margin, alpha,
+                                                     assumed_diff, **options)
     return Plan(sd=spread, power=power, margin=margin, alpha=alpha, assumed_diff=assumed_diff,
                 level_seeds=per_level, claim_seeds=claim_n, claim_power=joint, claim_method=method,
                 correlation=correlation, claim_reach=None if reach == len(per_level) else reach)
+
+
+def _longest_claim(sds: Sequence[float], reach: int, power: float, margin: float, alpha: float,
+                   assumed_diff: float, options: dict[str, Any]) -> tuple[int, int | None]:
+    """The longest run of levels from dense (at most ``reach``) whose claim some number of seeds up
+    to :data:`MAX_SEEDS` reaches, and those seeds; ``(0, None)`` when not even the first level's does.
+
+    The whole run is tried first (the usual case, a few simulations). When it is out of reach,
+    the run is found by bisection on whether :data:`MAX_SEEDS` seeds carry a prefix (a longer
+    prefix cannot have more power), not by galloping to :data:`MAX_SEEDS` once per prefix: on a
+    pilot whose sparsest levels collapsed that was minutes. The seeds of the run found are those
+    :func:`seeds_for_claim` gives it, with the same simulations as before.
+    """
+    def seeds(prefix: int) -> int | None:
+        try:
+            return seeds_for_claim(sds[:prefix], power, margin, alpha, assumed_diff, **options)
+        except ConfigError:
+            return None
+
+    def carried(prefix: int) -> bool:
+        return claim_power(MAX_SEEDS, sds[:prefix], margin, alpha, assumed_diff, **options) >= power
+
+    if reach == 0:
+        return 0, None
+    whole = seeds(reach)
+    if whole is not None:
+        return reach, whole
+    low, high = 0, reach  # prefix `low` is carried (0 trivially), `high` is not
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if carried(middle) else (low, middle)
+    while low > 0:  # carried at MAX_SEEDS, so seeds_for_claim finds its seeds (same simulations)
+        found = seeds(low)
+        if found is not None:
+            return low, found
+        low -= 1
+    return 0, None
 
 
 def _seeds_or_none(sd: float, power: float, margin: float, alpha: float, assumed_diff: float) -> int | None:
