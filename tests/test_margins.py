@@ -93,3 +93,16 @@ def test_early_stop_intervals_never_go_below_zero() -> None:
     assert "log scale" in caption(runs, None)
     # values that are not positive (never an early stop) still give an interval at or above 0
     assert positive_ci([0.0, 0.0, 300.0]).low >= 0
+
+
+def test_a_bound_below_minus_100_points_reads_as_vacuous_not_as_a_measurement() -> None:
+    """Accuracies differ by at most 100 points, so a lower bound below -100 (an early look of a
+    sequential design on a collapsed level) is shown as ">100" and explained under the table."""
+    d = [0.990, 0.995, 1.000]
+    runs = dense(d) + level(1, [0.10, 0.95, 0.40], es=900)  # collapsed on two seeds of three
+    table = judge(runs)
+    row = table.row(1)
+    assert row.achieved_margin > 1.0  # t(0.95, 2) * sd / sqrt(3) reaches below -100 points
+    assert compact_rows(runs, table)[1]["δ* pp"] == ">100"
+    assert ">100: a bound below −100 points" in caption(runs, table)
+    assert ">100" not in caption(dense(d) + level(1, d, es=900), judge(dense(d) + level(1, d, es=900)))

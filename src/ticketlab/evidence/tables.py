@@ -46,7 +46,16 @@ def _margin(verdict: LevelVerdict | None) -> str:
     """The achieved margin in points, signed ("−0.12": matching even at delta −0.12)."""
     if verdict is None or verdict.achieved_margin is None:
         return "-"
+    if _vacuous(verdict):
+        return ">100"
     return signed_points(verdict.achieved_margin).lstrip("+")
+
+
+def _vacuous(verdict: LevelVerdict) -> bool:
+    """A lower bound below -100 points says nothing: accuracies differ by at most 100. It happens
+    at an early look of a sequential design, whose boundary there is very wide (little alpha
+    spent), on a level already lost; its number in points would read as a measurement."""
+    return verdict.achieved_margin is not None and verdict.achieved_margin > 1.0
 
 
 def _label(level: int, verdict: LevelVerdict | None) -> str:
@@ -211,7 +220,9 @@ def caption(runs: list[dict[str, Any]], verdicts: VerdictTable | None, wide: boo
                 if c.rule == "margin" else "matching: ticket mean >= dense mean - 1 sd (Frankle et al. 2020)")
         parts.append(f"{rule}; beats <control>: Holm-adjusted p < {c.alpha:g}")
         parts.append("δ*: the smallest margin at which a level would be matching (− its lower bound of "
-                     "ticket − dense, points; negative: it beats dense)")
+                     "ticket − dense, points; negative: it beats dense"
+                     + ("; >100: a bound below −100 points, which says nothing: an early look's boundary is wide"
+                        if any(_vacuous(v) for v in verdicts) else "") + ")")
         parts.append(verdicts.family_statement())
         if any(r.matching and not r.in_sequence for r in verdicts):
             parts.append("† outside the headline's claim (" + ("not a claim level)" if verdicts.claim_levels
