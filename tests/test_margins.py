@@ -105,4 +105,5 @@ def test_a_bound_below_minus_100_points_reads_as_vacuous_not_as_a_measurement() 
     assert row.achieved_margin > 1.0  # t(0.95, 2) * sd / sqrt(3) reaches below -100 points
     assert compact_rows(runs, table)[1]["δ* pp"] == ">100"
     assert ">100: a bound below −100 points" in caption(runs, table)
-    assert ">100" not in caption(dense(d) + level(1, d, es=900), judge(dense(d) + level(1, d, es=900)))
+    intact = dense(d) + level(1, d, es=900)
+    assert ">100" not in caption(intact, judge(intact))

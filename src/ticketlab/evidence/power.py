@@ -454,12 +454,8 @@ def _longest_claim(sds: Sequence[float], reach: int, power: float, margin: float
     while high - low > 1:
         middle = (low + high) // 2
         low, high = (middle, high) if carried(middle) else (low, middle)
-    while low > 0:  # carried at MAX_SEEDS, so seeds_for_claim finds its seeds (same simulations)
-        found = seeds(low)
-        if found is not None:
-            return low, found
-        low -= 1
-    return 0, None
+    # carried at MAX_SEEDS is seeds_for_claim's own last test, so it finds the prefix's seeds
+    return (low, seeds(low)) if low > 0 else (0, None)
 
 
 def _seeds_or_none(sd: float, power: float, margin: float, alpha: float, assumed_diff: float) -> int | None:

@@ -52,9 +52,9 @@ def _margin(verdict: LevelVerdict | None) -> str:
 
 
 def _vacuous(verdict: LevelVerdict) -> bool:
-    """A lower bound below -100 points says nothing: accuracies differ by at most 100. It happens
-    at an early look of a sequential design, whose boundary there is very wide (little alpha
-    spent), on a level already lost; its number in points would read as a measurement."""
+    """A lower bound below -100 points says nothing: accuracies differ by at most 100. It comes
+    from a collapsed level with few seeds, above all at an early look of a sequential design
+    (whose boundary there is very wide); its number in points would read as a measurement."""
     return verdict.achieved_margin is not None and verdict.achieved_margin > 1.0
 
 
@@ -221,7 +221,7 @@ def caption(runs: list[dict[str, Any]], verdicts: VerdictTable | None, wide: boo
         parts.append(f"{rule}; beats <control>: Holm-adjusted p < {c.alpha:g}")
         parts.append("δ*: the smallest margin at which a level would be matching (− its lower bound of "
                      "ticket − dense, points; negative: it beats dense"
-                     + ("; >100: a bound below −100 points, which says nothing: an early look's boundary is wide"
+                     + ("; >100: a bound below −100 points, which says nothing, since accuracies differ by at most 100"
                         if any(_vacuous(v) for v in verdicts) else "") + ")")
         parts.append(verdicts.family_statement())
         if any(r.matching and not r.in_sequence for r in verdicts):
